@@ -1,0 +1,39 @@
+# Two commands do everything: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+DEPS   := $(VENV)/.deps-installed
+PORT   ?= 8000
+
+.PHONY: run test frontend deps lint typecheck schema clean
+
+run: deps frontend  ## set up and start everything (SQLite + private Redis unless DATABASE_URL/REDIS_URL)
+	PORT=$(PORT) $(PY) manage.py runstack --setup
+
+test: deps  ## the whole suite on embedded defaults (or DATABASE_URL / REDIS_URL when set)
+	$(PY) -m config.embedded $(PY) -m pytest $(PYTEST_ARGS)
+
+deps: $(DEPS)
+
+$(DEPS): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+frontend: frontend/dist/index.html
+
+frontend/dist/index.html: frontend/package.json frontend/package-lock.json $(shell find frontend/src frontend/index.html frontend/vite.config.ts -type f 2>/dev/null)
+	cd frontend && npm ci --no-audit --no-fund && npm run build
+
+lint: deps
+	$(VENV)/bin/ruff check .
+
+typecheck: deps
+	$(VENV)/bin/mypy steering config
+
+schema: deps
+	$(PY) manage.py spectacular --file var/openapi.yaml --validate
+
+clean:
+	rm -rf var frontend/dist

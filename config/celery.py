@@ -1,0 +1,13 @@
+"""The Celery app. Tasks are thin entry points in steering.tasks."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("steering")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks(["steering"])  # imports steering.tasks once Django is ready

@@ -1,0 +1,70 @@
+"""Inputs of the actions (drain, undrain, maintenance, weight, abort) and token issuing."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from steering.api.serializers import StrictMixin
+from steering.choices import Role
+from steering.models import ApiToken, Operation
+
+
+class ActionInput(StrictMixin, serializers.Serializer):  # type: ignore[type-arg]
+    reason = serializers.CharField(max_length=1000, help_text="Why: goes into the audit log.")
+
+    class Meta:
+        read_only_hints: dict[str, str] = {}
+
+
+class GuardedActionInput(ActionInput):
+    force = serializers.BooleanField(default=False, help_text="Proceed past the capacity guard.")
+    force_reason = serializers.CharField(max_length=1000, required=False, default="", allow_blank=True)
+    dry_run = serializers.BooleanField(default=False, help_text="Only compute the impact.")
+
+
+class DrainInput(GuardedActionInput):
+    grace_seconds = serializers.IntegerField(min_value=0, max_value=86400, required=False, allow_null=True,
+                                             help_text="Time allowed for sessions to finish (default: the pool's).")
+
+
+class WeightInput(GuardedActionInput):
+    weight = serializers.IntegerField(min_value=0, max_value=256)
+    ramp_seconds = serializers.IntegerField(min_value=0, max_value=0, required=False, default=0,
+                                            help_text="Gradual ramps are not available yet: only 0 is accepted.")
+
+
+class ImpactQuery(serializers.Serializer):  # type: ignore[type-arg]
+    action = serializers.ChoiceField(choices=["drain", "maintenance", "undrain"], default="drain")
+
+
+class OperationSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    impact = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Operation
+        fields = ["id", "kind", "status", "target_type", "target_id", "target_repr", "actor_name", "source",
+                  "request_id", "reason", "forced", "steps", "progress", "result", "impact", "deadline",
+                  "created_at", "finished_at", "revision"]
+        read_only_fields = fields
+
+    def get_impact(self, obj: Operation) -> dict | None:  # type: ignore[type-arg]
+        return obj.params.get("impact") if isinstance(obj.params, dict) else None
+
+
+class TokenSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    user = serializers.CharField(source="user.username", read_only=True)
+
+    class Meta:
+        model = ApiToken
+        fields = ["id", "user", "name", "role", "hint", "created_at", "expires_at", "last_used_at", "revoked_at"]
+        read_only_fields = fields
+
+
+class TokenCreateInput(StrictMixin, serializers.Serializer):  # type: ignore[type-arg]
+    name = serializers.CharField(max_length=100)
+    role = serializers.ChoiceField(choices=Role.choices)
+    user = serializers.CharField(max_length=150, required=False, help_text="Username (default: yourself).")
+    expires_in_days = serializers.IntegerField(min_value=1, max_value=3650, required=False)
+
+    class Meta:
+        read_only_hints: dict[str, str] = {}

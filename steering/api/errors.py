@@ -1,0 +1,39 @@
+"""One error shape: {"code", "detail", ...} with field errors under "errors"; never a 500 for input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import ProtectedError
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from steering.services.errors import ServiceError
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, ServiceError):
+        return Response(exc.as_dict(), status=exc.status_code)
+    if isinstance(exc, DjangoValidationError):
+        errors = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        return Response({"code": "invalid", "detail": "Invalid input.", "errors": errors}, status=400)
+    if isinstance(exc, ProtectedError):
+        return Response({"code": "in_use", "detail": str(exc.args[0])}, status=409)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        detail = response.data
+        if isinstance(detail, list):
+            detail = {"non_field_errors": detail}
+        response.data = {"code": "invalid", "detail": "Invalid input.", "errors": detail}
+    elif isinstance(response.data, dict) and "detail" in response.data:
+        code = getattr(exc, "default_code", "error")
+        if isinstance(exc, exceptions.APIException) and hasattr(exc.detail, "code"):
+            code = exc.detail.code or code
+        response.data = {"code": code, "detail": str(response.data["detail"])}
+    if response.status_code == status.HTTP_500_INTERNAL_SERVER_ERROR:  # pragma: no cover
+        return response
+    return response

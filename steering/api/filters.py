@@ -1,0 +1,73 @@
+"""Filters for list endpoints (django-filter)."""
+
+from __future__ import annotations
+
+import django_filters as df
+
+from steering.choices import AdminState, ChangeSource, Health
+from steering.models import Backend, Change, Operation, Pool
+
+
+class PoolFilter(df.FilterSet):
+    region = df.NumberFilter(field_name="pop__region")
+    pop_slug = df.CharFilter(field_name="pop__slug")
+
+    class Meta:
+        model = Pool
+        fields = ["pop", "service", "slug", "mode", "in_panic", "monitor", "backup_pool"]
+
+
+class BackendFilter(df.FilterSet):
+    pop = df.NumberFilter(field_name="pool__pop")
+    region = df.NumberFilter(field_name="pool__pop__region")
+    service = df.NumberFilter(field_name="pool__service")
+    admin_state = df.MultipleChoiceFilter(choices=AdminState.choices)
+    health = df.MultipleChoiceFilter(choices=Health.choices)
+
+    class Meta:
+        model = Backend
+        fields = ["pool", "name", "address", "port", "backup", "version"]
+
+
+class OperationFilter(df.FilterSet):
+    since = df.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = df.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Operation
+        fields = ["kind", "status", "target_type", "target_id", "actor_name", "source"]
+
+
+class ChangeFilter(df.FilterSet):
+    actor = df.CharFilter(field_name="actor_name")
+    action = df.CharFilter(field_name="action")
+    action_prefix = df.CharFilter(field_name="action", lookup_expr="startswith",
+                                  help_text="e.g. 'backend.' for every backend action")
+    source = df.ChoiceFilter(choices=ChangeSource.choices)
+    since = df.IsoDateTimeFilter(field_name="time", lookup_expr="gte")
+    until = df.IsoDateTimeFilter(field_name="time", lookup_expr="lt")
+    # "History of X" includes changes where X is the related object (a pool's backends).
+    involving_type = df.CharFilter(method="filter_involving_type")
+    involving_id = df.NumberFilter(method="filter_noop")
+
+    class Meta:
+        model = Change
+        fields = ["object_type", "object_id", "related_type", "related_id", "request_id", "operation_id", "forced"]
+
+    def filter_noop(self, queryset, name, value):  # type: ignore[no-untyped-def]
+        return queryset
+
+    def filter_involving_type(self, queryset, name, value):  # type: ignore[no-untyped-def]
+        from django.db.models import Q
+
+        ident = self.data.get("involving_id")
+        obj_q = Q(object_type=value)
+        rel_q = Q(related_type=value)
+        if ident not in (None, ""):
+            try:
+                ident_int = int(ident)
+            except (TypeError, ValueError):
+                return queryset.none()
+            obj_q &= Q(object_id=ident_int)
+            rel_q &= Q(related_id=ident_int)
+        return queryset.filter(obj_q | rel_q)

@@ -1,0 +1,152 @@
+"""Serializers for topology resources. Writes go through services, never serializer.save()."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from steering import capacity
+from steering.models import VIP, AnycastPrefix, Backend, ClientNetwork, Monitor, PoP, Pool, Region, Service
+from steering.representation import weight_inputs
+from steering.services.allowlist import allowlist_error
+
+COMMON_READ_ONLY = ("id", "revision", "created_at", "updated_at")
+
+
+class StrictMixin(serializers.Serializer):  # type: ignore[type-arg]
+    """Unknown fields and attempts to write read-only fields are errors, not silently dropped."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            writable = {name for name, f in self.fields.items() if not f.read_only}
+            errors = {}
+            for key in data:
+                if key in writable:
+                    continue
+                if key in self.fields:
+                    hint = getattr(getattr(self, "Meta", None), "read_only_hints", {}).get(key, "This field is read-only.")
+                    errors[key] = [hint]
+                else:
+                    errors[key] = ["Unknown field."]
+            if errors:
+                raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)
+
+
+class BaseModelSerializer(StrictMixin, serializers.ModelSerializer):  # type: ignore[type-arg]
+    pass
+
+
+class RegionSerializer(BaseModelSerializer):
+    class Meta:
+        model = Region
+        fields = [*COMMON_READ_ONLY, "slug", "name", "latitude", "longitude", "admin_state"]
+        read_only_fields = [*COMMON_READ_ONLY, "admin_state"]
+        read_only_hints = {"admin_state": "Changed by the drain, undrain and maintenance actions."}
+
+
+class PoPSerializer(BaseModelSerializer):
+    class Meta:
+        model = PoP
+        fields = [*COMMON_READ_ONLY, "region", "slug", "name", "city", "latitude", "longitude",
+                  "admin_state", "announce", "capacity_rps"]
+        read_only_fields = [*COMMON_READ_ONLY, "admin_state", "announce"]
+        read_only_hints = {
+            "admin_state": "Changed by the drain, undrain and maintenance actions.",
+            "announce": "Changed by the announce and withdraw actions.",
+        }
+
+
+class AnycastPrefixSerializer(BaseModelSerializer):
+    class Meta:
+        model = AnycastPrefix
+        fields = [*COMMON_READ_ONLY, "prefix", "description"]
+        read_only_fields = COMMON_READ_ONLY
+
+
+class ServiceSerializer(BaseModelSerializer):
+    class Meta:
+        model = Service
+        fields = [*COMMON_READ_ONLY, "slug", "fqdn", "port", "protocol", "dns_policy", "ttl", "anycast_prefix"]
+        read_only_fields = COMMON_READ_ONLY
+
+
+class VIPSerializer(BaseModelSerializer):
+    class Meta:
+        model = VIP
+        fields = [*COMMON_READ_ONLY, "service", "region", "address", "weight", "priority", "enabled"]
+        read_only_fields = COMMON_READ_ONLY
+
+
+class ClientNetworkSerializer(BaseModelSerializer):
+    class Meta:
+        model = ClientNetwork
+        fields = [*COMMON_READ_ONLY, "cidr", "region", "description"]
+        read_only_fields = COMMON_READ_ONLY
+
+
+class MonitorSerializer(BaseModelSerializer):
+    class Meta:
+        model = Monitor
+        fields = [*COMMON_READ_ONLY, "slug", "kind", "method", "path", "host_header", "expected_status",
+                  "body_match", "tls_verify", "interval_seconds", "timeout_seconds", "rise", "fall"]
+        read_only_fields = COMMON_READ_ONLY
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        instance = self.instance
+        interval = attrs.get("interval_seconds", getattr(instance, "interval_seconds", 2.0))
+        timeout = attrs.get("timeout_seconds", getattr(instance, "timeout_seconds", 1.0))
+        if timeout > interval:
+            raise serializers.ValidationError({"timeout_seconds": ["The timeout cannot exceed the interval."]})
+        return attrs
+
+
+class PoolSerializer(BaseModelSerializer):
+    pop_slug = serializers.CharField(source="pop.slug", read_only=True)
+
+    class Meta:
+        model = Pool
+        fields = [*COMMON_READ_ONLY, "pop", "pop_slug", "service", "slug", "mode", "match_host",
+                  "match_path_prefix", "rule_priority", "algorithm", "monitor", "backup_pool",
+                  "min_healthy_percent", "panic_threshold_percent", "in_panic", "default_grace_seconds",
+                  "expected_rps"]
+        read_only_fields = [*COMMON_READ_ONLY, "in_panic"]
+        read_only_hints = {"in_panic": "Set by the health engine."}
+
+
+class BackendSerializer(BaseModelSerializer):
+    path = serializers.CharField(read_only=True)
+    effective_weight = serializers.SerializerMethodField()
+    effective_weight_reason = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Backend
+        fields = [*COMMON_READ_ONLY, "pool", "name", "path", "address", "port", "weight", "effective_weight",
+                  "effective_weight_reason", "admin_state", "health", "health_changed_at", "backup",
+                  "capacity_rps", "slow_start_seconds", "ready_since", "drain_started_at", "drain_deadline",
+                  "version", "operation"]
+        read_only_fields = [*COMMON_READ_ONLY, "admin_state", "health", "health_changed_at", "ready_since",
+                            "drain_started_at", "drain_deadline", "operation"]
+        read_only_hints = {
+            "admin_state": "Changed by the drain, undrain and maintenance actions.",
+            "health": "Set by the health checks.",
+        }
+
+    def _explained(self, obj: Backend) -> capacity.WeightExplanation:
+        cache = self.context.setdefault("_explained", {})
+        if obj.pk not in cache:
+            cache[obj.pk] = capacity.explain_effective_weight(weight_inputs(obj, pool_in_panic=obj.pool.in_panic))
+        return cache[obj.pk]  # type: ignore[no-any-return]
+
+    def get_effective_weight(self, obj: Backend) -> int:
+        return self._explained(obj).effective
+
+    def get_effective_weight_reason(self, obj: Backend) -> str:
+        return self._explained(obj).reason
+
+    def validate_address(self, value: str) -> str:
+        why = allowlist_error(value)
+        if why:
+            raise serializers.ValidationError(why)
+        return value

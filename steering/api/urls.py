@@ -1,0 +1,39 @@
+from django.urls import include, path
+from rest_framework.routers import DefaultRouter
+
+from steering.api.views.changes import ChangeViewSet
+from steering.api.views.operations import OperationViewSet
+from steering.api.views.resources import (
+    AnycastPrefixViewSet,
+    BackendViewSet,
+    ClientNetworkViewSet,
+    MonitorViewSet,
+    PoolViewSet,
+    PoPViewSet,
+    RegionViewSet,
+    ServiceViewSet,
+    VIPViewSet,
+)
+from steering.api.views.system import MeView, StatesView, TopologyView
+from steering.api.views.tokens import TokenViewSet
+
+router = DefaultRouter()
+router.register("regions", RegionViewSet)
+router.register("pops", PoPViewSet)
+router.register("services", ServiceViewSet)
+router.register("vips", VIPViewSet)
+router.register("prefixes", AnycastPrefixViewSet)
+router.register("client-networks", ClientNetworkViewSet)
+router.register("monitors", MonitorViewSet)
+router.register("pools", PoolViewSet)
+router.register("backends", BackendViewSet)
+router.register("operations", OperationViewSet)
+router.register("changes", ChangeViewSet)
+router.register("tokens", TokenViewSet)
+
+urlpatterns = [
+    path("topology/", TopologyView.as_view(), name="topology"),
+    path("me/", MeView.as_view(), name="me"),
+    path("states/", StatesView.as_view(), name="states"),
+    path("", include(router.urls)),
+]

@@ -1,0 +1,133 @@
+"""Drain, undrain, maintenance, impact (and weight on backends) as POST …/{id}/<action>/."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from steering.api.action_serializers import DrainInput, GuardedActionInput, ImpactQuery, OperationSerializer, WeightInput
+from steering.api.action_serializers import ActionInput
+from steering.api.idempotency import idempotent
+from steering.api.request_context import actor_for, expected_revision
+from steering.choices import Role
+from steering.services import actions
+
+OPERATOR_ACTIONS = {"drain": Role.OPERATOR, "undrain": Role.OPERATOR, "maintenance": Role.OPERATOR,
+                    "weight": Role.OPERATOR, "impact": Role.VIEWER}
+
+_IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
+    description="Makes a retry safe: the same key returns the first answer and changes nothing.",
+)
+
+
+class ImpactSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    action = serializers.CharField()
+    verdict = serializers.ChoiceField(choices=["safe", "overload", "outage"])
+    safe = serializers.BooleanField()
+    basis = serializers.CharField()
+    target = serializers.DictField()
+    backends_affected = serializers.IntegerField()
+    moved_rps = serializers.FloatField()
+    unplaced_rps = serializers.FloatField()
+    receivers = serializers.ListField(child=serializers.DictField())
+    notes = serializers.ListField(child=serializers.CharField())
+    explain = serializers.CharField()
+
+
+class ActionResultSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    operation = OperationSerializer()
+    impact = ImpactSerializer()
+
+
+def _accepted(op: Any, impact: dict[str, Any]) -> Response:
+    response = Response({"operation": OperationSerializer(op).data, "impact": impact}, status=status.HTTP_202_ACCEPTED)
+    response["Location"] = f"/api/v1/operations/{op.pk}/"
+    return response
+
+
+_RESPONSES = {
+    202: ActionResultSerializer,
+    200: OpenApiResponse(ImpactSerializer, description="dry_run: the impact only"),
+    409: OpenApiResponse(description="capacity_guard (with impact) or state_conflict"),
+    412: OpenApiResponse(description="If-Match does not match"),
+}
+
+
+class TargetActionsMixin:
+    """Actions on a backend, pool, PoP or region; on an aggregate they apply to every backend under it."""
+
+    required_roles = OPERATOR_ACTIONS
+
+    def _revision(self, request: Request, target: Any) -> int | None:
+        return expected_revision(request, target._meta.model_name, target.pk)
+
+    @extend_schema(request=DrainInput, responses=_RESPONSES, parameters=[_IDEMPOTENCY_HEADER])
+    @action(detail=True, methods=["post"])
+    @idempotent
+    def drain(self, request: Request, pk: Any = None) -> Response:
+        target = self.get_object()  # type: ignore[attr-defined]
+        data = DrainInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        op, impact = actions.do_drain(
+            target, actor=actor_for(request), reason=v["reason"], grace_seconds=v.get("grace_seconds"),
+            force=v["force"], force_reason=v["force_reason"], dry_run=v["dry_run"],
+            expected_revision=self._revision(request, target),
+        )
+        return Response(impact) if op is None else _accepted(op, impact)
+
+    @extend_schema(request=ActionInput, responses=_RESPONSES, parameters=[_IDEMPOTENCY_HEADER])
+    @action(detail=True, methods=["post"])
+    @idempotent
+    def undrain(self, request: Request, pk: Any = None) -> Response:
+        target = self.get_object()  # type: ignore[attr-defined]
+        data = ActionInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        op, impact = actions.do_undrain(target, actor=actor_for(request), reason=data.validated_data["reason"],
+                                        expected_revision=self._revision(request, target))
+        return _accepted(op, impact)
+
+    @extend_schema(request=GuardedActionInput, responses=_RESPONSES, parameters=[_IDEMPOTENCY_HEADER])
+    @action(detail=True, methods=["post"])
+    @idempotent
+    def maintenance(self, request: Request, pk: Any = None) -> Response:
+        target = self.get_object()  # type: ignore[attr-defined]
+        data = GuardedActionInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        op, impact = actions.do_maintenance(
+            target, actor=actor_for(request), reason=v["reason"], force=v["force"],
+            force_reason=v["force_reason"], dry_run=v["dry_run"], expected_revision=self._revision(request, target),
+        )
+        return Response(impact) if op is None else _accepted(op, impact)
+
+    @extend_schema(parameters=[ImpactQuery], responses={200: ImpactSerializer})
+    @action(detail=True, methods=["get"])
+    def impact(self, request: Request, pk: Any = None) -> Response:
+        target = self.get_object()  # type: ignore[attr-defined]
+        query = ImpactQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(actions.impact_of(target, query.validated_data["action"]))
+
+
+class WeightActionMixin:
+    @extend_schema(request=WeightInput, responses=_RESPONSES, parameters=[_IDEMPOTENCY_HEADER])
+    @action(detail=True, methods=["post"])
+    @idempotent
+    def weight(self, request: Request, pk: Any = None) -> Response:
+        backend = self.get_object()  # type: ignore[attr-defined]
+        data = WeightInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        op, impact = actions.do_set_weight(
+            backend, actor=actor_for(request), reason=v["reason"], weight=v["weight"], force=v["force"],
+            force_reason=v["force_reason"], dry_run=v["dry_run"],
+            expected_revision=expected_revision(request, "backend", backend.pk),
+        )
+        return Response(impact) if op is None else _accepted(op, impact)

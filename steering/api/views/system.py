@@ -1,0 +1,65 @@
+"""The topology snapshot, who-am-I, the state table, and liveness/readiness probes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from steering.api.permissions import request_role
+from steering.choices import STATE_STYLES
+from steering.models import ApiToken
+from steering.topology import topology_snapshot
+
+
+class TopologyView(APIView):
+    @extend_schema(responses={200: inline_serializer("Topology", {"version": serializers.IntegerField()})})
+    def get(self, request: Request) -> Response:
+        return Response(topology_snapshot())
+
+
+class MeView(APIView):
+    @extend_schema(responses={200: inline_serializer("Me", {"username": serializers.CharField(), "role": serializers.CharField()})})
+    def get(self, request: Request) -> Response:
+        return Response({
+            "username": request.user.get_username(),
+            "role": request_role(request),
+            "auth": "token" if isinstance(request.auth, ApiToken) else "session",
+        })
+
+
+class StatesView(APIView):
+    @extend_schema(responses={200: inline_serializer("State", {"key": serializers.CharField(), "colour": serializers.CharField()}, many=True)})
+    def get(self, request: Request) -> Response:
+        return Response([style.__dict__ for style in STATE_STYLES])
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness: the process answers. Deliberately checks nothing else."""
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Readiness: the database and Redis answer."""
+    checks: dict[str, Any] = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:  # readiness must report, not raise
+        checks["database"] = f"error: {exc}"
+    try:
+        from steering.services.effects import _redis
+
+        _redis().ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"error: {exc}"
+    ready = all(v == "ok" for v in checks.values())
+    return JsonResponse({"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503)

@@ -1,0 +1,156 @@
+"""Pure capacity math: effective weight, shares, headroom, drain-time estimate.
+
+No Django here (DESIGN §2): the data planes, the what-if, the guard and the UI's
+"why does this backend get X%" all call these same functions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+MAX_WEIGHT = 256
+
+# States as plain strings so this module does not import the Django choices.
+_OUT_OF_SERVICE_ADMIN = frozenset({"draining", "drained", "maint"})
+
+
+@dataclass(frozen=True)
+class WeightInputs:
+    weight: int
+    admin_state: str = "ready"
+    health: str = "unknown"
+    slow_start_seconds: int = 0
+    seconds_since_ready: float | None = None
+    pool_in_panic: bool = False
+
+
+@dataclass(frozen=True)
+class WeightExplanation:
+    effective: int
+    reason: str
+
+
+def explain_effective_weight(inputs: WeightInputs) -> WeightExplanation:
+    """The weight a data plane should use for new traffic, and why.
+
+    - draining / drained / maintenance: 0 (draining keeps its sessions, takes nothing new)
+    - down: 0, unless the pool is in panic (most of it looks down at once, so the prober is
+      suspected and everyone keeps serving)
+    - unknown and stale keep their weight: no evidence is not evidence of failure
+    - slow start: weight ramps linearly over slow_start_seconds after returning to ready,
+      never below 1 so the backend is actually tried (as HAProxy does)
+    """
+    weight = max(0, min(MAX_WEIGHT, int(inputs.weight)))
+    if inputs.admin_state in _OUT_OF_SERVICE_ADMIN:
+        return WeightExplanation(0, f"admin state {inputs.admin_state}")
+    if weight == 0:
+        return WeightExplanation(0, "configured weight 0")
+    if inputs.health == "down":
+        if inputs.pool_in_panic:
+            return WeightExplanation(weight, "down, but pool in panic: kept in service")
+        return WeightExplanation(0, "health down")
+    since = inputs.seconds_since_ready
+    if inputs.slow_start_seconds > 0 and since is not None and since < inputs.slow_start_seconds:
+        ramped = max(1, math.ceil(weight * max(0.0, since) / inputs.slow_start_seconds))
+        pct = int(100 * max(0.0, since) / inputs.slow_start_seconds)
+        return WeightExplanation(ramped, f"slow start {pct}% of {inputs.slow_start_seconds}s")
+    return WeightExplanation(weight, f"configured weight {weight}")
+
+
+def effective_weight(inputs: WeightInputs) -> int:
+    return explain_effective_weight(inputs).effective
+
+
+def shares(weights: Mapping[str, int]) -> dict[str, float]:
+    """Each key's fraction of new traffic (0..1) given effective weights."""
+    total = sum(max(0, w) for w in weights.values())
+    if total == 0:
+        return {key: 0.0 for key in weights}
+    return {key: max(0, w) / total for key, w in weights.items()}
+
+
+@dataclass(frozen=True)
+class Receiver:
+    key: str
+    weight: int          # effective weight after the change
+    capacity: float      # requests/s it can take
+    load: float          # requests/s it carries now
+
+
+@dataclass(frozen=True)
+class ReceiverImpact:
+    key: str
+    load_before: float
+    load_after: float
+    capacity: float
+
+    @property
+    def headroom_after(self) -> float:
+        """Fraction of capacity still free after the change (negative when overloaded)."""
+        if self.capacity <= 0:
+            return -1.0 if self.load_after > 0 else 0.0
+        return 1.0 - self.load_after / self.capacity
+
+    @property
+    def overloaded(self) -> bool:
+        return self.load_after > self.capacity
+
+
+@dataclass(frozen=True)
+class Redistribution:
+    moved_load: float
+    receivers: tuple[ReceiverImpact, ...]
+    unplaced_load: float = 0.0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def safe(self) -> bool:
+        return self.unplaced_load <= 1e-9 and not any(r.overloaded for r in self.receivers)
+
+
+def redistribute(moved_load: float, receivers: Sequence[Receiver]) -> Redistribution:
+    """Spread `moved_load` over receivers by effective weight (survivors of a removal).
+
+    Traffic is conserved: what cannot be placed (no receiver with weight) is reported as
+    unplaced, which the guard treats as an outage.
+    """
+    moved_load = max(0.0, moved_load)
+    total_weight = sum(max(0, r.weight) for r in receivers)
+    if total_weight == 0:
+        impacts = tuple(ReceiverImpact(r.key, r.load, r.load, r.capacity) for r in receivers)
+        return Redistribution(moved_load, impacts, unplaced_load=moved_load)
+    impacts = tuple(
+        ReceiverImpact(r.key, r.load, r.load + moved_load * max(0, r.weight) / total_weight, r.capacity)
+        for r in receivers
+    )
+    return Redistribution(moved_load, impacts)
+
+
+@dataclass(frozen=True)
+class DrainEstimate:
+    seconds: int
+    sessions: int
+    completion_rate: float
+    buffer_seconds: int
+    derivation: str
+
+
+def estimate_drain_seconds(sessions: int, completion_rate: float, buffer_seconds: int = 15) -> DrainEstimate:
+    """Drain time ~ active sessions / completion rate + a safety buffer.
+
+    2,400 sessions finishing at 80/s -> 30 s + 15 s = 45 s.
+    """
+    if sessions <= 0:
+        return DrainEstimate(buffer_seconds, 0, completion_rate, buffer_seconds, "no active sessions: buffer only")
+    if completion_rate <= 0:
+        raise ValueError("completion_rate must be positive when sessions are active")
+    base = math.ceil(sessions / completion_rate)
+    return DrainEstimate(
+        base + buffer_seconds,
+        sessions,
+        completion_rate,
+        buffer_seconds,
+        f"{sessions} sessions / {completion_rate:g} per s = {base} s, + {buffer_seconds} s buffer",
+    )

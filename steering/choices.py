@@ -1,0 +1,125 @@
+"""Every state the product shows, with its colour and symbol, in one place.
+
+The API serves this table at /api/v1/states/ so the dashboard and the API never disagree.
+Colour never travels alone: each state has a symbol and a word too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import models
+
+
+class AdminState(models.TextChoices):
+    READY = "ready", "ready"
+    DRAINING = "draining", "draining"
+    DRAINED = "drained", "drained"
+    MAINT = "maint", "maintenance"
+
+
+class Health(models.TextChoices):
+    UNKNOWN = "unknown", "unknown"
+    UP = "up", "up"
+    DOWN = "down", "down"
+    STALE = "stale", "stale"
+
+
+class PoolMode(models.TextChoices):
+    L4 = "l4", "L4 (TCP)"
+    L7 = "l7", "L7 (HTTP)"
+
+
+class Algorithm(models.TextChoices):
+    ROUNDROBIN = "roundrobin", "round robin"
+    LEASTCONN = "leastconn", "least connections"
+    SOURCE = "source", "source hash"
+    FIRST = "first", "first available"
+    RANDOM = "random", "random"
+
+
+class ServiceProtocol(models.TextChoices):
+    TCP = "tcp", "TCP"
+    HTTP = "http", "HTTP"
+
+
+class DnsPolicy(models.TextChoices):
+    WEIGHTED = "weighted", "weighted"
+    GEO = "geo", "geo (client network / ECS)"
+    FAILOVER = "failover", "ordered failover"
+
+
+class MonitorKind(models.TextChoices):
+    TCP = "tcp", "TCP connect"
+    HTTP = "http", "HTTP"
+    HTTPS = "https", "HTTPS"
+
+
+class HttpMethod(models.TextChoices):
+    GET = "GET", "GET"
+    HEAD = "HEAD", "HEAD"
+
+
+class AnnounceState(models.TextChoices):
+    ANNOUNCE = "announce", "announce"
+    WITHDRAW = "withdraw", "withdraw"
+
+
+class OperationKind(models.TextChoices):
+    DRAIN = "drain", "drain"
+    UNDRAIN = "undrain", "undrain"
+    MAINTENANCE = "maintenance", "maintenance"
+    WEIGHT = "weight", "weight"
+    ANNOUNCE = "announce", "announce"
+    WITHDRAW = "withdraw", "withdraw"
+
+
+class OperationStatus(models.TextChoices):
+    RUNNING = "running", "running"
+    SUCCEEDED = "succeeded", "succeeded"
+    ABORTED = "aborted", "aborted"
+    FAILED = "failed", "failed"
+
+
+OPERATION_FINAL_STATES = frozenset({OperationStatus.SUCCEEDED, OperationStatus.ABORTED, OperationStatus.FAILED})
+
+
+class ChangeSource(models.TextChoices):
+    UI = "ui", "dashboard"
+    API = "api", "API"
+    CLI = "cli", "CLI"
+    SYSTEM = "system", "system"
+
+
+class Role(models.TextChoices):
+    VIEWER = "viewer", "viewer"
+    OPERATOR = "operator", "operator"
+    ADMIN = "admin", "admin"
+
+
+ROLE_RANK = {Role.VIEWER: 1, Role.OPERATOR: 2, Role.ADMIN: 3}
+
+
+@dataclass(frozen=True)
+class StateStyle:
+    key: str
+    label: str
+    symbol: str
+    colour: str
+    meaning: str
+
+
+# The one table of state colours and symbols (UI.md): health first, then admin states, then alarms.
+STATE_STYLES: tuple[StateStyle, ...] = (
+    StateStyle("up", "up", "▲", "#2e9e44", "passing health checks"),
+    StateStyle("down", "down", "▼", "#d64545", "failing health checks"),
+    StateStyle("unknown", "unknown", "?", "#8a8f98", "not checked yet"),
+    StateStyle("stale", "stale", "◌", "#b58a00", "no check results arriving; last known state kept"),
+    StateStyle("ready", "ready", "●", "#2e9e44", "in service"),
+    StateStyle("draining", "draining", "◐", "#d98a00", "no new traffic; existing sessions finishing"),
+    StateStyle("drained", "drained", "○", "#5f6b7a", "out of service, no sessions"),
+    StateStyle("maint", "maintenance", "⛭", "#7a5cc2", "forced out of service"),
+    StateStyle("panic", "panic", "‼", "#ff2d55", "most of the pool looks down: serving anyway, prober suspected"),
+    StateStyle("announce", "announcing", "⇡", "#2e9e44", "anycast prefix announced"),
+    StateStyle("withdraw", "withdrawn", "⇣", "#5f6b7a", "anycast prefix withdrawn"),
+)

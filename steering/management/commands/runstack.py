@@ -1,0 +1,106 @@
+"""Bring the whole product up: ASGI server (HTTP + WebSocket), Celery worker and beat.
+
+Used by `make run`. Starts a private Redis on loopback when REDIS_URL is not set, prints the
+URL and how to sign in, and stops everything on Ctrl-C (or when any part dies).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from config.embedded import PrivateRedis
+
+
+class Command(BaseCommand):
+    help = "Run the web server, a Celery worker and Celery beat together (Ctrl-C stops all)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--setup", action="store_true",
+                            help="First migrate, collect static files, ensure the admin user and load the demo.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        host, port = options["host"], options["port"]
+        env = dict(os.environ)
+        redis: PrivateRedis | None = None
+        if not env.get("REDIS_URL"):
+            redis = PrivateRedis().start()
+            env["REDIS_URL"] = redis.url
+        python = sys.executable
+        var = settings.VAR_DIR
+        commands = {
+            "web": [python, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port),
+                    "--no-access-log", "--lifespan", "off"],
+            "worker": [python, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO", "--concurrency", "2",
+                       "--hostname", "worker@%h"],
+            "beat": [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
+                     "--schedule", str(var / "celerybeat-schedule")],
+        }
+        if options["setup"]:
+            manage = [python, str(settings.BASE_DIR / "manage.py")]
+            for step in (["migrate", "--noinput", "-v0"], ["collectstatic", "--noinput", "-v0"],
+                         ["ensure_admin"], ["seed_demo"]):
+                if subprocess.call(manage + step, env=env) != 0:
+                    if redis:
+                        redis.stop()
+                    raise SystemExit(f"setup step {' '.join(step)} failed")
+        procs: dict[str, subprocess.Popen[bytes]] = {}
+        stopping = False
+
+        def stop(*_: Any) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            for name, cmd in commands.items():
+                procs[name] = subprocess.Popen(cmd, env=env, start_new_session=True)
+            self._announce(host, port, env["REDIS_URL"], redis is not None)
+            while not stopping:
+                for name, proc in procs.items():
+                    if proc.poll() is not None:
+                        self.stderr.write(f"{name} exited with {proc.returncode}; stopping everything")
+                        stopping = True
+                        break
+                time.sleep(0.5)
+        finally:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            for proc in procs.values():
+                try:
+                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+            if redis:
+                redis.stop()
+            self.stdout.write("stopped")
+
+    def _announce(self, host: str, port: int, redis_url: str, private_redis: bool) -> None:
+        db = settings.DATABASES["default"]
+        password_file = settings.VAR_DIR / "admin-password.txt"
+        lines = [
+            "",
+            f"  steering is up:   http://{host}:{port}/",
+            f"  API:              http://{host}:{port}/api/v1/   docs: http://{host}:{port}/api/docs/",
+            f"  database:         {db['ENGINE'].rsplit('.', 1)[-1]} {db['NAME']}",
+            f"  redis:            {redis_url}{' (private, embedded)' if private_redis else ''}",
+        ]
+        if password_file.exists():
+            lines.append(f"  sign in:          admin / {password_file.read_text().strip()}")
+        else:
+            lines.append("  sign in:          admin / the password in STEERING_ADMIN_PASSWORD")
+        lines += ["  API token:        python manage.py create_token admin --role operator --name my-tool",
+                  "  stop:             Ctrl-C", ""]
+        self.stdout.write("\n".join(lines))

@@ -1,0 +1,27 @@
+"""Models, one aggregate per module."""
+
+from steering.models.audit import Change
+from steering.models.base import StateVersion
+from steering.models.idempotency import IdempotencyRecord
+from steering.models.monitor import Monitor
+from steering.models.operations import Operation
+from steering.models.pools import Backend, Pool
+from steering.models.tokens import ApiToken
+from steering.models.topology import VIP, AnycastPrefix, ClientNetwork, PoP, Region, Service
+
+__all__ = [
+    "VIP",
+    "AnycastPrefix",
+    "ApiToken",
+    "Backend",
+    "Change",
+    "ClientNetwork",
+    "IdempotencyRecord",
+    "Monitor",
+    "Operation",
+    "PoP",
+    "Pool",
+    "Region",
+    "Service",
+    "StateVersion",
+]

@@ -1,0 +1,6 @@
+"""The only writers of state (DESIGN §4.1).
+
+Each `do_<verb>()` runs in one transaction: lock the rows, check guards, mutate, write the
+Change rows, then (after commit) publish a live delta. Views, consumers, tasks and commands
+call these functions and nothing else writes state.
+"""

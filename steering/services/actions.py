@@ -1,0 +1,327 @@
+"""Drain, undrain, maintenance and weight: on a backend, or on everything under a pool, PoP or region.
+
+An action on a pool, PoP or region is one Operation covering every backend under it.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from steering.choices import AdminState, OperationKind
+from steering.models import Backend, Operation, PoP, Pool, Region
+from steering.services import guard
+from steering.services.audit import ChangeSet, snapshot
+from steering.services.context import Actor
+from steering.services.errors import CapacityGuardRefused, InvalidInput, StaleWrite, StateConflict
+from steering.services.operations import drain_progress, finish_immediately, open_operation
+from steering.services.targets import Target, backends_under, target_label, target_type
+
+_IN_SERVICE = (AdminState.READY,)
+
+
+def _lock_target(target: Target, expected_revision: int | None) -> Target:
+    locked = type(target).objects.select_for_update().get(pk=target.pk)
+    if expected_revision is not None and locked.revision != expected_revision:
+        raise StaleWrite(
+            f"{target_type(locked)} {locked.pk} changed since you read it (revision {locked.revision}).",
+            extra={"current_etag": locked.etag},
+        )
+    return locked
+
+
+def _require_reason(reason: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidInput({"reason": ["Say why: the reason goes into the audit log."]})
+    return reason
+
+
+def _apply_guard(target: Target, removed: list[Backend], *, action: str, force: bool, force_reason: str) -> dict[str, Any]:
+    impact = guard.assess_removal(target, removed, action=action)
+    if not impact["safe"] and not force:
+        raise CapacityGuardRefused(impact["explain"], extra={"impact": impact})
+    if not impact["safe"] and force and not force_reason.strip():
+        raise InvalidInput({"force_reason": ["Forcing past the capacity guard needs its own reason."]})
+    return impact
+
+
+def _default_grace(target: Target) -> tuple[int, str]:
+    if isinstance(target, Backend):
+        return target.pool.default_grace_seconds, f"pool {target.pool} default"
+    if isinstance(target, Pool):
+        return target.default_grace_seconds, f"pool {target} default"
+    return settings.STEERING_DEFAULT_GRACE_SECONDS, "site default"
+
+
+def _set_site_state(target: Target, state: str, changes: ChangeSet) -> None:
+    if isinstance(target, Backend) or target.admin_state == state:
+        return
+    before = snapshot(target)
+    target.admin_state = state
+    target.revision += 1
+    target.save(update_fields=["admin_state", "revision", "updated_at"])
+    changes.record(f"{target_type(target)}.{'undrain' if state == AdminState.READY else state}", target, before=before, after=snapshot(target))
+
+
+def impact_of(target: Target, action: str) -> dict[str, Any]:
+    """The what-if for `action` on `target`, without changing anything."""
+    if action in ("drain", "maintenance"):
+        removed = [b for b in backends_under(target).select_related("pool") if b.admin_state in _IN_SERVICE]
+        return guard.assess_removal(target, removed, action=action)
+    if action == "undrain":
+        back = backends_under(target).exclude(admin_state=AdminState.READY).count()
+        return {
+            "action": action,
+            "target": {"type": target_type(target), "id": target.pk, "name": target_label(target)},
+            "basis": "configured",
+            "verdict": "safe",
+            "safe": True,
+            "backends_affected": back,
+            "moved_rps": 0.0,
+            "unplaced_rps": 0.0,
+            "receivers": [],
+            "notes": ["returning capacity never overloads anyone; slow start ramps each backend in"],
+            "explain": f"{back} backend(s) return to service.",
+        }
+    raise InvalidInput({"action": [f"Unknown action {action!r}; use drain, maintenance or undrain."]})
+
+
+@transaction.atomic
+def do_drain(
+    target: Target,
+    *,
+    actor: Actor,
+    reason: str,
+    grace_seconds: int | None = None,
+    force: bool = False,
+    force_reason: str = "",
+    dry_run: bool = False,
+    expected_revision: int | None = None,
+) -> tuple[Operation | None, dict[str, Any]]:
+    """Stop new traffic to everything under `target`; each backend becomes drained at its deadline.
+
+    Returns (operation, impact); the operation is None for a dry run.
+    """
+    reason = _require_reason(reason)
+    target = _lock_target(target, expected_revision)
+    # Lock the backends in id order so concurrent actions on overlapping sets cannot deadlock.
+    backends = list(backends_under(target).select_for_update().select_related("pool").order_by("pk"))
+    candidates = [b for b in backends if b.admin_state in _IN_SERVICE]
+    if dry_run:
+        return None, guard.assess_removal(target, candidates, action="drain")
+    if not candidates:
+        states = sorted({b.admin_state for b in backends}) or ["empty"]
+        raise StateConflict(
+            f"Nothing to drain under {target_label(target)}: its backends are {', '.join(states)}.",
+            code="already_draining" if AdminState.DRAINING in states else "state_conflict",
+            extra={"running_operations": sorted({b.operation_id for b in backends if b.operation_id})},
+        )
+    impact = _apply_guard(target, candidates, action="drain", force=force, force_reason=force_reason)
+    if grace_seconds is None:
+        grace, grace_basis = _default_grace(target)
+    else:
+        grace, grace_basis = grace_seconds, "given"
+    now = timezone.now()
+    deadline = now + datetime.timedelta(seconds=grace)
+    op = open_operation(
+        OperationKind.DRAIN, target, actor=actor, reason=reason, forced=force and not impact["safe"],
+        params={"grace_seconds": grace, "grace_basis": grace_basis, "backends_total": len(candidates),
+                "force_reason": force_reason, "impact": impact},
+        deadline=deadline,
+    )
+    op.steps = [{"name": f"drain {len(candidates)} backend(s), grace {grace} s", "status": "running"}]
+    changes = ChangeSet(actor, reason, operation_id=op.pk, forced=op.forced)
+    _set_site_state(target, AdminState.DRAINING, changes)
+    for backend in candidates:
+        before = snapshot(backend)
+        # Compare-and-set: the row is locked, and only a backend still ready moves to draining.
+        moved = Backend.objects.filter(pk=backend.pk, admin_state=AdminState.READY).update(
+            admin_state=AdminState.DRAINING, drain_started_at=now, drain_deadline=deadline,
+            operation=op, revision=F("revision") + 1, updated_at=now,
+        )
+        if moved != 1:
+            continue
+        backend.refresh_from_db()
+        changes.record("backend.drain", backend, before=before, after=snapshot(backend), related=backend.pool)
+    op.progress = drain_progress(op)
+    op.save(update_fields=["steps", "progress"])
+    changes.touch(op)
+    if grace == 0:
+        # No grace: completes now, through the same compare-and-set path the sweeper uses.
+        from steering.services.operations import complete_drain
+
+        for backend in candidates:
+            complete_drain(backend.pk, actor=actor, why=reason, now=now)
+        op.refresh_from_db()
+    return op, impact
+
+
+@transaction.atomic
+def do_undrain(
+    target: Target, *, actor: Actor, reason: str, expected_revision: int | None = None
+) -> tuple[Operation, dict[str, Any]]:
+    """Return everything under `target` to service; slow start ramps each backend's weight in."""
+    reason = _require_reason(reason)
+    target = _lock_target(target, expected_revision)
+    backends = list(backends_under(target).select_for_update().select_related("pool").order_by("pk"))
+    candidates = [b for b in backends if b.admin_state != AdminState.READY]
+    if not candidates and (isinstance(target, Backend) or target.admin_state == AdminState.READY):
+        raise StateConflict(f"{target_label(target)} is already in service.", code="already_ready")
+    impact = impact_of(target, "undrain")
+    op = open_operation(OperationKind.UNDRAIN, target, actor=actor, reason=reason,
+                        params={"backends_total": len(candidates)})
+    changes = ChangeSet(actor, reason, operation_id=op.pk)
+    now = timezone.now()
+    aborted_ops: set[int] = set()
+    for backend in candidates:
+        before = snapshot(backend)
+        if backend.operation_id and backend.admin_state == AdminState.DRAINING:
+            aborted_ops.add(backend.operation_id)
+        backend.admin_state = AdminState.READY
+        backend.drain_deadline = None
+        backend.drain_started_at = None
+        backend.ready_since = now
+        backend.operation = op
+        backend.revision += 1
+        backend.save()
+        changes.record("backend.undrain", backend, before=before, after=snapshot(backend), related=backend.pool)
+    _set_site_state(target, AdminState.READY, changes)
+    for running in Operation.objects.select_for_update().filter(pk__in=aborted_ops, status="running"):
+        # A drain interrupted by an undrain ends as aborted, and says by what.
+        Operation.objects.filter(pk=running.pk, status="running").update(
+            status="aborted", finished_at=now, revision=F("revision") + 1,
+            result={"aborted_by": actor.name, "reason": f"undrain: {reason}", "superseded_by": op.pk},
+        )
+        changes.touch(running)
+    finish_immediately(op, changes, {"returned_to_service": len(candidates)})
+    return op, impact
+
+
+@transaction.atomic
+def do_maintenance(
+    target: Target,
+    *,
+    actor: Actor,
+    reason: str,
+    force: bool = False,
+    force_reason: str = "",
+    dry_run: bool = False,
+    expected_revision: int | None = None,
+) -> tuple[Operation | None, dict[str, Any]]:
+    """Take everything under `target` out of service at once (no grace: sessions are cut)."""
+    reason = _require_reason(reason)
+    target = _lock_target(target, expected_revision)
+    backends = list(backends_under(target).select_for_update().select_related("pool").order_by("pk"))
+    candidates = [b for b in backends if b.admin_state != AdminState.MAINT]
+    removed = [b for b in candidates if b.admin_state in _IN_SERVICE]
+    if dry_run:
+        return None, guard.assess_removal(target, removed, action="maintenance")
+    if not candidates and (isinstance(target, Backend) or target.admin_state == AdminState.MAINT):
+        raise StateConflict(f"{target_label(target)} is already in maintenance.", code="already_maintenance")
+    impact = _apply_guard(target, removed, action="maintenance", force=force, force_reason=force_reason)
+    op = open_operation(OperationKind.MAINTENANCE, target, actor=actor, reason=reason,
+                        forced=force and not impact["safe"],
+                        params={"backends_total": len(candidates), "force_reason": force_reason, "impact": impact})
+    changes = ChangeSet(actor, reason, operation_id=op.pk, forced=op.forced)
+    now = timezone.now()
+    for backend in candidates:
+        before = snapshot(backend)
+        backend.admin_state = AdminState.MAINT
+        backend.drain_deadline = None
+        backend.operation = op
+        backend.revision += 1
+        backend.save()
+        changes.record("backend.maintenance", backend, before=before, after=snapshot(backend), related=backend.pool)
+    if not isinstance(target, Backend) and target.admin_state != AdminState.MAINT:
+        _set_site_state(target, AdminState.MAINT, changes)
+    del now
+    finish_immediately(op, changes, {"in_maintenance": len(candidates)})
+    return op, impact
+
+
+@transaction.atomic
+def do_set_weight(
+    backend: Backend,
+    *,
+    actor: Actor,
+    reason: str,
+    weight: int,
+    force: bool = False,
+    force_reason: str = "",
+    dry_run: bool = False,
+    expected_revision: int | None = None,
+) -> tuple[Operation | None, dict[str, Any]]:
+    """Set a backend's configured weight (0-256). Lowering it moves traffic to its pool mates."""
+    reason = _require_reason(reason)
+    if not 0 <= int(weight) <= 256:
+        raise InvalidInput({"weight": ["Weight must be between 0 and 256."]})
+    locked = _lock_target(backend, expected_revision)
+    assert isinstance(locked, Backend)
+    if locked.weight == weight:
+        raise StateConflict(f"{locked.path} already has weight {weight}.", code="unchanged")
+    impact = _weight_impact(locked, weight)
+    if dry_run:
+        return None, impact
+    if not impact["safe"] and not force:
+        raise CapacityGuardRefused(impact["explain"], extra={"impact": impact})
+    if not impact["safe"] and not force_reason.strip():
+        raise InvalidInput({"force_reason": ["Forcing past the capacity guard needs its own reason."]})
+    op = open_operation(OperationKind.WEIGHT, locked, actor=actor, reason=reason, forced=not impact["safe"],
+                        params={"from": locked.weight, "to": weight, "force_reason": force_reason})
+    changes = ChangeSet(actor, reason, operation_id=op.pk, forced=op.forced)
+    before = snapshot(locked)
+    locked.weight = weight
+    locked.revision += 1
+    locked.save(update_fields=["weight", "revision", "updated_at"])
+    changes.record("backend.weight", locked, before=before, after=snapshot(locked), related=locked.pool)
+    finish_immediately(op, changes, {"weight": weight})
+    return op, impact
+
+
+def _weight_impact(backend: Backend, new_weight: int) -> dict[str, Any]:
+    """A weight change as a partial removal: the lost share moves to the pool's other backends."""
+    from steering import capacity
+    from steering.representation import weight_inputs
+
+    pool = backend.pool
+    now = timezone.now()
+    primaries = [b for b in pool.backends.all() if not b.backup]
+    before = {b.pk: capacity.effective_weight(weight_inputs(b, pool_in_panic=pool.in_panic, now=now)) for b in primaries}
+    after = dict(before)
+    if backend.pk in after:
+        mine = weight_inputs(backend, pool_in_panic=pool.in_panic, now=now)
+        after[backend.pk] = capacity.effective_weight(capacity.WeightInputs(**{**mine.__dict__, "weight": new_weight}))
+    load = float(pool.expected_rps)
+    share_before = capacity.shares({str(k): v for k, v in before.items()})
+    share_after = capacity.shares({str(k): v for k, v in after.items()})
+    rows = []
+    unplaced = load if sum(after.values()) == 0 and load > 0 else 0.0
+    for b in primaries:
+        cap = float(b.capacity_rps) if b.capacity_rps else guard.UNLIMITED
+        r = capacity.ReceiverImpact(str(b.pk), load * share_before[str(b.pk)], load * share_after[str(b.pk)], cap)
+        rows.append(guard._impact_row("backend", b.pk, b.path, r))
+    overloaded = [r for r in rows if r["overloaded"]]
+    verdict = "outage" if unplaced else ("overload" if overloaded else "safe")
+    return {
+        "action": "weight",
+        "target": {"type": "backend", "id": backend.pk, "name": backend.path},
+        "basis": "configured",
+        "verdict": verdict,
+        "safe": verdict == "safe",
+        "backends_affected": 1,
+        "moved_rps": round(abs(load * (share_before.get(str(backend.pk), 0) - share_after.get(str(backend.pk), 0))), 1),
+        "unplaced_rps": round(unplaced, 1),
+        "receivers": rows,
+        "notes": [],
+        "explain": guard._explain(verdict, overloaded, unplaced),
+    }
+
+
+# Targets whose actions the API exposes.
+ACTION_TARGETS = (Backend, Pool, PoP, Region)

@@ -1,0 +1,120 @@
+"""Change rows and the state version, written inside the caller's transaction."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import models, transaction
+from django.db.models import F
+
+from steering.models import Change, StateVersion
+from steering.services.context import Actor
+
+# Fields that are bookkeeping, not state an operator reasons about.
+_SKIP_FIELDS = frozenset({"created_at", "updated_at"})
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def snapshot(obj: models.Model) -> dict[str, Any]:
+    """The object's own fields as JSON-safe values (foreign keys as ids): a Change's before/after."""
+    data: dict[str, Any] = {}
+    for f in obj._meta.concrete_fields:
+        if f.name in _SKIP_FIELDS:
+            continue
+        data[f.attname] = _jsonable(getattr(obj, f.attname))
+    return data
+
+
+def object_type(obj: models.Model) -> str:
+    return obj._meta.model_name or obj.__class__.__name__.lower()
+
+
+def bump_version() -> int:
+    """Increment the state version in this transaction; the row lock orders commits."""
+    updated = StateVersion.objects.filter(pk=1).update(value=F("value") + 1)
+    if not updated:
+        StateVersion.objects.get_or_create(pk=1, defaults={"value": 0})
+        StateVersion.objects.filter(pk=1).update(value=F("value") + 1)
+    return int(StateVersion.objects.values_list("value", flat=True).get(pk=1))
+
+
+def current_version() -> int:
+    row = StateVersion.objects.filter(pk=1).values_list("value", flat=True).first()
+    return int(row or 0)
+
+
+@dataclass
+class ChangeSet:
+    """The Change rows and live deltas of one action, sharing one state version."""
+
+    actor: Actor
+    reason: str = ""
+    operation_id: int | None = None
+    forced: bool = False
+    version: int = 0
+    changes: list[Change] = field(default_factory=list)
+    deltas: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not transaction.get_connection().in_atomic_block:
+            raise RuntimeError("A ChangeSet must be opened inside the action's transaction.")
+        self.version = bump_version()
+        # Publish once, after commit: a rolled-back action sends nothing.
+        transaction.on_commit(self._publish)
+
+    def record(
+        self,
+        action: str,
+        obj: models.Model,
+        *,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+        related: models.Model | None = None,
+        reason: str | None = None,
+    ) -> Change:
+        change = Change.objects.create(
+            actor_id=self.actor.user_id,
+            actor_name=self.actor.name,
+            source=self.actor.source,
+            request_id=self.actor.request_id,
+            action=action,
+            object_type=object_type(obj),
+            object_id=obj.pk,
+            object_repr=str(obj)[:300],
+            related_type=object_type(related) if related is not None else "",
+            related_id=related.pk if related is not None else None,
+            related_repr=str(related)[:300] if related is not None else "",
+            operation_id=self.operation_id,
+            reason=self.reason if reason is None else reason,
+            forced=self.forced,
+            before=before,
+            after=after,
+            version=self.version,
+        )
+        self.changes.append(change)
+        self.deltas.append(
+            {"op": "delete" if after is None else "upsert", "type": object_type(obj), "id": obj.pk}
+        )
+        return change
+
+    def touch(self, obj: models.Model) -> None:
+        """Announce a changed object that has no Change row of its own (e.g. an operation's progress)."""
+        self.deltas.append({"op": "upsert", "type": object_type(obj), "id": obj.pk})
+
+    def _publish(self) -> None:
+        from steering.services.effects import publish_after_commit
+
+        publish_after_commit(self.version, self.deltas)

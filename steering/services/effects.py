@@ -1,0 +1,87 @@
+"""Side effects that run after commit: the state version in Redis and the live delta.
+
+Delivery to browsers is at-most-once (Channels): a failure here is logged, never raised, and
+browsers recover by noticing the version gap and refetching the topology.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+LIVE_GROUP = "live"
+VERSION_KEY = "steering:state_version"
+
+# Sets the key only if the new version is higher, so late publishers never move it backwards.
+_MAX_SCRIPT = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) return 1 end
+return 0
+"""
+
+
+def _redis():  # type: ignore[no-untyped-def]
+    import redis
+
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+
+
+def build_delta(version: int, deltas: list[dict[str, Any]]) -> dict[str, Any]:
+    from steering.representation import represent_many
+
+    by_type: dict[str, set[int]] = defaultdict(set)
+    for d in deltas:
+        if d["op"] == "upsert":
+            by_type[d["type"]].add(d["id"])
+    data = {t: represent_many(t, ids) for t, ids in by_type.items()}
+    seen: set[tuple[str, int]] = set()
+    changes = []
+    for d in deltas:
+        key = (d["type"], d["id"])
+        if key in seen:
+            continue
+        seen.add(key)
+        if d["op"] == "upsert":
+            obj = data.get(d["type"], {}).get(d["id"])
+            if obj is None:  # deleted later in the same transaction
+                changes.append({"op": "delete", "type": d["type"], "id": d["id"]})
+            else:
+                changes.append({"op": "upsert", "type": d["type"], "id": d["id"], "data": obj})
+        else:
+            changes.append({"op": "delete", "type": d["type"], "id": d["id"]})
+    return {"type": "delta", "version": version, "changes": changes}
+
+
+_last_warning = 0.0
+
+
+def _warn(what: str, version: int, exc: Exception) -> None:
+    # One line every 30 s while Redis is away, not a traceback per change.
+    global _last_warning
+    now = time.monotonic()
+    if now - _last_warning > 30:
+        _last_warning = now
+        logger.warning("could not %s for version %s: %s (live clients will resync)", what, version, exc)
+
+
+def publish_after_commit(version: int, deltas: list[dict[str, Any]]) -> None:
+    try:
+        _redis().eval(_MAX_SCRIPT, 1, VERSION_KEY, version)
+    except Exception as exc:
+        _warn("record the state version in Redis", version, exc)
+        return
+    try:
+        message = build_delta(version, deltas)
+        layer = get_channel_layer()
+        if layer is not None:
+            async_to_sync(layer.group_send)(LIVE_GROUP, {"type": "live.delta", "delta": message})
+    except Exception as exc:
+        _warn("publish the live delta", version, exc)

@@ -1,0 +1,50 @@
+"""Errors a service raises; the API maps each to its status code and machine-readable code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    status_code = 409
+    code = "conflict"
+
+    def __init__(self, message: str, *, code: str | None = None, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        self.extra = extra or {}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "detail": self.message, **self.extra}
+
+
+class StateConflict(ServiceError):
+    """The object is not in a state this action applies to (e.g. already draining)."""
+
+    code = "state_conflict"
+
+
+class CapacityGuardRefused(ServiceError):
+    code = "capacity_guard"
+
+
+class InUse(ServiceError):
+    code = "in_use"
+
+
+class StaleWrite(ServiceError):
+    status_code = 412
+    code = "stale"
+
+
+class InvalidInput(ServiceError):
+    """Field errors found by a service (the API answers 400 with them)."""
+
+    status_code = 400
+    code = "invalid"
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__("Invalid input.", extra={"errors": errors})
+        self.errors = errors

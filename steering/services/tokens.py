@@ -1,0 +1,70 @@
+"""API tokens: issued and revoked through here, audited like any other change."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from steering.models import ApiToken
+from steering.models.tokens import hash_token, new_raw_token
+from steering.roles import has_role, user_role
+from steering.services.audit import ChangeSet
+from steering.services.context import Actor
+from steering.services.errors import InvalidInput, StateConflict
+
+
+def _token_view(token: ApiToken) -> dict[str, Any]:
+    # Never the digest: the audit log shows which token, not how to forge it.
+    return {
+        "user_id": token.user_id,
+        "name": token.name,
+        "role": token.role,
+        "hint": token.hint,
+        "expires_at": token.expires_at.isoformat(),
+        "revoked_at": token.revoked_at.isoformat() if token.revoked_at else None,
+    }
+
+
+@transaction.atomic
+def do_create_token(
+    user: Any, *, name: str, role: str, actor: Actor, expires_in_days: int | None = None, reason: str = ""
+) -> tuple[ApiToken, str]:
+    """Issue a token; returns it and the raw secret, which is shown once and never stored."""
+    errors: dict[str, list[str]] = {}
+    owner_role = user_role(user)
+    if not name.strip():
+        errors["name"] = ["Give the token a name, e.g. deploy-pipeline."]
+    if owner_role is None:
+        errors["user"] = [f"{user} has no role (viewer, operator or admin) to delegate."]
+    elif not has_role(owner_role, role):
+        errors["role"] = [f"{user} is {owner_role}; a token cannot outrank its owner."]
+    days = settings.STEERING_TOKEN_DEFAULT_DAYS if expires_in_days is None else expires_in_days
+    if not 1 <= days <= 3650:
+        errors["expires_in_days"] = ["Between 1 and 3650 days."]
+    if ApiToken.objects.filter(user=user, name=name, revoked_at__isnull=True).exists():
+        errors["name"] = [f"{user} already has a live token named {name!r}; revoke it or pick another name."]
+    if errors:
+        raise InvalidInput(errors)
+    raw = new_raw_token()
+    token = ApiToken.objects.create(
+        user=user, name=name.strip(), role=role, digest=hash_token(raw), hint=raw[:8],
+        expires_at=timezone.now() + datetime.timedelta(days=days),
+    )
+    ChangeSet(actor, reason).record("token.create", token, before=None, after=_token_view(token), related=user)
+    return token, raw
+
+
+@transaction.atomic
+def do_revoke_token(token: ApiToken, *, actor: Actor, reason: str = "") -> ApiToken:
+    locked = ApiToken.objects.select_for_update().get(pk=token.pk)
+    if locked.revoked_at is not None:
+        raise StateConflict(f"token {locked.name} is already revoked.", code="already_revoked")
+    before = _token_view(locked)
+    locked.revoked_at = timezone.now()
+    locked.save(update_fields=["revoked_at"])
+    ChangeSet(actor, reason).record("token.revoke", locked, before=before, after=_token_view(locked), related=locked.user)
+    return locked

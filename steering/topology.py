@@ -1,0 +1,30 @@
+"""The whole picture for the live map, with the version that deltas continue from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Q
+from django.utils import timezone
+
+from steering.choices import STATE_STYLES
+from steering.models import Operation, Pool
+from steering.representation import TYPES, represent
+from steering.services.audit import current_version
+
+
+def topology_snapshot() -> dict[str, Any]:
+    # Read the version first: the data is then at least as new, and deltas carry whole objects,
+    # so re-applying one the snapshot already includes is harmless.
+    version = current_version()
+    panic = set(Pool.objects.filter(in_panic=True).values_list("pk", flat=True))
+    body: dict[str, Any] = {"version": version, "generated_at": timezone.now().isoformat()}
+    for type_key, (model, key) in TYPES.items():
+        qs = model.objects.all()
+        if model is Operation:
+            # Running operations and the latest finished ones, not the whole history.
+            recent = list(Operation.objects.order_by("-id").values_list("pk", flat=True)[:20])
+            qs = qs.filter(Q(status="running") | Q(pk__in=recent))
+        body[key] = [represent(obj, pools_in_panic=panic) for obj in qs.order_by("pk")]
+    body["states"] = [style.__dict__ for style in STATE_STYLES]
+    return body

@@ -1,0 +1,102 @@
+"""Personas (a viewer, an operator, an admin), API clients for each, and database plumbing."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.db import connection
+from rest_framework.test import APIClient
+
+from steering.models import audit_sql
+from steering.services.context import Actor
+from steering.services.tokens import do_create_token
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _sqlite_flush_keeps_audit_triggers(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
+    """Transactional tests empty every table between tests. On SQLite that is a DELETE, which the
+    append-only trigger refuses; drop the trigger around the test runner's flush only."""
+    from django.db.backends.sqlite3.operations import DatabaseOperations
+
+    original = DatabaseOperations.sql_flush
+
+    def sql_flush(self: Any, style: Any, tables: Any, **kwargs: Any) -> list[str]:
+        statements = original(self, style, tables, **kwargs)
+        if "steering_change" in tables:
+            return [*audit_sql.SQLITE_DROP, *statements, *audit_sql.SQLITE_CREATE]
+        return statements
+
+    DatabaseOperations.sql_flush = sql_flush  # type: ignore[method-assign]
+    yield
+    DatabaseOperations.sql_flush = original  # type: ignore[method-assign]
+
+
+def make_user(username: str, role: str | None) -> User:
+    user = User.objects.create_user(username=username, password=f"{username}-pass-123")
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+@pytest.fixture
+def viewer(db: Any) -> User:
+    return make_user("vera-viewer", "viewer")
+
+
+@pytest.fixture
+def operator(db: Any) -> User:
+    return make_user("otto-operator", "operator")
+
+
+@pytest.fixture
+def admin(db: Any) -> User:
+    return make_user("ada-admin", "admin")
+
+
+@pytest.fixture
+def nobody(db: Any) -> User:
+    """Signed in, but in no role group."""
+    return make_user("nora-norole", None)
+
+
+def token_client(user: User, role: str | None = None, **headers: str) -> APIClient:
+    from steering.roles import user_role
+
+    token, raw = do_create_token(user, name=f"test-{user.username}", role=role or user_role(user) or "viewer",
+                                 actor=Actor.system("test"))
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}", **headers)
+    client.raw_token = raw  # type: ignore[attr-defined]
+    client.user = user  # type: ignore[attr-defined]
+    return client
+
+
+@pytest.fixture
+def viewer_api(viewer: User) -> APIClient:
+    return token_client(viewer)
+
+
+@pytest.fixture
+def operator_api(operator: User) -> APIClient:
+    return token_client(operator)
+
+
+@pytest.fixture
+def admin_api(admin: User) -> APIClient:
+    return token_client(admin)
+
+
+@pytest.fixture
+def anon_api() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def db_vendor() -> str:
+    return connection.vendor
