@@ -45,7 +45,7 @@ class PrivateRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> "PrivateRedis":
+    def start(self) -> PrivateRedis:
         cmd = [
             redis_server_binary(),
             "--bind", "127.0.0.1",

@@ -118,7 +118,7 @@ STATE_STYLES: tuple[StateStyle, ...] = (
     StateStyle("ready", "ready", "●", "#2e9e44", "in service"),
     StateStyle("draining", "draining", "◐", "#d98a00", "no new traffic; existing sessions finishing"),
     StateStyle("drained", "drained", "○", "#5f6b7a", "out of service, no sessions"),
-    StateStyle("maint", "maintenance", "⛭", "#7a5cc2", "forced out of service"),
+    StateStyle("maint", "maintenance", "■", "#7a5cc2", "forced out of service"),
     StateStyle("panic", "panic", "‼", "#ff2d55", "most of the pool looks down: serving anyway, prober suspected"),
     StateStyle("announce", "announcing", "⇡", "#2e9e44", "anycast prefix announced"),
     StateStyle("withdraw", "withdrawn", "⇣", "#5f6b7a", "anycast prefix withdrawn"),

@@ -13,7 +13,7 @@ from django.db import models
 from django.utils import timezone
 
 from steering import capacity
-from steering.models import VIP, AnycastPrefix, Backend, ClientNetwork, Monitor, Operation, PoP, Pool, Region, Service
+from steering.models import VIP, AnycastPrefix, Backend, ClientNetwork, Monitor, Operation, Pool, PoP, Region, Service
 from steering.services.audit import snapshot
 
 # Delta "type" -> (model, topology key)

@@ -19,7 +19,7 @@ def topology_snapshot() -> dict[str, Any]:
     version = current_version()
     panic = set(Pool.objects.filter(in_panic=True).values_list("pk", flat=True))
     body: dict[str, Any] = {"version": version, "generated_at": timezone.now().isoformat()}
-    for type_key, (model, key) in TYPES.items():
+    for model, key in TYPES.values():
         qs = model.objects.all()
         if model is Operation:
             # Running operations and the latest finished ones, not the whole history.

@@ -20,16 +20,19 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 @pytest.fixture(autouse=True, scope="session")
 def _sqlite_flush_keeps_audit_triggers(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
-    """Transactional tests empty every table between tests. On SQLite that is a DELETE, which the
-    append-only trigger refuses; drop the trigger around the test runner's flush only."""
-    from django.db.backends.sqlite3.operations import DatabaseOperations
-
+    """Transactional tests empty every table between tests (DELETE on SQLite, TRUNCATE on
+    PostgreSQL), which the append-only triggers refuse; lift them around the runner's flush only."""
+    DatabaseOperations = type(connection.ops)
     original = DatabaseOperations.sql_flush
+    if connection.vendor == "sqlite":
+        lift, restore = audit_sql.SQLITE_DROP, audit_sql.SQLITE_CREATE
+    else:
+        lift, restore = [audit_sql.POSTGRES_ALLOW_TRUNCATE], [audit_sql.POSTGRES_FORBID_TRUNCATE]
 
     def sql_flush(self: Any, style: Any, tables: Any, **kwargs: Any) -> list[str]:
         statements = original(self, style, tables, **kwargs)
         if "steering_change" in tables:
-            return [*audit_sql.SQLITE_DROP, *statements, *audit_sql.SQLITE_CREATE]
+            return [*lift, *statements, *restore]
         return statements
 
     DatabaseOperations.sql_flush = sql_flush  # type: ignore[method-assign]
@@ -40,7 +43,7 @@ def _sqlite_flush_keeps_audit_triggers(django_db_setup: Any, django_db_blocker: 
 def make_user(username: str, role: str | None) -> User:
     user = User.objects.create_user(username=username, password=f"{username}-pass-123")
     if role:
-        user.groups.add(Group.objects.get(name=role))
+        user.groups.add(Group.objects.get_or_create(name=role)[0])  # a transactional flush empties data migrations
     return user
 
 
@@ -100,3 +103,9 @@ def anon_api() -> APIClient:
 @pytest.fixture
 def db_vendor() -> str:
     return connection.vendor
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    # PBKDF2's million rounds cost ~0.4 s a user; tests are not about password storage.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from itertools import count
 from typing import Any
 
-from steering.models import VIP, AnycastPrefix, Backend, ClientNetwork, Monitor, PoP, Pool, Region, Service
+from steering.models import VIP, AnycastPrefix, Backend, ClientNetwork, Monitor, Pool, PoP, Region, Service
 
 _seq = count(1)
 

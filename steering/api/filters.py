@@ -55,6 +55,10 @@ class ChangeFilter(df.FilterSet):
         fields = ["object_type", "object_id", "related_type", "related_id", "request_id", "operation_id", "forced"]
 
     def filter_noop(self, queryset, name, value):  # type: ignore[no-untyped-def]
+        if not self.data.get("involving_type"):
+            from rest_framework.exceptions import ValidationError
+
+            raise ValidationError({"involving_id": ["Give involving_type too (e.g. pool)."]})
         return queryset
 
     def filter_involving_type(self, queryset, name, value):  # type: ignore[no-untyped-def]

@@ -7,7 +7,7 @@ from typing import Any
 from rest_framework import serializers
 
 from steering import capacity
-from steering.models import VIP, AnycastPrefix, Backend, ClientNetwork, Monitor, PoP, Pool, Region, Service
+from steering.models import VIP, AnycastPrefix, Backend, ClientNetwork, Monitor, Pool, PoP, Region, Service
 from steering.representation import weight_inputs
 from steering.services.allowlist import allowlist_error
 
@@ -109,10 +109,11 @@ class PoolSerializer(BaseModelSerializer):
         model = Pool
         fields = [*COMMON_READ_ONLY, "pop", "pop_slug", "service", "slug", "mode", "match_host",
                   "match_path_prefix", "rule_priority", "algorithm", "monitor", "backup_pool",
-                  "min_healthy_percent", "panic_threshold_percent", "in_panic", "default_grace_seconds",
-                  "expected_rps"]
-        read_only_fields = [*COMMON_READ_ONLY, "in_panic"]
-        read_only_hints = {"in_panic": "Set by the health engine."}
+                  "min_healthy_percent", "panic_threshold_percent", "admin_state", "in_panic",
+                  "default_grace_seconds", "expected_rps"]
+        read_only_fields = [*COMMON_READ_ONLY, "admin_state", "in_panic"]
+        read_only_hints = {"in_panic": "Set by the health engine.",
+                           "admin_state": "Changed by the drain, undrain and maintenance actions."}
 
 
 class BackendSerializer(BaseModelSerializer):

@@ -1,4 +1,4 @@
-"""The demo fleet: four regions, seven PoPs at their real cities, two services, 49 backends.
+"""The demo fleet: four regions, seven PoPs at their real cities, two services, 63 backends.
 
 Every backend lives on loopback (127.1.<pop>.<n>) so the demo and tests probe nothing else;
 VIPs and anycast prefixes come from documentation ranges and are only ever data.
@@ -69,6 +69,6 @@ MONITORS = [
 # pool slug -> (service, mode, path prefix, priority, backends, port, capacity each, expected load, monitor)
 POOLS = {
     "api-web": ("api", "l7", "", 200, 4, 8080, 1200, 2600, "http-healthz"),
-    "pay-pci": ("api", "l7", "/payments", 10, 2, 8443, 400, 420, "http-healthz"),
-    "static-l4": ("static", "l4", "", 100, 1, 9000, 3000, 1200, "tcp-connect"),
+    "pay-pci": ("api", "l7", "/payments", 10, 3, 8443, 400, 420, "http-healthz"),
+    "static-l4": ("static", "l4", "", 100, 2, 9000, 3000, 1200, "tcp-connect"),
 }

@@ -8,7 +8,7 @@ from steering.models import audit_sql
 def create_triggers(apps, schema_editor):
     vendor = schema_editor.connection.vendor
     if vendor == "postgresql":
-        schema_editor.execute(audit_sql.POSTGRES_CREATE)
+        schema_editor.execute(audit_sql.POSTGRES_CREATE, params=None)
     elif vendor == "sqlite":
         for statement in audit_sql.SQLITE_CREATE:
             schema_editor.execute(statement)
@@ -17,7 +17,7 @@ def create_triggers(apps, schema_editor):
 def drop_triggers(apps, schema_editor):
     vendor = schema_editor.connection.vendor
     if vendor == "postgresql":
-        schema_editor.execute(audit_sql.POSTGRES_DROP)
+        schema_editor.execute(audit_sql.POSTGRES_DROP, params=None)
     elif vendor == "sqlite":
         for statement in audit_sql.SQLITE_DROP:
             schema_editor.execute(statement)

@@ -20,11 +20,18 @@ CREATE TRIGGER steering_change_no_update BEFORE UPDATE ON steering_change
     FOR EACH ROW EXECUTE FUNCTION steering_change_append_only();
 CREATE TRIGGER steering_change_no_delete BEFORE DELETE ON steering_change
     FOR EACH ROW EXECUTE FUNCTION steering_change_append_only();
+CREATE TRIGGER steering_change_no_truncate BEFORE TRUNCATE ON steering_change
+    FOR EACH STATEMENT EXECUTE FUNCTION steering_change_append_only();
 """
+
+# The test runner empties tables between transactional tests; only it lifts the TRUNCATE guard.
+POSTGRES_ALLOW_TRUNCATE = "ALTER TABLE steering_change DISABLE TRIGGER steering_change_no_truncate;"
+POSTGRES_FORBID_TRUNCATE = "ALTER TABLE steering_change ENABLE TRIGGER steering_change_no_truncate;"
 
 POSTGRES_DROP = """
 DROP TRIGGER IF EXISTS steering_change_no_update ON steering_change;
 DROP TRIGGER IF EXISTS steering_change_no_delete ON steering_change;
+DROP TRIGGER IF EXISTS steering_change_no_truncate ON steering_change;
 DROP FUNCTION IF EXISTS steering_change_append_only();
 """
 
@@ -33,7 +40,7 @@ _SQLITE_SAME_EXCEPT_ACTOR = " AND ".join(
     for col in (
         "id", "time", "actor_name", "source", "request_id", "action", "object_type", "object_id",
         "object_repr", "related_type", "related_id", "related_repr", "operation_id", "reason",
-        "forced", "before", "after", "version",
+        "forced", "force_reason", "before", "after", "version",
     )
 )
 

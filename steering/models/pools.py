@@ -31,6 +31,7 @@ class Pool(TrackedModel):
     )
     min_healthy_percent = models.PositiveSmallIntegerField(default=50, validators=PERCENT_VALIDATORS)
     panic_threshold_percent = models.PositiveSmallIntegerField(default=50, validators=PERCENT_VALIDATORS)
+    admin_state = models.CharField(max_length=16, choices=AdminState.choices, default=AdminState.READY)
     in_panic = models.BooleanField(default=False)
     default_grace_seconds = models.PositiveIntegerField(default=30, validators=[MaxValueValidator(86400)])
     # Configured expectation of load (req/s), used by the capacity guard until measured rates exist.

@@ -6,7 +6,13 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from steering.choices import AdminState, AnnounceState, DnsPolicy, ServiceProtocol
-from steering.models.base import LATITUDE_VALIDATORS, LONGITUDE_VALIDATORS, PORT_VALIDATORS, WEIGHT_VALIDATORS, TrackedModel
+from steering.models.base import (
+    LATITUDE_VALIDATORS,
+    LONGITUDE_VALIDATORS,
+    PORT_VALIDATORS,
+    WEIGHT_VALIDATORS,
+    TrackedModel,
+)
 from steering.validators import validate_cidr, validate_fqdn
 
 

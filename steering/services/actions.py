@@ -14,7 +14,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from steering.choices import AdminState, OperationKind
-from steering.models import Backend, Operation, PoP, Pool, Region
+from steering.models import Backend, Operation, Pool, PoP, Region
 from steering.services import guard
 from steering.services.audit import ChangeSet, snapshot
 from steering.services.context import Actor
@@ -136,7 +136,7 @@ def do_drain(
         deadline=deadline,
     )
     op.steps = [{"name": f"drain {len(candidates)} backend(s), grace {grace} s", "status": "running"}]
-    changes = ChangeSet(actor, reason, operation_id=op.pk, forced=op.forced)
+    changes = ChangeSet(actor, reason, operation_id=op.pk, forced=op.forced, force_reason=force_reason)
     _set_site_state(target, AdminState.DRAINING, changes)
     for backend in candidates:
         before = snapshot(backend)
@@ -193,12 +193,13 @@ def do_undrain(
         changes.record("backend.undrain", backend, before=before, after=snapshot(backend), related=backend.pool)
     _set_site_state(target, AdminState.READY, changes)
     for running in Operation.objects.select_for_update().filter(pk__in=aborted_ops, status="running"):
-        # A drain interrupted by an undrain ends as aborted, and says by what.
-        Operation.objects.filter(pk=running.pk, status="running").update(
-            status="aborted", finished_at=now, revision=F("revision") + 1,
-            result={"aborted_by": actor.name, "reason": f"undrain: {reason}", "superseded_by": op.pk},
-        )
-        changes.touch(running)
+        # A drain interrupted by an undrain ends as aborted, says by what, and is audited as such.
+        result = {"aborted_by": actor.name, "reason": f"undrain: {reason}", "superseded_by": op.pk}
+        if Operation.objects.filter(pk=running.pk, status="running").update(
+            status="aborted", finished_at=now, revision=F("revision") + 1, result=result,
+        ):
+            changes.record("operation.abort", running, before={"status": "running"},
+                           after={"status": "aborted", "result": result})
     finish_immediately(op, changes, {"returned_to_service": len(candidates)})
     return op, impact
 
@@ -228,7 +229,7 @@ def do_maintenance(
     op = open_operation(OperationKind.MAINTENANCE, target, actor=actor, reason=reason,
                         forced=force and not impact["safe"],
                         params={"backends_total": len(candidates), "force_reason": force_reason, "impact": impact})
-    changes = ChangeSet(actor, reason, operation_id=op.pk, forced=op.forced)
+    changes = ChangeSet(actor, reason, operation_id=op.pk, forced=op.forced, force_reason=force_reason)
     now = timezone.now()
     for backend in candidates:
         before = snapshot(backend)
@@ -274,7 +275,7 @@ def do_set_weight(
         raise InvalidInput({"force_reason": ["Forcing past the capacity guard needs its own reason."]})
     op = open_operation(OperationKind.WEIGHT, locked, actor=actor, reason=reason, forced=not impact["safe"],
                         params={"from": locked.weight, "to": weight, "force_reason": force_reason})
-    changes = ChangeSet(actor, reason, operation_id=op.pk, forced=op.forced)
+    changes = ChangeSet(actor, reason, operation_id=op.pk, forced=op.forced, force_reason=force_reason)
     before = snapshot(locked)
     locked.weight = weight
     locked.revision += 1

@@ -64,6 +64,7 @@ class ChangeSet:
     reason: str = ""
     operation_id: int | None = None
     forced: bool = False
+    force_reason: str = ""
     version: int = 0
     changes: list[Change] = field(default_factory=list)
     deltas: list[dict[str, Any]] = field(default_factory=list)
@@ -100,6 +101,7 @@ class ChangeSet:
             operation_id=self.operation_id,
             reason=self.reason if reason is None else reason,
             forced=self.forced,
+            force_reason=self.force_reason if self.forced else "",
             before=before,
             after=after,
             version=self.version,

@@ -15,11 +15,11 @@ class Actor:
 
     name: str
     source: str
-    user: "AbstractBaseUser | AnonymousUser | None" = None
+    user: AbstractBaseUser | AnonymousUser | None = None
     request_id: str = ""
 
     @classmethod
-    def system(cls, name: str, request_id: str = "") -> "Actor":
+    def system(cls, name: str, request_id: str = "") -> Actor:
         return cls(name=f"system:{name}", source=ChangeSource.SYSTEM, user=None, request_id=request_id)
 
     @property

@@ -35,8 +35,10 @@ def _redis():  # type: ignore[no-untyped-def]
 
 
 def build_delta(version: int, deltas: list[dict[str, Any]]) -> dict[str, Any]:
-    from steering.representation import represent_many
+    from steering.representation import TYPES, represent_many
 
+    # Only what the live map shows travels (tokens, for one, do not).
+    deltas = [d for d in deltas if d["type"] in TYPES]
     by_type: dict[str, set[int]] = defaultdict(set)
     for d in deltas:
         if d["op"] == "upsert":

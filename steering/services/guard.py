@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from steering import capacity
 from steering.choices import AdminState
-from steering.models import Backend, PoP, Pool
+from steering.models import Backend, Pool, PoP
 from steering.representation import weight_inputs
 from steering.services.targets import Target, target_label, target_type
 

@@ -10,10 +10,10 @@ from django.db.models import F
 from django.utils import timezone
 
 from steering.choices import AdminState, OperationKind, OperationStatus
-from steering.models import Backend, Operation, PoP, Pool, Region
+from steering.models import Backend, Operation, Pool, PoP, Region
 from steering.services.audit import ChangeSet, snapshot
 from steering.services.context import Actor
-from steering.services.errors import StateConflict, StaleWrite
+from steering.services.errors import StaleWrite, StateConflict
 from steering.services.targets import Target, target_label, target_type
 
 SWEEPER = "sweeper"
@@ -90,7 +90,8 @@ def _set_target_state(op: Operation, from_state: str, to_state: str, changes: Ch
     target.admin_state = to_state
     target.revision += 1
     target.save(update_fields=["admin_state", "revision", "updated_at"])
-    changes.record(f"{op.target_type}.{to_state}", target, before=before, after=snapshot(target))
+    verb = "undrain" if to_state == AdminState.READY else to_state
+    changes.record(f"{op.target_type}.{verb}", target, before=before, after=snapshot(target))
 
 
 def _maybe_complete_drain(op_id: int, changes: ChangeSet) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import QuerySet
 
-from steering.models import Backend, PoP, Pool, Region
+from steering.models import Backend, Pool, PoP, Region
 
 Target = Backend | Pool | PoP | Region
 

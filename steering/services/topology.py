@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
 from django.db.models import ProtectedError
 
-from steering.models import Backend, Pool
+from steering.models import Backend, Pool, PoP, Region
 from steering.services.allowlist import allowlist_error
 from steering.services.audit import ChangeSet, object_type, snapshot
 from steering.services.context import Actor
@@ -19,7 +19,9 @@ M = TypeVar("M", bound=models.Model)
 # Fields only the state actions may change (drain, weight, health...), never a plain edit.
 STATE_FIELDS: dict[type[models.Model], frozenset[str]] = {
     Backend: frozenset({"admin_state", "health", "health_changed_at", "drain_started_at", "drain_deadline", "ready_since", "operation"}),
-    Pool: frozenset({"in_panic"}),
+    Pool: frozenset({"in_panic", "admin_state"}),
+    PoP: frozenset({"admin_state", "announce"}),
+    Region: frozenset({"admin_state"}),
 }
 
 
@@ -133,13 +135,13 @@ def do_delete(obj: models.Model, *, actor: Actor, reason: str = "", expected_rev
             locked.delete()
     except ProtectedError as exc:
         users = sorted({f"{object_type(o)} {o}" for o in exc.protected_objects})[:10]
-        raise InvalidUse(locked, users) from exc
+        raise _in_use(locked, users) from exc
     locked.pk = pk  # Change needs the id of what was deleted
     changes = ChangeSet(actor, reason)
     changes.record(f"{object_type(locked)}.delete", locked, before=before, after=None, related=related)
 
 
-def InvalidUse(obj: models.Model, users: list[str]) -> InUse:  # noqa: N802  (reads as an exception)
+def _in_use(obj: models.Model, users: list[str]) -> InUse:
     return InUse(
         f"{object_type(obj)} {obj} is still used by: {', '.join(users)}. Remove or move those first.",
         extra={"used_by": users},

@@ -10,8 +10,14 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from steering.api.action_serializers import DrainInput, GuardedActionInput, ImpactQuery, OperationSerializer, WeightInput
-from steering.api.action_serializers import ActionInput
+from steering.api.action_serializers import (
+    ActionInput,
+    DrainInput,
+    GuardedActionInput,
+    ImpactQuery,
+    OperationSerializer,
+    WeightInput,
+)
 from steering.api.idempotency import idempotent
 from steering.api.request_context import actor_for, expected_revision
 from steering.choices import Role

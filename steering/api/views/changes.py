@@ -17,7 +17,7 @@ from steering.api.filters import ChangeFilter
 from steering.models import Change
 
 CSV_COLUMNS = ["id", "time", "actor_name", "source", "request_id", "action", "object_type", "object_id",
-               "object_repr", "related_type", "related_id", "related_repr", "operation_id", "reason", "forced",
+               "object_repr", "related_type", "related_id", "related_repr", "operation_id", "reason", "forced", "force_reason",
                "version", "before", "after"]
 
 
@@ -26,6 +26,13 @@ class ChangeSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
         model = Change
         fields = CSV_COLUMNS
         read_only_fields = fields
+
+
+def _csv_safe(value: Any) -> Any:
+    # A cell starting with = + - @ runs as a formula in spreadsheets; quote it so it stays text.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 class _Echo:
@@ -56,7 +63,7 @@ class ChangeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
                         value = "" if value is None else json.dumps(value, sort_keys=True)
                     elif col == "time":
                         value = value.isoformat()
-                    row.append(value)
+                    row.append(_csv_safe(value))
                 yield writer.writerow(row)
 
         response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")

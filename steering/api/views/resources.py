@@ -6,7 +6,7 @@ from steering.api import serializers as s
 from steering.api.filters import BackendFilter, PoolFilter
 from steering.api.views.actions import TargetActionsMixin, WeightActionMixin
 from steering.api.views.base import AuditedModelViewSet
-from steering.models import VIP, AnycastPrefix, Backend, ClientNetwork, Monitor, PoP, Pool, Region, Service
+from steering.models import VIP, AnycastPrefix, Backend, ClientNetwork, Monitor, Pool, PoP, Region, Service
 
 
 class RegionViewSet(TargetActionsMixin, AuditedModelViewSet):

@@ -40,9 +40,9 @@ class Command(BaseCommand):
         commands = {
             "web": [python, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port),
                     "--no-access-log", "--lifespan", "off"],
-            "worker": [python, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO", "--concurrency", "2",
+            "worker": [python, "-m", "celery", "-A", "config", "worker", "--loglevel", "WARNING", "--concurrency", "2",
                        "--hostname", "worker@%h"],
-            "beat": [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
+            "beat": [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "WARNING",
                      "--schedule", str(var / "celerybeat-schedule")],
         }
         if options["setup"]:

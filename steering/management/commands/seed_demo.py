@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
 from steering.demo import topology as demo
-from steering.models import VIP, AnycastPrefix, Backend, ClientNetwork, Monitor, PoP, Pool, Region, Service
+from steering.models import VIP, AnycastPrefix, Backend, ClientNetwork, Monitor, Pool, PoP, Region, Service
 from steering.services.context import Actor
 from steering.services.topology import do_create
 
@@ -16,7 +16,7 @@ REASON = "demo topology"
 
 
 class Command(BaseCommand):
-    help = "Create the demo fleet (4 regions, 7 PoPs, 2 services, 49 loopback backends) unless it exists."
+    help = "Create the demo fleet (4 regions, 7 PoPs, 2 services, 63 loopback backends) unless it exists."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--force", action="store_true", help="Seed even if some topology exists.")

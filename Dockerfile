@@ -1,0 +1,21 @@
+# The production image: one image, three roles (web, worker, beat) chosen by the command.
+FROM node:20-bookworm-slim AS frontend
+WORKDIR /src/frontend
+COPY frontend/package.json frontend/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY frontend/ ./
+RUN npm run build
+
+FROM python:3.11-slim-bookworm
+ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 STEERING_VAR_DIR=/var/lib/steering
+WORKDIR /app
+COPY requirements.txt ./
+RUN pip install --no-cache-dir -r requirements.txt
+COPY . .
+COPY --from=frontend /src/frontend/dist ./frontend/dist
+RUN useradd --system --home /var/lib/steering steering && mkdir -p /var/lib/steering \
+    && SECRET_KEY=build python manage.py collectstatic --noinput -v0 \
+    && chown -R steering /var/lib/steering
+USER steering
+EXPOSE 8000
+CMD ["python", "-m", "uvicorn", "config.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]

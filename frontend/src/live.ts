@@ -1,0 +1,91 @@
+// The live feed: one WebSocket, version bookkeeping, reconnect with backoff.
+// Delivery is at-most-once, so any doubt about the version means "refetch the topology".
+
+import { AuthError, type Delta, type Hello } from "./api";
+
+export type ConnState = "connecting" | "live" | "disconnected";
+
+export interface LiveHooks {
+  /** Version of the picture held now, or null before the first load. */
+  version(): number | null;
+  /** Refetch the whole topology; resolves once it is in place. */
+  load(): Promise<void>;
+  /** Apply a delta whose version is exactly version() + 1. */
+  apply(delta: Delta): void;
+  status(state: ConnState): void;
+  /** The socket closed before saying hello: maybe the session is gone. */
+  rejected(): void;
+}
+
+const MIN_DELAY = 1000;
+const MAX_DELAY = 10000;
+const RETRY_LOAD = 5000;
+
+export interface Live { resync(): Promise<void> }
+
+export function startLive(hooks: LiveHooks): Live {
+  let attempt = 0;
+  let helloVersion: number | null = null;
+  let pending: Delta[] | null = null; // deltas that arrive while a refetch is in flight
+  let retry = 0; // one retry timer at most after a failed refetch
+
+  async function resync(): Promise<void> {
+    if (pending || retry) return;
+    pending = [];
+    let loaded = false;
+    try {
+      await hooks.load();
+      loaded = true;
+    } catch (err) {
+      // load() shows the error; try again later unless the session is the problem.
+      if (!(err instanceof AuthError)) retry = window.setTimeout(() => { retry = 0; void resync(); }, RETRY_LOAD);
+    } finally {
+      const held = pending ?? [];
+      pending = null;
+      held.sort((a, b) => a.version - b.version).forEach(onDelta);
+    }
+    // The snapshot may predate the hello (fetch started before we joined the feed): fetch again.
+    const current = hooks.version();
+    if (loaded && helloVersion !== null && current !== null && current < helloVersion) void resync();
+  }
+
+  function onDelta(delta: Delta): void {
+    if (pending) { pending.push(delta); return; }
+    const current = hooks.version();
+    if (current === null) { void resync(); return; }
+    if (delta.version <= current) return; // already in the picture
+    if (delta.version !== current + 1) { void resync(); return; } // a gap: something was missed
+    hooks.apply(delta);
+  }
+
+  function connect(): void {
+    hooks.status("connecting");
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const ws = new WebSocket(`${scheme}//${location.host}/ws/live/`);
+    let greeted = false;
+
+    ws.onmessage = (ev: MessageEvent<string>) => {
+      let msg: Hello | Delta;
+      try { msg = JSON.parse(ev.data) as Hello | Delta; } catch { return; }
+      if (msg.type === "hello") {
+        greeted = true;
+        attempt = 0;
+        helloVersion = msg.version;
+        hooks.status("live");
+        if (msg.version !== hooks.version()) void resync();
+      } else if (msg.type === "delta") {
+        onDelta(msg);
+      }
+    };
+    ws.onclose = () => {
+      hooks.status("disconnected");
+      if (!greeted) hooks.rejected();
+      const delay = Math.min(MAX_DELAY, MIN_DELAY * 2 ** attempt);
+      attempt += 1;
+      window.setTimeout(connect, delay);
+    };
+  }
+
+  connect();
+  return { resync };
+}

@@ -1,0 +1,232 @@
+"""Drain, the sweeper, the capacity guard, undrain, maintenance, weight, abort, ?wait."""
+
+from __future__ import annotations
+
+import datetime
+
+from django.utils import timezone
+
+from steering.models import Backend, Change, Operation
+from steering.services.operations import sweep_due
+from tests import factories as f
+
+
+def drain(api, obj_path, **body):
+    return api.post(f"/api/v1/{obj_path}/drain/", {"reason": "deploy 1.4.2", **body}, format="json")
+
+
+def test_it_drains_then_the_sweeper_completes_at_the_deadline(operator_api):
+    pool = f.fleet(4)
+    b = pool.backends.first()
+    r = drain(operator_api, f"backends/{b.pk}", grace_seconds=30)
+    assert r.status_code == 202
+    op = r.json()["operation"]
+    assert r["Location"] == f"/api/v1/operations/{op['id']}/"
+    b.refresh_from_db()
+    assert b.admin_state == "draining"
+    assert b.drain_deadline is not None
+    assert sweep_due(now=timezone.now())["drains_completed"] == 0  # not due yet
+    later = b.drain_deadline + datetime.timedelta(milliseconds=1)
+    assert sweep_due(now=later)["drains_completed"] == 1
+    b.refresh_from_db()
+    assert b.admin_state == "drained"
+    assert Operation.objects.get(pk=op["id"]).status == "succeeded"
+    # A second sweep finds nothing: completion is audited exactly once.
+    assert sweep_due(now=later)["drains_completed"] == 0
+    assert Change.objects.filter(action="backend.drained", object_id=b.pk).count() == 1
+
+
+def test_it_uses_the_pool_default_grace_when_none_is_given(operator_api):
+    pool = f.fleet(4, default_grace_seconds=120)
+    b = pool.backends.first()
+    op = drain(operator_api, f"backends/{b.pk}").json()["operation"]
+    b.refresh_from_db()
+    span = (b.drain_deadline - b.drain_started_at).total_seconds()
+    assert span == 120
+    assert Operation.objects.get(pk=op["id"]).params["grace_basis"].startswith("pool")
+
+
+def test_it_completes_at_once_with_zero_grace(operator_api):
+    pool = f.fleet(4)
+    b = pool.backends.first()
+    r = drain(operator_api, f"backends/{b.pk}", grace_seconds=0)
+    assert r.status_code == 202
+    b.refresh_from_db()
+    assert b.admin_state == "drained"
+    assert Operation.objects.get(pk=r.json()["operation"]["id"]).status == "succeeded"
+
+
+def test_it_refuses_a_drain_the_survivors_cannot_absorb(operator_api):
+    # 4 backends of 1000 rps carrying 3000 rps: losing one puts 1000 on each survivor (ok);
+    # losing one at 3600 rps puts 1200 on each (over capacity).
+    pool = f.fleet(4, capacity_rps=1000, expected_rps=3600)
+    b = pool.backends.first()
+    before = Change.objects.count()
+    r = drain(operator_api, f"backends/{b.pk}")
+    assert r.status_code == 409
+    body = r.json()
+    assert body["code"] == "capacity_guard"
+    assert body["impact"]["verdict"] == "overload"
+    survivors = [row for row in body["impact"]["receivers"] if row["overloaded"]]
+    assert len(survivors) == 3 and survivors[0]["load_after_rps"] == 1200.0
+    b.refresh_from_db()
+    assert b.admin_state == "ready"
+    assert Change.objects.count() == before
+
+
+def test_it_lets_force_override_the_guard_only_with_its_own_reason(operator_api):
+    pool = f.fleet(4, capacity_rps=1000, expected_rps=3600)
+    b = pool.backends.first()
+    assert drain(operator_api, f"backends/{b.pk}", force=True).status_code == 400
+    r = drain(operator_api, f"backends/{b.pk}", force=True, force_reason="kernel CVE, accept the risk")
+    assert r.status_code == 202
+    assert r.json()["operation"]["forced"] is True
+    change = Change.objects.get(action="backend.drain", object_id=b.pk)
+    assert change.forced is True
+
+
+def test_it_answers_a_dry_run_with_the_impact_and_changes_nothing(operator_api):
+    pool = f.fleet(5, capacity_rps=20000, expected_rps=50000)
+    b = pool.backends.first()
+    r = drain(operator_api, f"backends/{b.pk}", dry_run=True)
+    assert r.status_code == 200
+    impact = r.json()
+    # 5 nodes at 10k each, one removed: the survivors take 12.5k each (+25%).
+    assert impact["moved_rps"] == 10000.0
+    assert {row["load_after_rps"] for row in impact["receivers"]} == {12500.0}
+    assert impact["basis"] == "configured"
+    b.refresh_from_db()
+    assert b.admin_state == "ready"
+    assert not Operation.objects.exists()
+
+
+def test_it_shows_the_impact_on_get(viewer_api):
+    pool = f.fleet(2, capacity_rps=1000, expected_rps=1500)
+    r = viewer_api.get(f"/api/v1/pools/{pool.pk}/impact/?action=drain")
+    assert r.status_code == 200
+    assert r.json()["verdict"] == "outage"  # no backup pool: 1500 rps with nowhere to go
+
+
+def test_it_sends_a_drained_pools_traffic_to_its_backup_pool(operator_api):
+    primary = f.fleet(2, capacity_rps=1000, expected_rps=800)
+    backup = f.fleet(2, capacity_rps=1000, expected_rps=0, pop=primary.pop, service=primary.service)
+    primary.backup_pool = backup
+    primary.save()
+    r = operator_api.get(f"/api/v1/pools/{primary.pk}/impact/?action=drain")
+    assert r.json()["verdict"] == "safe"
+    assert r.json()["receivers"][0]["name"] == str(backup)
+
+
+def test_it_drains_a_whole_pool_as_one_operation(operator_api):
+    pool = f.fleet(3)
+    backup = f.fleet(3, pop=pool.pop, service=pool.service, expected_rps=0)
+    pool.backup_pool = backup
+    pool.save()
+    r = drain(operator_api, f"pools/{pool.pk}", grace_seconds=10)
+    assert r.status_code == 202
+    op_id = r.json()["operation"]["id"]
+    assert set(pool.backends.values_list("admin_state", flat=True)) == {"draining"}
+    assert set(pool.backends.values_list("operation_id", flat=True)) == {op_id}
+    pool.refresh_from_db()
+    assert pool.admin_state == "draining"
+    sweep_due(now=timezone.now() + datetime.timedelta(seconds=11))
+    assert set(pool.backends.values_list("admin_state", flat=True)) == {"drained"}
+    pool.refresh_from_db()
+    assert pool.admin_state == "drained"
+    op = Operation.objects.get(pk=op_id)
+    assert op.status == "succeeded"
+    assert op.progress["backends_left"] == 0 and op.progress["backends_total"] == 3
+
+
+def test_it_drains_a_pop_and_marks_the_pop_drained_when_done(operator_api):
+    region = f.region()
+    pop_a, pop_b = f.pop(region), f.pop(region)
+    svc = f.service()
+    f.fleet(2, pop=pop_a, service=svc, expected_rps=500)
+    f.fleet(2, pop=pop_b, service=svc, expected_rps=500)
+    r = drain(operator_api, f"pops/{pop_a.pk}", grace_seconds=5)
+    assert r.status_code == 202, r.content
+    pop_a.refresh_from_db()
+    assert pop_a.admin_state == "draining"
+    sweep_due(now=timezone.now() + datetime.timedelta(seconds=6))
+    pop_a.refresh_from_db()
+    assert pop_a.admin_state == "drained"
+    assert Backend.objects.filter(pool__pop=pop_b, admin_state="ready").count() == 2
+
+
+def test_it_refuses_to_drain_what_is_already_draining(operator_api):
+    pool = f.fleet(4)
+    b = pool.backends.first()
+    assert drain(operator_api, f"backends/{b.pk}").status_code == 202
+    r = drain(operator_api, f"backends/{b.pk}")
+    assert r.status_code == 409
+    assert r.json()["code"] == "already_draining"
+    assert Change.objects.filter(action="backend.drain").count() == 1
+
+
+def test_it_undrains_with_slow_start_and_aborts_the_running_drain(operator_api):
+    pool = f.fleet(4)
+    b = pool.backends.first()
+    b.slow_start_seconds = 60
+    b.save()
+    drain_op = drain(operator_api, f"backends/{b.pk}").json()["operation"]["id"]
+    r = operator_api.post(f"/api/v1/backends/{b.pk}/undrain/", {"reason": "rollback"}, format="json")
+    assert r.status_code == 202
+    b.refresh_from_db()
+    assert b.admin_state == "ready" and b.ready_since is not None
+    assert Operation.objects.get(pk=drain_op).status == "aborted"
+    detail = operator_api.get(f"/api/v1/backends/{b.pk}/").json()
+    assert 1 <= detail["effective_weight"] < 100
+    assert "slow start" in detail["effective_weight_reason"]
+
+
+def test_it_puts_a_backend_in_maintenance_and_back(operator_api):
+    pool = f.fleet(4)
+    b = pool.backends.first()
+    r = operator_api.post(f"/api/v1/backends/{b.pk}/maintenance/", {"reason": "disk swap"}, format="json")
+    assert r.status_code == 202
+    b.refresh_from_db()
+    assert b.admin_state == "maint"
+    assert operator_api.get(f"/api/v1/backends/{b.pk}/").json()["effective_weight"] == 0
+    r = operator_api.post(f"/api/v1/backends/{b.pk}/maintenance/", {"reason": "again"}, format="json")
+    assert r.status_code == 409
+
+
+def test_it_sets_a_weight_and_the_effective_weight_follows(operator_api):
+    pool = f.fleet(4)
+    b = pool.backends.first()
+    r = operator_api.post(f"/api/v1/backends/{b.pk}/weight/", {"reason": "canary", "weight": 25}, format="json")
+    assert r.status_code == 202
+    assert operator_api.get(f"/api/v1/backends/{b.pk}/").json()["effective_weight"] == 25
+
+
+def test_it_refuses_gradual_weight_ramps_plainly_until_they_exist(operator_api):
+    b = f.fleet(4).backends.first()
+    r = operator_api.post(f"/api/v1/backends/{b.pk}/weight/", {"reason": "x", "weight": 25, "ramp_seconds": 60}, format="json")
+    assert r.status_code == 400
+    assert "ramp_seconds" in r.json()["errors"]
+
+
+def test_it_aborts_a_drain_and_returns_backends_to_service(operator_api):
+    pool = f.fleet(3)
+    backup = f.fleet(3, pop=pool.pop, service=pool.service, expected_rps=0)
+    pool.backup_pool = backup
+    pool.save()
+    op_id = drain(operator_api, f"pools/{pool.pk}").json()["operation"]["id"]
+    r = operator_api.post(f"/api/v1/operations/{op_id}/abort/", {"reason": "wrong pool"}, format="json")
+    assert r.status_code == 200
+    assert r.json()["status"] == "aborted"
+    assert set(pool.backends.values_list("admin_state", flat=True)) == {"ready"}
+    assert operator_api.post(f"/api/v1/operations/{op_id}/abort/", {"reason": "again"}, format="json").status_code == 409
+
+
+def test_it_waits_for_an_operation_to_end(operator_api):
+    b = f.fleet(4).backends.first()
+    op_id = drain(operator_api, f"backends/{b.pk}", grace_seconds=0).json()["operation"]["id"]
+    r = operator_api.get(f"/api/v1/operations/{op_id}/?wait=5")
+    assert r.status_code == 200 and r.json()["status"] == "succeeded"
+    running = drain(operator_api, f"backends/{f.fleet(4).backends.first().pk}", grace_seconds=600).json()["operation"]["id"]
+    r = operator_api.get(f"/api/v1/operations/{running}/?wait=0.3")
+    assert r.json()["status"] == "running"
+    assert operator_api.get(f"/api/v1/operations/{running}/?wait=9999").status_code == 400
+    assert operator_api.get(f"/api/v1/operations/{running}/?wait=soon").status_code == 400

@@ -1,0 +1,75 @@
+"""Liveness, readiness, the state table, the dashboard shell, and settings from the environment."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import Client
+
+from config import env
+from steering.choices import STATE_STYLES
+
+
+def test_healthz_answers_without_auth(client: Client) -> None:
+    r = client.get("/healthz")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+def test_readyz_checks_the_database_and_redis(client: Client, db) -> None:
+    r = client.get("/readyz")
+    assert r.status_code == 200
+    assert r.json()["checks"] == {"database": "ok", "redis": "ok"}
+
+
+def test_readyz_says_503_when_redis_is_away(client: Client, db, settings) -> None:
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    r = client.get("/readyz")
+    assert r.status_code == 503
+    assert r.json()["checks"]["redis"].startswith("error")
+
+
+def test_the_state_table_has_a_symbol_and_a_word_for_every_colour(viewer_api) -> None:
+    states = viewer_api.get("/api/v1/states/").json()
+    keys = {s["key"] for s in states}
+    assert {"up", "down", "stale", "draining", "drained", "maint", "panic"} <= keys
+    assert all(s["symbol"] and s["label"] and s["colour"].startswith("#") for s in states)
+    assert len(states) == len(STATE_STYLES)
+
+
+def test_the_dashboard_needs_a_login(client: Client, db) -> None:
+    r = client.get("/")
+    assert r.status_code == 302 and r["Location"].startswith("/accounts/login/")
+
+
+def test_every_response_carries_a_request_id(client: Client) -> None:
+    assert len(client.get("/healthz")["X-Request-ID"]) == 32
+    assert client.get("/healthz", HTTP_X_REQUEST_ID="abc-123")["X-Request-ID"] == "abc-123"
+    assert client.get("/healthz", HTTP_X_REQUEST_ID="bad id with spaces")["X-Request-ID"] != "bad id with spaces"
+
+
+@pytest.mark.parametrize("raw,expected", [("1", True), ("yes", True), ("off", False), ("", False)])
+def test_envbool_reads_booleans(monkeypatch, raw, expected) -> None:
+    monkeypatch.setenv("X_FLAG", raw)
+    assert env.envbool("X_FLAG") is expected
+
+
+def test_bad_settings_values_fail_at_start(monkeypatch) -> None:
+    monkeypatch.setenv("X_FLAG", "maybe")
+    with pytest.raises(ImproperlyConfigured):
+        env.envbool("X_FLAG")
+    monkeypatch.setenv("X_NUM", "ten")
+    with pytest.raises(ImproperlyConfigured):
+        env.envint("X_NUM", 1)
+    monkeypatch.setenv("X_NUM", "0")
+    with pytest.raises(ImproperlyConfigured):
+        env.envint("X_NUM", 1, minimum=1)
+
+
+def test_secrets_can_come_from_files(monkeypatch, tmp_path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s3cr3t\n")
+    monkeypatch.setenv("X_SECRET_FILE", str(secret))
+    assert env.envstr("X_SECRET") == "s3cr3t"
+    monkeypatch.setenv("X_SECRET_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ImproperlyConfigured):
+        env.envstr("X_SECRET")
