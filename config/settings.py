@@ -90,7 +90,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "steering.sqlite3",
+            "NAME": str(VAR_DIR / "steering.sqlite3"),
             "OPTIONS": {
                 # WAL lets the web process read while a worker writes; the busy timeout makes
                 # writers queue instead of failing with "database is locked"; IMMEDIATE takes the

@@ -59,7 +59,7 @@ def represent(obj: models.Model, *, pools_in_panic: set[int] | None = None) -> d
 
 def represent_many(type_key: str, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
     model, _ = TYPES[type_key]
-    qs = model.objects.filter(pk__in=list(ids))
+    qs = model._default_manager.filter(pk__in=list(ids))
     panic: set[int] | None = None
     if model is Backend:
         panic = set(Pool.objects.filter(in_panic=True).values_list("pk", flat=True))

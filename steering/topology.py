@@ -20,7 +20,7 @@ def topology_snapshot() -> dict[str, Any]:
     panic = set(Pool.objects.filter(in_panic=True).values_list("pk", flat=True))
     body: dict[str, Any] = {"version": version, "generated_at": timezone.now().isoformat()}
     for model, key in TYPES.values():
-        qs = model.objects.all()
+        qs = model._default_manager.all()
         if model is Operation:
             # Running operations and the latest finished ones, not the whole history.
             recent = list(Operation.objects.order_by("-id").values_list("pk", flat=True)[:20])

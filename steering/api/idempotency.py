@@ -55,7 +55,8 @@ def idempotent(view: Callable[..., Response]) -> Callable[..., Response]:
                 status=400,
             )
         digest = _body_digest(request)
-        existing = IdempotencyRecord.objects.filter(user=request.user, key=key).first()
+        user_pk = request.user.pk or 0  # authenticated: RolePermission ran before any action
+        existing = IdempotencyRecord.objects.filter(user_id=user_pk, key=key).first()
         if existing is not None:
             return _replay(existing, request, digest)
         try:
@@ -64,13 +65,13 @@ def idempotent(view: Callable[..., Response]) -> Callable[..., Response]:
                 if 200 <= response.status_code < 300:
                     body = json.loads(json.dumps(response.data, cls=DjangoJSONEncoder))
                     IdempotencyRecord.objects.create(
-                        user=request.user, key=key, method=request.method, path=request.path,
+                        user_id=user_pk, key=key, method=request.method or "POST", path=request.path,
                         body_digest=digest, status_code=response.status_code, response_body=body,
                     )
                 return response
         except (IntegrityError, ServiceError):
             # A concurrent request with the same key won: answer as it did.
-            winner = IdempotencyRecord.objects.filter(user=request.user, key=key).first()
+            winner = IdempotencyRecord.objects.filter(user_id=user_pk, key=key).first()
             if winner is None:
                 raise
             return _replay(winner, request, digest)

@@ -135,7 +135,7 @@ class BackendSerializer(BaseModelSerializer):
         }
 
     def _explained(self, obj: Backend) -> capacity.WeightExplanation:
-        cache = self.context.setdefault("_explained", {})
+        cache = self.context.setdefault("_explained", {})  # type: ignore[attr-defined]  # DRF context is a dict
         if obj.pk not in cache:
             cache[obj.pk] = capacity.explain_effective_weight(weight_inputs(obj, pool_in_panic=obj.pool.in_panic))
         return cache[obj.pk]  # type: ignore[no-any-return]

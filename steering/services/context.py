@@ -27,4 +27,4 @@ class Actor:
         user = self.user
         if user is None or not getattr(user, "is_authenticated", False):
             return None
-        return int(user.pk)
+        return int(user.pk) if user.pk is not None else None

@@ -80,10 +80,11 @@ def drain_progress(op: Operation) -> dict[str, Any]:
 
 
 def _set_target_state(op: Operation, from_state: str, to_state: str, changes: ChangeSet) -> None:
-    model = {"pool": Pool, "pop": PoP, "region": Region}.get(op.target_type)
+    sites: dict[str, type[Pool] | type[PoP] | type[Region]] = {"pool": Pool, "pop": PoP, "region": Region}
+    model = sites.get(op.target_type)
     if model is None:
         return
-    target = model.objects.select_for_update().filter(pk=op.target_id, admin_state=from_state).first()
+    target = model._default_manager.select_for_update().filter(pk=op.target_id, admin_state=from_state).first()
     if target is None:
         return
     before = snapshot(target)

@@ -100,7 +100,7 @@ def do_update(
     obj: M, data: dict[str, Any], *, actor: Actor, reason: str = "", expected_revision: int | None = None
 ) -> M:
     model = type(obj)
-    locked = model.objects.select_for_update().get(pk=obj.pk)
+    locked = model._default_manager.select_for_update().get(pk=obj.pk)
     _check_revision(locked, expected_revision)
     forbidden = set(data) & STATE_FIELDS.get(model, frozenset())
     if forbidden:
@@ -125,7 +125,7 @@ def do_update(
 @transaction.atomic
 def do_delete(obj: models.Model, *, actor: Actor, reason: str = "", expected_revision: int | None = None) -> None:
     model = type(obj)
-    locked = model.objects.select_for_update().get(pk=obj.pk)
+    locked = model._default_manager.select_for_update().get(pk=obj.pk)
     _check_revision(locked, expected_revision)
     before = snapshot(locked)
     related = _related(locked)
