@@ -9,7 +9,6 @@ from django.utils import timezone
 
 from steering.services import operations
 
-
 SWEEP_HEARTBEAT_KEY = "steering:sweeper:last"
 
 
