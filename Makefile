@@ -15,10 +15,11 @@ test: deps  ## the whole suite on embedded defaults (or DATABASE_URL / REDIS_URL
 
 deps: $(DEPS)
 
-$(DEPS): requirements.txt requirements-dev.txt
+$(DEPS): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 frontend: frontend/dist/index.html

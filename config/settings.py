@@ -78,6 +78,14 @@ TEMPLATES = [
 ]
 
 # --- database -------------------------------------------------------------------------
+# WAL lets the web process read while a worker writes; the busy timeout makes writers queue
+# instead of failing with "database is locked"; IMMEDIATE takes the write lock at BEGIN so a
+# read-then-write transaction never deadlocks on the lock upgrade.
+SQLITE_OPTIONS = {
+    "timeout": 30,
+    "transaction_mode": "IMMEDIATE",
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+}
 DATABASE_URL = envstr("DATABASE_URL")
 if DATABASE_URL:
     try:
@@ -85,20 +93,16 @@ if DATABASE_URL:
     except ValueError as exc:
         raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {exc}") from exc
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+        DATABASES["default"]["OPTIONS"] = dict(SQLITE_OPTIONS)
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(VAR_DIR / "steering.sqlite3"),
-            "OPTIONS": {
-                # WAL lets the web process read while a worker writes; the busy timeout makes
-                # writers queue instead of failing with "database is locked"; IMMEDIATE takes the
-                # write lock at BEGIN so a read-then-write transaction never deadlocks on upgrade.
-                "timeout": 30,
-                "transaction_mode": "IMMEDIATE",
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
-            },
+            "OPTIONS": dict(SQLITE_OPTIONS),
             # A file, not :memory:, so tests that use several connections (threads, workers) share it.
             "TEST": {"NAME": str(VAR_DIR / "test-steering.sqlite3")},
         }

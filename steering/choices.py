@@ -76,6 +76,7 @@ class OperationKind(models.TextChoices):
 
 class OperationStatus(models.TextChoices):
     RUNNING = "running", "running"
+    PAUSED = "paused", "paused"
     SUCCEEDED = "succeeded", "succeeded"
     ABORTED = "aborted", "aborted"
     FAILED = "failed", "failed"

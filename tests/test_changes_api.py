@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from steering.api.views.changes import CSV_COLUMNS
 from steering.models import Change, Operation, Pool, Region
-from steering.services import actions
+from steering.services import actions, weights
 from steering.services.context import Actor
 from steering.services.operations import do_abort_operation
 from steering.services.topology import do_create
@@ -43,7 +43,7 @@ def history(operator, admin) -> History:
     drain_op, _ = actions.do_drain(drained, actor=Actor("otto-operator", "api", operator, "req-drain-1"),
                                    reason="deploy 1.4.2", grace_seconds=30)
     t_between = timezone.now()
-    weight_op, _ = actions.do_set_weight(weighted, actor=Actor("ada-admin", "cli", admin, "req-weight-1"),
+    weight_op, _ = weights.do_set_weight(weighted, actor=Actor("ada-admin", "cli", admin, "req-weight-1"),
                                          reason="canary", weight=50)
     region = do_create(Region, {"slug": "sa-east", "name": "South America", "latitude": -23.5, "longitude": -46.6},
                        actor=Actor.system("demo"), reason="demo topology")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.utils import timezone
 from rest_framework import serializers
 
 from steering.api.serializers import StrictMixin
@@ -28,17 +29,23 @@ class DrainInput(GuardedActionInput):
 
 
 class WeightInput(GuardedActionInput):
-    weight = serializers.IntegerField(min_value=0, max_value=256)
-    ramp_seconds = serializers.IntegerField(min_value=0, max_value=0, required=False, default=0,
-                                            help_text="Gradual ramps are not available yet: only 0 is accepted.")
+    weight = serializers.IntegerField(min_value=0, max_value=256, help_text="The weight to end at.")
+    ramp_seconds = serializers.IntegerField(min_value=0, max_value=86400, required=False, default=0,
+                                            help_text="Reach the weight gradually over this long (up to 10 even steps).")
+    steps = serializers.ListField(child=serializers.IntegerField(min_value=0, max_value=256), required=False,
+                                  min_length=1, max_length=20,
+                                  help_text="Explicit weights to pass through, e.g. [5, 25, 100] for a canary.")
+    step_seconds = serializers.IntegerField(min_value=1, max_value=86400, required=False,
+                                            help_text="Seconds between explicit steps.")
 
 
 class ImpactQuery(serializers.Serializer):  # type: ignore[type-arg]
-    action = serializers.ChoiceField(choices=["drain", "maintenance", "undrain"], default="drain")
+    action = serializers.ChoiceField(choices=["drain", "maintenance", "undrain", "withdraw"], default="drain")
 
 
 class OperationSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     impact = serializers.SerializerMethodField()
+    progress = serializers.SerializerMethodField()
 
     class Meta:
         model = Operation
@@ -46,6 +53,13 @@ class OperationSerializer(serializers.ModelSerializer):  # type: ignore[type-arg
                   "request_id", "reason", "forced", "steps", "progress", "result", "impact", "deadline",
                   "created_at", "finished_at", "revision"]
         read_only_fields = fields
+
+    def get_progress(self, obj: Operation) -> dict:  # type: ignore[type-arg]
+        # Time left is computed on read, so pollers see it move between sweeps.
+        progress = dict(obj.progress or {})
+        if obj.status in ("running", "paused") and obj.deadline is not None:
+            progress["seconds_left"] = max(0, int((obj.deadline - timezone.now()).total_seconds()))
+        return progress
 
     def get_impact(self, obj: Operation) -> dict | None:  # type: ignore[type-arg]
         return obj.params.get("impact") if isinstance(obj.params, dict) else None

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import ProtectedError
+from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -30,7 +31,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             detail = {"non_field_errors": detail}
         response.data = {"code": "invalid", "detail": "Invalid input.", "errors": detail}
     elif isinstance(response.data, dict) and "detail" in response.data:
-        code = getattr(exc, "default_code", "error")
+        code = "not_found" if isinstance(exc, Http404) else getattr(exc, "default_code", "error")
         if isinstance(exc, exceptions.APIException) and hasattr(exc.detail, "code"):
             code = exc.detail.code or code
         response.data = {"code": code, "detail": str(response.data["detail"])}

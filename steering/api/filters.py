@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import django_filters as df
 
-from steering.choices import AdminState, ChangeSource, Health
-from steering.models import Backend, Change, Operation, Pool
+from steering.choices import AdminState, ChangeSource, Health, OperationStatus
+from steering.models import Backend, Change, Operation, PoP, Pool, Region, Service
 
 
 class PoolFilter(df.FilterSet):
-    region = df.NumberFilter(field_name="pop__region")
+    # ModelChoiceFilter, not NumberFilter: an unknown or absurd id is a 400, never a 500.
+    region = df.ModelChoiceFilter(field_name="pop__region", queryset=Region.objects.all())
     pop_slug = df.CharFilter(field_name="pop__slug")
 
     class Meta:
@@ -18,9 +19,9 @@ class PoolFilter(df.FilterSet):
 
 
 class BackendFilter(df.FilterSet):
-    pop = df.NumberFilter(field_name="pool__pop")
-    region = df.NumberFilter(field_name="pool__pop__region")
-    service = df.NumberFilter(field_name="pool__service")
+    pop = df.ModelChoiceFilter(field_name="pool__pop", queryset=PoP.objects.all())
+    region = df.ModelChoiceFilter(field_name="pool__pop__region", queryset=Region.objects.all())
+    service = df.ModelChoiceFilter(field_name="pool__service", queryset=Service.objects.all())
     admin_state = df.MultipleChoiceFilter(choices=AdminState.choices)
     health = df.MultipleChoiceFilter(choices=Health.choices)
 
@@ -30,12 +31,13 @@ class BackendFilter(df.FilterSet):
 
 
 class OperationFilter(df.FilterSet):
+    status = df.MultipleChoiceFilter(choices=OperationStatus.choices, help_text="Repeat for several: ?status=running&status=paused")
     since = df.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     until = df.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Operation
-        fields = ["kind", "status", "target_type", "target_id", "actor_name", "source"]
+        fields = ["kind", "target_type", "target_id", "actor_name", "source"]
 
 
 class ChangeFilter(df.FilterSet):

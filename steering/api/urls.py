@@ -1,6 +1,7 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
+from steering.api import schema  # noqa: F401  (registers the OpenAPI auth extension before schema generation)
 from steering.api.views.changes import ChangeViewSet
 from steering.api.views.operations import OperationViewSet
 from steering.api.views.resources import (

@@ -13,7 +13,9 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from steering import capacity
 from steering.choices import AdminState, OperationKind
+from steering.dataplane.stats import read_backend_stats
 from steering.models import Backend, Operation, Pool, PoP, Region
 from steering.services import guard
 from steering.services.audit import ChangeSet, snapshot
@@ -23,6 +25,7 @@ from steering.services.operations import drain_progress, finish_immediately, ope
 from steering.services.targets import Target, backends_under, target_label, target_type
 
 _IN_SERVICE = (AdminState.READY,)
+DRAIN_BUFFER_SECONDS = 15
 
 
 def _lock_target(target: Target, expected_revision: int | None) -> Target:
@@ -57,6 +60,32 @@ def _default_grace(target: Target) -> tuple[int, str]:
     if isinstance(target, Pool):
         return target.default_grace_seconds, f"pool {target} default"
     return settings.STEERING_DEFAULT_GRACE_SECONDS, "site default"
+
+
+def suggest_grace(target: Target, backends: list[Backend]) -> dict[str, Any]:
+    """The grace a drain should get: from live session figures where the data plane reports
+    them (sessions / completion rate + buffer, the longest backend wins), else the default."""
+    default, default_basis = _default_grace(target)
+    stats = read_backend_stats(b.pk for b in backends)
+    estimates = []
+    for b in backends:
+        s = stats.get(b.pk)
+        if s is not None and (s.sessions == 0 or s.completion_rate > 0):
+            estimates.append((capacity.estimate_drain_seconds(s.sessions, s.completion_rate, DRAIN_BUFFER_SECONDS), b))
+    if not estimates:
+        return {"seconds": default, "basis": "default",
+                "derivation": f"{default_basis}: {default} s (no live session figures)"}
+    longest, who = max(estimates, key=lambda pair: pair[0].seconds)
+    unmeasured = len(backends) - len(estimates)
+    derivation = f"{who.name}: {longest.derivation}"
+    if len(estimates) > 1:
+        derivation += f" (longest of {len(estimates)} measured)"
+    seconds = longest.seconds
+    if unmeasured:
+        # Backends without figures get at least the default.
+        seconds = max(seconds, default)
+        derivation += f"; {unmeasured} without figures: at least {default_basis} {default} s"
+    return {"seconds": seconds, "basis": "measured", "derivation": derivation}
 
 
 def _set_site_state(target: Target, state: str, changes: ChangeSet) -> None:
@@ -113,8 +142,12 @@ def do_drain(
     # Lock the backends in id order so concurrent actions on overlapping sets cannot deadlock.
     backends = list(backends_under(target).select_for_update().select_related("pool").order_by("pk"))
     candidates = [b for b in backends if b.admin_state in _IN_SERVICE]
+    grace = suggest_grace(target, candidates)
+    if grace_seconds is not None:
+        grace = {"seconds": grace_seconds, "basis": "given", "derivation": f"given: {grace_seconds} s",
+                 "suggested": grace}
     if dry_run:
-        return None, guard.assess_removal(target, candidates, action="drain")
+        return None, {**guard.assess_removal(target, candidates, action="drain"), "grace": grace}
     if not candidates:
         states = sorted({b.admin_state for b in backends}) or ["empty"]
         raise StateConflict(
@@ -122,20 +155,18 @@ def do_drain(
             code="already_draining" if AdminState.DRAINING in states else "state_conflict",
             extra={"running_operations": sorted({b.operation_id for b in backends if b.operation_id})},
         )
-    impact = _apply_guard(target, candidates, action="drain", force=force, force_reason=force_reason)
-    if grace_seconds is None:
-        grace, grace_basis = _default_grace(target)
-    else:
-        grace, grace_basis = grace_seconds, "given"
+    impact = {**_apply_guard(target, candidates, action="drain", force=force, force_reason=force_reason),
+              "grace": grace}
+    seconds = int(grace["seconds"])
     now = timezone.now()
-    deadline = now + datetime.timedelta(seconds=grace)
+    deadline = now + datetime.timedelta(seconds=seconds)
     op = open_operation(
         OperationKind.DRAIN, target, actor=actor, reason=reason, forced=force and not impact["safe"],
-        params={"grace_seconds": grace, "grace_basis": grace_basis, "backends_total": len(candidates),
-                "force_reason": force_reason, "impact": impact},
+        params={"grace_seconds": seconds, "grace_basis": grace["basis"], "grace_derivation": grace["derivation"],
+                "backends_total": len(candidates), "force_reason": force_reason, "impact": impact},
         deadline=deadline,
     )
-    op.steps = [{"name": f"drain {len(candidates)} backend(s), grace {grace} s", "status": "running"}]
+    op.steps = [{"name": f"drain {len(candidates)} backend(s), grace {seconds} s", "status": "running"}]
     changes = ChangeSet(actor, reason, operation_id=op.pk, forced=op.forced, force_reason=force_reason)
     _set_site_state(target, AdminState.DRAINING, changes)
     for backend in candidates:
@@ -152,12 +183,11 @@ def do_drain(
     op.progress = drain_progress(op)
     op.save(update_fields=["steps", "progress"])
     changes.touch(op)
-    if grace == 0:
+    if seconds == 0:
         # No grace: completes now, through the same compare-and-set path the sweeper uses.
-        from steering.services.operations import complete_drain
+        from steering.services.operations import complete_drains
 
-        for backend in candidates:
-            complete_drain(backend.pk, actor=actor, why=reason, now=now)
+        complete_drains([b.pk for b in candidates], actor=actor, why=reason, now=now)
         op.refresh_from_db()
     return op, impact
 
@@ -244,84 +274,6 @@ def do_maintenance(
     del now
     finish_immediately(op, changes, {"in_maintenance": len(candidates)})
     return op, impact
-
-
-@transaction.atomic
-def do_set_weight(
-    backend: Backend,
-    *,
-    actor: Actor,
-    reason: str,
-    weight: int,
-    force: bool = False,
-    force_reason: str = "",
-    dry_run: bool = False,
-    expected_revision: int | None = None,
-) -> tuple[Operation | None, dict[str, Any]]:
-    """Set a backend's configured weight (0-256). Lowering it moves traffic to its pool mates."""
-    reason = _require_reason(reason)
-    if not 0 <= int(weight) <= 256:
-        raise InvalidInput({"weight": ["Weight must be between 0 and 256."]})
-    locked = _lock_target(backend, expected_revision)
-    assert isinstance(locked, Backend)
-    if locked.weight == weight:
-        raise StateConflict(f"{locked.path} already has weight {weight}.", code="unchanged")
-    impact = _weight_impact(locked, weight)
-    if dry_run:
-        return None, impact
-    if not impact["safe"] and not force:
-        raise CapacityGuardRefused(impact["explain"], extra={"impact": impact})
-    if not impact["safe"] and not force_reason.strip():
-        raise InvalidInput({"force_reason": ["Forcing past the capacity guard needs its own reason."]})
-    op = open_operation(OperationKind.WEIGHT, locked, actor=actor, reason=reason, forced=not impact["safe"],
-                        params={"from": locked.weight, "to": weight, "force_reason": force_reason})
-    changes = ChangeSet(actor, reason, operation_id=op.pk, forced=op.forced, force_reason=force_reason)
-    before = snapshot(locked)
-    locked.weight = weight
-    locked.revision += 1
-    locked.save(update_fields=["weight", "revision", "updated_at"])
-    changes.record("backend.weight", locked, before=before, after=snapshot(locked), related=locked.pool)
-    finish_immediately(op, changes, {"weight": weight})
-    return op, impact
-
-
-def _weight_impact(backend: Backend, new_weight: int) -> dict[str, Any]:
-    """A weight change as a partial removal: the lost share moves to the pool's other backends."""
-    from steering import capacity
-    from steering.representation import weight_inputs
-
-    pool = backend.pool
-    now = timezone.now()
-    primaries = [b for b in pool.backends.all() if not b.backup]
-    before = {b.pk: capacity.effective_weight(weight_inputs(b, pool_in_panic=pool.in_panic, now=now)) for b in primaries}
-    after = dict(before)
-    if backend.pk in after:
-        mine = weight_inputs(backend, pool_in_panic=pool.in_panic, now=now)
-        after[backend.pk] = capacity.effective_weight(capacity.WeightInputs(**{**mine.__dict__, "weight": new_weight}))
-    load = float(pool.expected_rps)
-    share_before = capacity.shares({str(k): v for k, v in before.items()})
-    share_after = capacity.shares({str(k): v for k, v in after.items()})
-    rows = []
-    unplaced = load if sum(after.values()) == 0 and load > 0 else 0.0
-    for b in primaries:
-        cap = float(b.capacity_rps) if b.capacity_rps else guard.UNLIMITED
-        r = capacity.ReceiverImpact(str(b.pk), load * share_before[str(b.pk)], load * share_after[str(b.pk)], cap)
-        rows.append(guard._impact_row("backend", b.pk, b.path, r))
-    overloaded = [r for r in rows if r["overloaded"]]
-    verdict = "outage" if unplaced else ("overload" if overloaded else "safe")
-    return {
-        "action": "weight",
-        "target": {"type": "backend", "id": backend.pk, "name": backend.path},
-        "basis": "configured",
-        "verdict": verdict,
-        "safe": verdict == "safe",
-        "backends_affected": 1,
-        "moved_rps": round(abs(load * (share_before.get(str(backend.pk), 0) - share_after.get(str(backend.pk), 0))), 1),
-        "unplaced_rps": round(unplaced, 1),
-        "receivers": rows,
-        "notes": [],
-        "explain": guard._explain(verdict, overloaded, unplaced),
-    }
 
 
 # Targets whose actions the API exposes.

@@ -85,6 +85,7 @@ class ChangeSet:
         after: dict[str, Any] | None,
         related: models.Model | None = None,
         reason: str | None = None,
+        operation_id: int | None = None,
     ) -> Change:
         change = Change.objects.create(
             actor_id=self.actor.user_id,
@@ -98,7 +99,7 @@ class ChangeSet:
             related_type=object_type(related) if related is not None else "",
             related_id=related.pk if related is not None else None,
             related_repr=str(related)[:300] if related is not None else "",
-            operation_id=self.operation_id,
+            operation_id=self.operation_id if operation_id is None else operation_id,
             reason=self.reason if reason is None else reason,
             forced=self.forced,
             force_reason=self.force_reason if self.forced else "",

@@ -10,6 +10,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from steering.choices import AdminState, OperationKind, OperationStatus
+from steering.dataplane.stats import read_backend_stats
 from steering.models import Backend, Operation, Pool, PoP, Region
 from steering.services.audit import ChangeSet, snapshot
 from steering.services.context import Actor
@@ -47,9 +48,9 @@ def open_operation(
 
 
 def _finish(op: Operation, status: str, result: dict[str, Any]) -> bool:
-    """Compare-and-set running -> final, so two finishers (sweeper, abort) never both win."""
+    """Compare-and-set running/paused -> final, so two finishers (sweeper, abort) never both win."""
     now = timezone.now()
-    won = Operation.objects.filter(pk=op.pk, status=OperationStatus.RUNNING).update(
+    won = Operation.objects.filter(pk=op.pk, status__in=[OperationStatus.RUNNING, OperationStatus.PAUSED]).update(
         status=status, finished_at=now, result=result, revision=F("revision") + 1
     )
     if won:
@@ -92,7 +93,7 @@ def _set_target_state(op: Operation, from_state: str, to_state: str, changes: Ch
     target.revision += 1
     target.save(update_fields=["admin_state", "revision", "updated_at"])
     verb = "undrain" if to_state == AdminState.READY else to_state
-    changes.record(f"{op.target_type}.{verb}", target, before=before, after=snapshot(target))
+    changes.record(f"{op.target_type}.{verb}", target, before=before, after=snapshot(target), operation_id=op.pk)
 
 
 def _maybe_complete_drain(op_id: int, changes: ChangeSet) -> None:
@@ -108,26 +109,43 @@ def _maybe_complete_drain(op_id: int, changes: ChangeSet) -> None:
     changes.touch(op)
 
 
-def complete_drain(backend_id: int, *, actor: Actor, why: str, now: datetime.datetime | None = None) -> bool:
-    """Draining -> drained for one backend, by compare-and-set. True when this call did it."""
+def complete_drains(backend_ids: list[int], *, actor: Actor, why: str, now: datetime.datetime | None = None) -> int:
+    """Draining -> drained for these backends, by compare-and-set, in one transaction and one
+    live delta. Returns how many this call moved (a concurrent sweeper or undrain gets the rest)."""
     now = now or timezone.now()
+    if not backend_ids:
+        return 0
     with transaction.atomic():
-        backend = Backend.objects.select_for_update().filter(pk=backend_id).first()
-        if backend is None or backend.admin_state != AdminState.DRAINING:
-            return False
-        before = snapshot(backend)
-        # CAS: only a row still draining moves; a concurrent undrain or second sweeper loses here.
-        moved = Backend.objects.filter(pk=backend_id, admin_state=AdminState.DRAINING).update(
-            admin_state=AdminState.DRAINED, drain_deadline=None, revision=F("revision") + 1, updated_at=now
-        )
-        if moved != 1:
-            return False
-        backend.refresh_from_db()
-        changes = ChangeSet(actor, why, operation_id=backend.operation_id)
-        changes.record("backend.drained", backend, before=before, after=snapshot(backend), related=backend.pool)
-        if backend.operation_id:
-            _maybe_complete_drain(backend.operation_id, changes)
-        return True
+        # Row locks in id order: two sweepers wait for each other instead of deadlocking.
+        backends = list(Backend.objects.select_for_update().select_related("pool")
+                        .filter(pk__in=backend_ids, admin_state=AdminState.DRAINING).order_by("pk"))
+        if not backends:
+            return 0
+        changes = ChangeSet(actor, why)
+        ops: set[int] = set()
+        moved_count = 0
+        for backend in backends:
+            before = snapshot(backend)
+            # CAS: only a row still draining moves; a concurrent undrain or second sweeper loses here.
+            moved = Backend.objects.filter(pk=backend.pk, admin_state=AdminState.DRAINING).update(
+                admin_state=AdminState.DRAINED, drain_deadline=None, revision=F("revision") + 1, updated_at=now
+            )
+            if moved != 1:
+                continue
+            moved_count += 1
+            backend.admin_state, backend.drain_deadline, backend.revision = AdminState.DRAINED, None, backend.revision + 1
+            changes.record("backend.drained", backend, before=before, after=snapshot(backend), related=backend.pool,
+                           operation_id=backend.operation_id)
+            if backend.operation_id:
+                ops.add(backend.operation_id)
+        for op_id in sorted(ops):
+            _maybe_complete_drain(op_id, changes)
+        return moved_count
+
+
+def complete_drain(backend_id: int, *, actor: Actor, why: str, now: datetime.datetime | None = None) -> bool:
+    """Draining -> drained for one backend. True when this call did it."""
+    return complete_drains([backend_id], actor=actor, why=why, now=now) == 1
 
 
 def sweep_due(now: datetime.datetime | None = None) -> dict[str, int]:
@@ -139,20 +157,29 @@ def sweep_due(now: datetime.datetime | None = None) -> dict[str, int]:
         .order_by("drain_deadline")
         .values_list("pk", flat=True)[:1000]
     )
-    completed = sum(1 for pk in due if complete_drain(pk, actor=actor, why="drain deadline reached", now=now))
-    refreshed = _refresh_running_progress()
-    return {"drains_completed": completed, "operations_refreshed": refreshed}
+    completed = complete_drains(due, actor=actor, why="drain deadline reached", now=now)
+    early = _complete_idle_drains(actor, now)
+    from steering.services.weights import advance_ramps
+
+    ramps = advance_ramps(now)
+    return {"drains_completed": completed + early, "drains_completed_early": early, "ramp_steps": ramps}
 
 
-def _refresh_running_progress() -> int:
-    """Keep running drain operations' progress (time left) current for pollers."""
-    count = 0
-    for op in Operation.objects.filter(status=OperationStatus.RUNNING, kind=OperationKind.DRAIN):
-        progress = drain_progress(op)
-        if progress != op.progress:
-            Operation.objects.filter(pk=op.pk, status=OperationStatus.RUNNING).update(progress=progress)
-            count += 1
-    return count
+def _complete_idle_drains(actor: Actor, now: datetime.datetime) -> int:
+    """A draining backend whose data plane reports 0 sessions is done before its deadline.
+
+    Only figures sampled after the drain began count: a zero from before means nothing.
+    """
+    draining = dict(Backend.objects.filter(admin_state=AdminState.DRAINING).values_list("pk", "drain_started_at")[:5000])
+    if not draining:
+        return 0
+    stats = read_backend_stats(draining)
+    idle = [
+        pk for pk, started in draining.items()
+        if (s := stats.get(pk)) is not None and s.sessions == 0 and started is not None
+        and s.updated_at > started.timestamp()
+    ]
+    return complete_drains(idle, actor=actor, why="sessions reached zero before the deadline", now=now)
 
 
 @transaction.atomic
@@ -161,7 +188,7 @@ def do_abort_operation(op: Operation, *, actor: Actor, reason: str, expected_rev
     locked = Operation.objects.select_for_update().get(pk=op.pk)
     if expected_revision is not None and locked.revision != expected_revision:
         raise StaleWrite(f"operation {locked.pk} changed since you read it.", extra={"current_etag": locked.etag})
-    if locked.status != OperationStatus.RUNNING:
+    if locked.status not in (OperationStatus.RUNNING, OperationStatus.PAUSED):
         raise StateConflict(f"operation {locked.pk} is {locked.status}, not running.", code="not_running")
     changes = ChangeSet(actor, reason, operation_id=locked.pk)
     restored = 0
@@ -178,6 +205,10 @@ def do_abort_operation(op: Operation, *, actor: Actor, reason: str, expected_rev
             changes.record("backend.undrain", backend, before=before, after=snapshot(backend), related=backend.pool)
             restored += 1
         _set_target_state(locked, AdminState.DRAINING, AdminState.READY, changes)
+    if locked.kind == OperationKind.WEIGHT:
+        from steering.services.weights import rollback_ramp
+
+        rollback_ramp(locked, changes)
     before = {"status": locked.status}
     _finish(locked, OperationStatus.ABORTED, {"aborted_by": actor.name, "reason": reason, "backends_restored": restored})
     changes.record("operation.abort", locked, before=before, after={"status": locked.status, "result": locked.result})

@@ -12,7 +12,7 @@ from steering.models import Backend, Pool, PoP, Region
 from steering.services.allowlist import allowlist_error
 from steering.services.audit import ChangeSet, object_type, snapshot
 from steering.services.context import Actor
-from steering.services.errors import InUse, InvalidInput, StaleWrite
+from steering.services.errors import InUse, InvalidInput, StaleWrite, StateConflict
 
 M = TypeVar("M", bound=models.Model)
 
@@ -48,6 +48,12 @@ def _cross_checks(obj: models.Model) -> dict[str, list[str]]:
                 errors["backup_pool"] = ["The backup pool must be in the same PoP."]
             elif obj.backup_pool and obj.backup_pool.service_id != obj.service_id:
                 errors["backup_pool"] = ["The backup pool must serve the same service."]
+        if obj.pk is not None:
+            # The same rule seen from the backup's side: moving it must not break the pools it backs.
+            primaries = Pool.objects.filter(backup_pool=obj.pk).exclude(pop_id=obj.pop_id, service_id=obj.service_id)
+            names = sorted(str(p) for p in primaries.select_related("pop")[:10])
+            if names:
+                errors["pop"] = [f"{', '.join(names)} use this pool as backup; it must stay in their PoP and service."]
         if obj.mode == "l4" and (obj.match_path_prefix or obj.match_host):
             errors["mode"] = ["An L4 pool cannot match on Host or path; use L7."]
     return errors
@@ -127,6 +133,7 @@ def do_delete(obj: models.Model, *, actor: Actor, reason: str = "", expected_rev
     model = type(obj)
     locked = model._default_manager.select_for_update().get(pk=obj.pk)
     _check_revision(locked, expected_revision)
+    _refuse_delete_while_acting(locked)
     before = snapshot(locked)
     related = _related(locked)
     pk = locked.pk
@@ -139,6 +146,22 @@ def do_delete(obj: models.Model, *, actor: Actor, reason: str = "", expected_rev
     locked.pk = pk  # Change needs the id of what was deleted
     changes = ChangeSet(actor, reason)
     changes.record(f"{object_type(locked)}.delete", locked, before=before, after=None, related=related)
+
+
+def _refuse_delete_while_acting(obj: models.Model) -> None:
+    """A backend a drain or weight ramp is acting on is not deleted under it: the operation would
+    never finish (and the audit would lose what it did)."""
+    if not isinstance(obj, Backend):
+        return
+    from steering.choices import AdminState, OperationStatus
+    from steering.models import Operation
+
+    running = Operation.objects.filter(status__in=[OperationStatus.RUNNING, OperationStatus.PAUSED]).filter(
+        models.Q(backends=obj) | models.Q(target_type="backend", target_id=obj.pk)).values_list("pk", flat=True)
+    if obj.admin_state == AdminState.DRAINING or running:
+        raise StateConflict(
+            f"{obj} has a running operation ({', '.join(map(str, running)) or 'drain'}); abort it or let it finish "
+            "before deleting the backend.", code="operation_running")
 
 
 def _in_use(obj: models.Model, users: list[str]) -> InUse:

@@ -4,12 +4,20 @@ import datetime
 import time
 
 from celery import shared_task
+from celery.signals import worker_ready
 from django.conf import settings
 from django.utils import timezone
 
 from steering.services import operations
 
 SWEEP_HEARTBEAT_KEY = "steering:sweeper:last"
+
+
+@worker_ready.connect
+def _sweep_on_start(sender, **kwargs):  # type: ignore[no-untyped-def]
+    """A worker coming back (after a crash, a deploy) sweeps at once instead of waiting for the
+    next beat tick: timers that fell due while no worker ran are late by as little as possible."""
+    sweep_due.apply_async(expires=5)
 
 
 @shared_task(name="steering.sweep_due", ignore_result=True, time_limit=30, soft_time_limit=25)

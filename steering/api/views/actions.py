@@ -7,6 +7,7 @@ from typing import Any
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -21,10 +22,11 @@ from steering.api.action_serializers import (
 from steering.api.idempotency import idempotent
 from steering.api.request_context import actor_for, expected_revision
 from steering.choices import Role
-from steering.services import actions
+from steering.services import actions, anycast, weights
 
 OPERATOR_ACTIONS = {"drain": Role.OPERATOR, "undrain": Role.OPERATOR, "maintenance": Role.OPERATOR,
-                    "weight": Role.OPERATOR, "impact": Role.VIEWER}
+                    "weight": Role.OPERATOR, "withdraw": Role.OPERATOR, "announce": Role.OPERATOR,
+                    "impact": Role.VIEWER}
 
 _IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
@@ -119,7 +121,41 @@ class TargetActionsMixin:
         target = self.get_object()  # type: ignore[attr-defined]
         query = ImpactQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
-        return Response(actions.impact_of(target, query.validated_data["action"]))
+        wanted = query.validated_data["action"]
+        if wanted == "withdraw":
+            if target._meta.model_name != "pop":
+                raise ValidationError({"action": ["withdraw applies to PoPs."]})
+            return Response(anycast.withdraw_impact(target))
+        return Response(actions.impact_of(target, wanted))
+
+
+class AnycastActionMixin:
+    """POST /api/v1/pops/{id}/withdraw/ and …/announce/: the PoP's anycast announcement."""
+
+    @extend_schema(request=GuardedActionInput, responses=_RESPONSES, parameters=[_IDEMPOTENCY_HEADER])
+    @action(detail=True, methods=["post"])
+    @idempotent
+    def withdraw(self, request: Request, pk: Any = None) -> Response:
+        pop = self.get_object()  # type: ignore[attr-defined]
+        data = GuardedActionInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        op, impact = anycast.do_withdraw(
+            pop, actor=actor_for(request), reason=v["reason"], force=v["force"], force_reason=v["force_reason"],
+            dry_run=v["dry_run"], expected_revision=expected_revision(request, "pop", pop.pk),
+        )
+        return Response(impact) if op is None else _accepted(op, impact)
+
+    @extend_schema(request=ActionInput, responses=_RESPONSES, parameters=[_IDEMPOTENCY_HEADER])
+    @action(detail=True, methods=["post"])
+    @idempotent
+    def announce(self, request: Request, pk: Any = None) -> Response:
+        pop = self.get_object()  # type: ignore[attr-defined]
+        data = ActionInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        op, impact = anycast.do_announce(pop, actor=actor_for(request), reason=data.validated_data["reason"],
+                                         expected_revision=expected_revision(request, "pop", pop.pk))
+        return _accepted(op, impact)
 
 
 class WeightActionMixin:
@@ -131,9 +167,10 @@ class WeightActionMixin:
         data = WeightInput(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        op, impact = actions.do_set_weight(
-            backend, actor=actor_for(request), reason=v["reason"], weight=v["weight"], force=v["force"],
-            force_reason=v["force_reason"], dry_run=v["dry_run"],
+        op, impact = weights.do_set_weight(
+            backend, actor=actor_for(request), reason=v["reason"], weight=v["weight"],
+            ramp_seconds=v["ramp_seconds"], steps=v.get("steps"), step_seconds=v.get("step_seconds"),
+            force=v["force"], force_reason=v["force_reason"], dry_run=v["dry_run"],
             expected_revision=expected_revision(request, "backend", backend.pk),
         )
         return Response(impact) if op is None else _accepted(op, impact)

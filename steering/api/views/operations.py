@@ -20,6 +20,7 @@ from steering.api.request_context import actor_for, expected_revision
 from steering.choices import OPERATION_FINAL_STATES, Role
 from steering.models import Operation
 from steering.services.operations import do_abort_operation
+from steering.services.weights import do_resume_operation
 
 _POLL_SECONDS = 0.2
 
@@ -29,7 +30,7 @@ class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
     serializer_class = OperationSerializer
     filterset_class = OperationFilter
     ordering_fields = ["created_at", "id", "status"]
-    required_roles = {"abort": Role.OPERATOR}
+    required_roles = {"abort": Role.OPERATOR, "resume": Role.OPERATOR}
 
     @extend_schema(parameters=[OpenApiParameter("wait", int, description="Wait up to N seconds for the operation to end.")])
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -60,4 +61,16 @@ class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
         data.is_valid(raise_exception=True)
         op = do_abort_operation(op, actor=actor_for(request), reason=data.validated_data["reason"],
                                 expected_revision=expected_revision(request, "operation", op.pk))
+        return Response(self.get_serializer(op).data)
+
+    @extend_schema(request=ActionInput, responses={200: OperationSerializer})
+    @action(detail=True, methods=["post"])
+    @idempotent
+    def resume(self, request: Request, pk: Any = None) -> Response:
+        """Resume a paused weight ramp (refused while the backend is unhealthy)."""
+        op = self.get_object()
+        data = ActionInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        op = do_resume_operation(op, actor=actor_for(request), reason=data.validated_data["reason"],
+                                 expected_revision=expected_revision(request, "operation", op.pk))
         return Response(self.get_serializer(op).data)

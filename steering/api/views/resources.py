@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from steering.api import serializers as s
 from steering.api.filters import BackendFilter, PoolFilter
-from steering.api.views.actions import TargetActionsMixin, WeightActionMixin
+from steering.api.views.actions import AnycastActionMixin, TargetActionsMixin, WeightActionMixin
 from steering.api.views.base import AuditedModelViewSet
 from steering.models import VIP, AnycastPrefix, Backend, ClientNetwork, Monitor, Pool, PoP, Region, Service
 
@@ -17,7 +17,7 @@ class RegionViewSet(TargetActionsMixin, AuditedModelViewSet):
     ordering_fields = ["slug", "name", "id"]
 
 
-class PoPViewSet(TargetActionsMixin, AuditedModelViewSet):
+class PoPViewSet(AnycastActionMixin, TargetActionsMixin, AuditedModelViewSet):
     queryset = PoP.objects.all()
     serializer_class = s.PoPSerializer
     filterset_fields = ["region", "slug", "admin_state", "announce"]

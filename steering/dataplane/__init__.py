@@ -1,0 +1,1 @@
+"""Data planes (HAProxy, PowerDNS, ExaBGP): what they report and, as integrations land, what we push."""

@@ -1,0 +1,78 @@
+"""Anycast: an operator withdraws or announces a PoP's prefixes (the desired state).
+
+The agent beside each PoP's ExaBGP turns the desired state into announce/withdraw and reports
+what it announced (the data-plane integration); this module owns the decision and its audit.
+A withdrawal moves the PoP's anycast traffic to the next nearest announcing PoPs, so it goes
+through the capacity guard like a drain.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+
+from steering.choices import AnnounceState, OperationKind
+from steering.models import Operation, PoP
+from steering.services import guard
+from steering.services.actions import _lock_target, _require_reason
+from steering.services.audit import ChangeSet, snapshot
+from steering.services.context import Actor
+from steering.services.errors import CapacityGuardRefused, InvalidInput, StateConflict
+from steering.services.operations import finish_immediately, open_operation
+
+
+def withdraw_impact(pop: PoP) -> dict[str, Any]:
+    return guard.assess_removal(pop, [], action="withdraw")
+
+
+def _set_announce(pop: PoP, state: str, changes: ChangeSet) -> None:
+    before = snapshot(pop)
+    pop.announce = state
+    pop.revision += 1
+    pop.save(update_fields=["announce", "revision", "updated_at"])
+    changes.record(f"pop.{state}", pop, before=before, after=snapshot(pop), related=pop.region)
+
+
+@transaction.atomic
+def do_withdraw(pop: PoP, *, actor: Actor, reason: str, force: bool = False, force_reason: str = "",
+                dry_run: bool = False, expected_revision: int | None = None) -> tuple[Operation | None, dict[str, Any]]:
+    """Stop announcing the PoP's anycast prefixes."""
+    reason = _require_reason(reason)
+    locked = _lock_target(pop, expected_revision)
+    assert isinstance(locked, PoP)
+    impact = withdraw_impact(locked)
+    if dry_run:
+        return None, impact
+    if locked.announce == AnnounceState.WITHDRAW:
+        raise StateConflict(f"{locked} is already withdrawn.", code="already_withdrawn")
+    if not impact["safe"] and not force:
+        raise CapacityGuardRefused(impact["explain"], extra={"impact": impact})
+    if not impact["safe"] and not force_reason.strip():
+        raise InvalidInput({"force_reason": ["Forcing past the capacity guard needs its own reason."]})
+    op = open_operation(OperationKind.WITHDRAW, locked, actor=actor, reason=reason, forced=not impact["safe"],
+                        params={"impact": impact, "force_reason": force_reason})
+    changes = ChangeSet(actor, reason, operation_id=op.pk, forced=op.forced, force_reason=force_reason)
+    _set_announce(locked, AnnounceState.WITHDRAW, changes)
+    finish_immediately(op, changes, {"announce": AnnounceState.WITHDRAW})
+    return op, impact
+
+
+@transaction.atomic
+def do_announce(pop: PoP, *, actor: Actor, reason: str,
+                expected_revision: int | None = None) -> tuple[Operation, dict[str, Any]]:
+    """Announce the PoP's anycast prefixes again (capacity only returns: no guard)."""
+    reason = _require_reason(reason)
+    locked = _lock_target(pop, expected_revision)
+    assert isinstance(locked, PoP)
+    if locked.announce == AnnounceState.ANNOUNCE:
+        raise StateConflict(f"{locked} is already announcing.", code="already_announcing")
+    op = open_operation(OperationKind.ANNOUNCE, locked, actor=actor, reason=reason)
+    changes = ChangeSet(actor, reason, operation_id=op.pk)
+    _set_announce(locked, AnnounceState.ANNOUNCE, changes)
+    impact = {"action": "announce", "verdict": "safe", "safe": True, "receivers": [], "moved_rps": 0.0,
+              "unplaced_rps": 0.0, "notes": ["announcing returns capacity; nothing is overloaded by it"],
+              "explain": f"{locked} announces its anycast prefixes again.", "basis": "configured",
+              "backends_affected": 0, "target": {"type": "pop", "id": locked.pk, "name": str(locked)}}
+    finish_immediately(op, changes, {"announce": AnnounceState.ANNOUNCE})
+    return op, impact

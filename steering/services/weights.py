@@ -1,0 +1,224 @@
+"""Weights: set at once, or ramped in steps (a canary 0 -> 5 -> 25 -> 100) as an Operation.
+
+A ramp applies its first step now and each next step when its deadline comes (the 1 s
+sweeper); it pauses itself, and records why, when the backend's health degrades or the next
+step would pass the capacity guard; it can be resumed or aborted (abort restores the weight
+it started from).
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from steering.choices import AdminState, Health, OperationKind, OperationStatus
+from steering.models import Backend, Operation
+from steering.services import guard
+from steering.services.actions import _lock_target, _require_reason
+from steering.services.audit import ChangeSet, snapshot
+from steering.services.context import Actor
+from steering.services.errors import CapacityGuardRefused, InvalidInput, StaleWrite, StateConflict
+from steering.services.operations import finish_immediately, open_operation
+
+MAX_STEPS = 20
+SWEEPER = Actor.system("sweeper")
+
+
+def plan_ramp(start: int, target: int, *, ramp_seconds: int = 0, steps: list[int] | None = None,
+              step_seconds: int | None = None) -> tuple[list[int], int]:
+    """The weights to pass through (ending at `target`) and the seconds between them."""
+    if steps:
+        plan = [int(w) for w in steps]
+        if plan[-1] != target:
+            plan.append(target)
+        if len(plan) > MAX_STEPS:
+            raise InvalidInput({"steps": [f"At most {MAX_STEPS} steps."]})
+        if any(not 0 <= w <= 256 for w in plan):
+            raise InvalidInput({"steps": ["Each step is a weight between 0 and 256."]})
+        interval = step_seconds or (max(1, ramp_seconds // len(plan)) if ramp_seconds else 0)
+        if interval <= 0:
+            raise InvalidInput({"step_seconds": ["Give step_seconds (or ramp_seconds) for a stepped ramp."]})
+        return plan, interval
+    count = max(1, min(10, ramp_seconds))
+    plan = [round(start + (target - start) * i / count) for i in range(1, count + 1)]
+    return plan, max(1, ramp_seconds // count)
+
+
+def weight_impact(backend: Backend, new_weight: int) -> dict[str, Any]:
+    """A weight change as a partial removal: the share it loses moves to its pool mates (or
+    the share it gains comes from them), judged against each backend's capacity."""
+    return guard.assess_weight(backend, new_weight)
+
+
+def _apply_weight(backend: Backend, weight: int, changes: ChangeSet, reason: str | None = None) -> None:
+    before = snapshot(backend)
+    backend.weight = weight
+    backend.revision += 1
+    backend.save(update_fields=["weight", "revision", "updated_at"])
+    changes.record("backend.weight", backend, before=before, after=snapshot(backend), related=backend.pool, reason=reason)
+
+
+def _steps_view(plan: list[int], done: int, status: str = "next") -> list[dict[str, Any]]:
+    view = []
+    for i, w in enumerate(plan):
+        state = "done" if i < done else (status if i == done else "pending")
+        view.append({"name": f"weight {w}", "weight": w, "status": state})
+    return view
+
+
+@transaction.atomic
+def do_set_weight(
+    backend: Backend,
+    *,
+    actor: Actor,
+    reason: str,
+    weight: int,
+    ramp_seconds: int = 0,
+    steps: list[int] | None = None,
+    step_seconds: int | None = None,
+    force: bool = False,
+    force_reason: str = "",
+    dry_run: bool = False,
+    expected_revision: int | None = None,
+) -> tuple[Operation | None, dict[str, Any]]:
+    """Set a backend's configured weight (0-256), at once or as a ramp."""
+    reason = _require_reason(reason)
+    if not 0 <= int(weight) <= 256:
+        raise InvalidInput({"weight": ["Weight must be between 0 and 256."]})
+    locked = _lock_target(backend, expected_revision)
+    assert isinstance(locked, Backend)
+    if locked.weight == weight and not steps:
+        raise StateConflict(f"{locked.path} already has weight {weight}.", code="unchanged")
+    ramping = bool(steps) or ramp_seconds > 0
+    plan, interval = plan_ramp(locked.weight, weight, ramp_seconds=ramp_seconds, steps=steps,
+                               step_seconds=step_seconds) if ramping else ([weight], 0)
+    impact = {**weight_impact(locked, weight), "plan": {"steps": plan, "step_seconds": interval}}
+    if dry_run:
+        return None, impact
+    if not impact["safe"] and not force:
+        raise CapacityGuardRefused(impact["explain"], extra={"impact": impact})
+    if not impact["safe"] and not force_reason.strip():
+        raise InvalidInput({"force_reason": ["Forcing past the capacity guard needs its own reason."]})
+    if ramping and Operation.objects.filter(kind=OperationKind.WEIGHT, target_type="backend", target_id=locked.pk,
+                                            status__in=[OperationStatus.RUNNING, OperationStatus.PAUSED]).exists():
+        raise StateConflict(f"{locked.path} already has a weight ramp; abort it first.", code="ramp_in_progress")
+    now = timezone.now()
+    op = open_operation(
+        OperationKind.WEIGHT, locked, actor=actor, reason=reason, forced=not impact["safe"],
+        params={"from": locked.weight, "to": weight, "plan": plan, "step_seconds": interval, "done": 1,
+                "force_reason": force_reason, "impact": impact},
+        deadline=now + datetime.timedelta(seconds=interval) if len(plan) > 1 else None,
+    )
+    changes = ChangeSet(actor, reason, operation_id=op.pk, forced=op.forced, force_reason=force_reason)
+    _apply_weight(locked, plan[0], changes)
+    if len(plan) == 1:
+        op.steps = _steps_view(plan, 1)
+        op.save(update_fields=["steps"])
+        finish_immediately(op, changes, {"weight": weight})
+    else:
+        op.steps = _steps_view(plan, 1)
+        op.progress = {"step": 1, "steps": len(plan), "weight": plan[0], "percent": int(100 / len(plan))}
+        op.save(update_fields=["steps", "progress"])
+        changes.touch(op)
+    return op, impact
+
+
+def _pause(op: Operation, why: str, changes: ChangeSet) -> None:
+    # Compare-and-set: only a running ramp pauses; a concurrent abort wins cleanly.
+    if Operation.objects.filter(pk=op.pk, status=OperationStatus.RUNNING).update(
+        status=OperationStatus.PAUSED, result={"paused_because": why}, revision=F("revision") + 1
+    ):
+        op.refresh_from_db()
+        op.steps = _steps_view(op.params["plan"], op.params["done"], status="paused")
+        op.save(update_fields=["steps"])
+        changes.record("operation.pause", op, before={"status": "running"},
+                       after={"status": "paused", "result": op.result}, reason=why)
+
+
+def _health_problem(backend: Backend) -> str | None:
+    if backend.admin_state != AdminState.READY:
+        return f"backend is {backend.admin_state}"
+    if backend.health == Health.DOWN:
+        return "backend health went down"
+    return None
+
+
+def advance_ramp(op_id: int, now: datetime.datetime | None = None) -> str:
+    """One sweeper visit to a running ramp: pause it, apply its next step, or leave it."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        op = Operation.objects.select_for_update().filter(pk=op_id, status=OperationStatus.RUNNING).first()
+        if op is None:
+            return "gone"
+        backend = Backend.objects.select_for_update().select_related("pool").get(pk=op.target_id)
+        problem = _health_problem(backend)
+        if problem:
+            _pause(op, problem, ChangeSet(SWEEPER, problem, operation_id=op.pk))
+            return "paused"
+        if op.deadline is None or op.deadline > now:
+            return "waiting"
+        plan, done = op.params["plan"], int(op.params["done"])
+        next_weight = plan[done]
+        impact = weight_impact(backend, next_weight)
+        if not impact["safe"] and not op.forced:
+            _pause(op, f"next step (weight {next_weight}) would pass the capacity guard: {impact['explain']}",
+                   ChangeSet(SWEEPER, "capacity guard", operation_id=op.pk))
+            return "paused"
+        why = f"ramp step {done + 1}/{len(plan)} of operation {op.pk} ({op.actor_name}: {op.reason})"
+        changes = ChangeSet(SWEEPER, why, operation_id=op.pk)
+        _apply_weight(backend, next_weight, changes)
+        done += 1
+        op.params = {**op.params, "done": done}
+        op.steps = _steps_view(plan, done)
+        op.progress = {"step": done, "steps": len(plan), "weight": next_weight, "percent": int(100 * done / len(plan))}
+        last = done >= len(plan)
+        op.deadline = None if last else now + datetime.timedelta(seconds=int(op.params["step_seconds"]))
+        op.revision += 1
+        op.save(update_fields=["params", "steps", "progress", "deadline", "revision"])
+        if last:
+            finish_immediately(op, changes, {"weight": next_weight})
+        else:
+            changes.touch(op)
+        return "stepped"
+
+
+def advance_ramps(now: datetime.datetime | None = None) -> int:
+    """Visit every running ramp (health is checked every sweep, steps when due)."""
+    ids = list(Operation.objects.filter(kind=OperationKind.WEIGHT, status=OperationStatus.RUNNING,
+                                        deadline__isnull=False).values_list("pk", flat=True))
+    return sum(1 for pk in ids if advance_ramp(pk, now) in ("stepped", "paused"))
+
+
+@transaction.atomic
+def do_resume_operation(op: Operation, *, actor: Actor, reason: str, expected_revision: int | None = None) -> Operation:
+    reason = _require_reason(reason)
+    locked = Operation.objects.select_for_update().get(pk=op.pk)
+    if expected_revision is not None and locked.revision != expected_revision:
+        raise StaleWrite(f"operation {locked.pk} changed since you read it.", extra={"current_etag": locked.etag})
+    if locked.status != OperationStatus.PAUSED:
+        raise StateConflict(f"operation {locked.pk} is {locked.status}, not paused.", code="not_paused")
+    backend = Backend.objects.select_for_update().get(pk=locked.target_id)
+    problem = _health_problem(backend)
+    if problem:
+        raise StateConflict(f"cannot resume: {problem}.", code="unhealthy")
+    locked.status = OperationStatus.RUNNING
+    locked.deadline = timezone.now()  # the next step is due now
+    locked.result = {}
+    locked.steps = _steps_view(locked.params["plan"], int(locked.params["done"]))
+    locked.revision += 1
+    locked.save(update_fields=["status", "deadline", "result", "steps", "revision"])
+    ChangeSet(actor, reason, operation_id=locked.pk).record(
+        "operation.resume", locked, before={"status": "paused"}, after={"status": "running"})
+    return locked
+
+
+def rollback_ramp(op: Operation, changes: ChangeSet) -> None:
+    """Abort of a ramp: the backend returns to the weight it started from."""
+    backend = Backend.objects.select_for_update().select_related("pool").get(pk=op.target_id)
+    start = int(op.params.get("from", backend.weight))
+    if backend.weight != start:
+        _apply_weight(backend, start, changes)

@@ -1,0 +1,71 @@
+"""Real Celery worker and beat processes against the test database and Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+# What runstack and docker-compose use too: no waiting for neighbours at start.
+WORKER_FAST_START = ["--without-mingle", "--without-gossip"]
+
+
+def database_url_for_subprocess() -> str:
+    """The URL of the database this test is using (the test DB, not the configured one)."""
+    s = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{s['NAME']}"
+    user = s.get("USER") or ""
+    password = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    return f"postgres://{auth}{s.get('HOST') or '127.0.0.1'}:{s.get('PORT') or 5432}/{s['NAME']}"
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(DATABASE_URL=database_url_for_subprocess(), REDIS_URL=settings.REDIS_URL,
+               DJANGO_SETTINGS_MODULE="config.settings", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+class CeleryProcess:
+    """`celery -A config worker|beat`, started in its own process group so it can be SIGKILLed whole."""
+
+    def __init__(self, role: str, log_dir: Path, *args: str) -> None:
+        self.role = role
+        self.log_path = log_dir / f"celery-{role}-{time.monotonic_ns()}.log"
+        cmd = [sys.executable, "-m", "celery", "-A", "config", role, "--loglevel", "INFO", *args]
+        if role == "worker":
+            cmd += WORKER_FAST_START
+        if role == "beat":
+            cmd += ["--schedule", str(log_dir / "beat-schedule")]
+        self._log = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop())
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no cleanup, no acks, as a crashed host would."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self._log.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")

@@ -1,0 +1,79 @@
+"""Grace from live session figures, and drains that finish early when sessions reach zero."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from steering.dataplane.stats import KEY, BackendStats, write_backend_stats
+from steering.models import Change, Operation
+from steering.services.effects import _redis
+from steering.services.operations import sweep_due
+from tests import factories as f
+
+
+@pytest.fixture(autouse=True)
+def _clean_stats():
+    yield
+    client = _redis()
+    for key in client.scan_iter(KEY.format(id="*")):
+        client.delete(key)
+
+
+def drain(api, backend, **body):
+    return api.post(f"/api/v1/backends/{backend.pk}/drain/", {"reason": "deploy", **body}, format="json")
+
+
+def test_it_suggests_grace_from_sessions_and_completion_rate(operator_api):
+    b = f.fleet(4, default_grace_seconds=30).backends.first()
+    write_backend_stats(b.pk, BackendStats(sessions=2400, completion_rate=80.0, session_rate=50.0, updated_at=time.time()))
+    dry = drain(operator_api, b, dry_run=True).json()
+    assert dry["grace"]["seconds"] == 45  # 2,400 / 80 = 30 s, + 15 s buffer
+    assert dry["grace"]["basis"] == "measured"
+    assert "2400 sessions / 80 per s = 30 s, + 15 s buffer" in dry["grace"]["derivation"]
+    op = drain(operator_api, b).json()["operation"]
+    params = Operation.objects.get(pk=op["id"]).params
+    assert params["grace_seconds"] == 45 and params["grace_basis"] == "measured"
+
+
+def test_it_falls_back_to_the_default_without_fresh_figures(operator_api):
+    b = f.fleet(4, default_grace_seconds=30).backends.first()
+    write_backend_stats(b.pk, BackendStats(sessions=2400, completion_rate=80.0, session_rate=0, updated_at=time.time() - 60))
+    grace = drain(operator_api, b, dry_run=True).json()["grace"]
+    assert grace == {"seconds": 30, "basis": "default", "derivation": grace["derivation"]}
+    assert "no live session figures" in grace["derivation"]
+
+
+def test_a_given_grace_wins_and_shows_the_suggestion(operator_api):
+    b = f.fleet(4).backends.first()
+    write_backend_stats(b.pk, BackendStats(sessions=100, completion_rate=10.0, session_rate=0, updated_at=time.time()))
+    grace = drain(operator_api, b, dry_run=True, grace_seconds=5).json()["grace"]
+    assert grace["seconds"] == 5 and grace["basis"] == "given"
+    assert grace["suggested"]["seconds"] == 25
+
+
+def test_it_completes_early_when_sessions_reach_zero(operator_api):
+    b = f.fleet(4).backends.first()
+    op_id = drain(operator_api, b, grace_seconds=600).json()["operation"]["id"]
+    b.refresh_from_db()
+    # Still serving its sessions: nothing happens.
+    write_backend_stats(b.pk, BackendStats(sessions=12, completion_rate=3.0, session_rate=0, updated_at=time.time()))
+    assert sweep_due()["drains_completed"] == 0
+    write_backend_stats(b.pk, BackendStats(sessions=0, completion_rate=3.0, session_rate=0, updated_at=time.time()))
+    result = sweep_due()
+    assert result["drains_completed_early"] == 1
+    b.refresh_from_db()
+    assert b.admin_state == "drained"
+    assert Operation.objects.get(pk=op_id).status == "succeeded"
+    change = Change.objects.get(action="backend.drained", object_id=b.pk)
+    assert change.reason == "sessions reached zero before the deadline"
+
+
+def test_a_zero_sampled_before_the_drain_began_does_not_end_it(operator_api):
+    b = f.fleet(4).backends.first()
+    write_backend_stats(b.pk, BackendStats(sessions=0, completion_rate=1.0, session_rate=0, updated_at=time.time() - 1))
+    drain(operator_api, b, grace_seconds=600)
+    assert sweep_due()["drains_completed"] == 0
+    b.refresh_from_db()
+    assert b.admin_state == "draining"
