@@ -72,6 +72,7 @@ class OperationKind(models.TextChoices):
     WEIGHT = "weight", "weight"
     ANNOUNCE = "announce", "announce"
     WITHDRAW = "withdraw", "withdraw"
+    LAYERED_DRAIN = "layered_drain", "layered drain"
 
 
 class OperationStatus(models.TextChoices):

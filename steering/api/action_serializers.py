@@ -26,6 +26,10 @@ class GuardedActionInput(ActionInput):
 class DrainInput(GuardedActionInput):
     grace_seconds = serializers.IntegerField(min_value=0, max_value=86400, required=False, allow_null=True,
                                              help_text="Time allowed for sessions to finish (default: the pool's).")
+    layered = serializers.BooleanField(default=False, help_text=(
+        "PoPs and regions: leave DNS first, wait out the TTL, withdraw anycast, then drain locally."))
+    ttl_factor = serializers.FloatField(min_value=1.0, max_value=10.0, default=2.0,
+                                        help_text="Layered drain: wait this many TTLs after leaving DNS.")
 
 
 class WeightInput(GuardedActionInput):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import django_filters as df
 
 from steering.choices import AdminState, ChangeSource, Health, OperationStatus
-from steering.models import Backend, Change, Operation, PoP, Pool, Region, Service
+from steering.models import Backend, Change, Operation, Pool, PoP, Region, Service
 
 
 class PoolFilter(df.FilterSet):

@@ -98,6 +98,24 @@ def _set_site_state(target: Target, state: str, changes: ChangeSet) -> None:
     changes.record(f"{target_type(target)}.{'undrain' if state == AdminState.READY else state}", target, before=before, after=snapshot(target))
 
 
+def _restore_layered(target: Target, undrain_op: Operation, changes: ChangeSet) -> None:
+    """Undraining a site a layered drain took out also brings back its DNS answers and anycast
+    announcements (the drain recorded what it took away)."""
+    from steering.services.layered import rollback_layered
+
+    for layered in Operation.objects.select_for_update().filter(
+            kind=OperationKind.LAYERED_DRAIN, target_type=target_type(target), target_id=target.pk,
+            status__in=["running", "succeeded"]):
+        if layered.result.get("restored_by"):
+            continue
+        restored = rollback_layered(layered, changes)
+        result = {**layered.result, "restored_by": undrain_op.pk, "restored": restored}
+        status = "aborted" if layered.status == "running" else layered.status
+        Operation.objects.filter(pk=layered.pk).update(result=result, status=status, revision=F("revision") + 1,
+                                                       finished_at=layered.finished_at or timezone.now())
+        changes.touch(layered)
+
+
 def impact_of(target: Target, action: str) -> dict[str, Any]:
     """The what-if for `action` on `target`, without changing anything."""
     if action in ("drain", "maintenance"):
@@ -222,6 +240,8 @@ def do_undrain(
         backend.save()
         changes.record("backend.undrain", backend, before=before, after=snapshot(backend), related=backend.pool)
     _set_site_state(target, AdminState.READY, changes)
+    if not isinstance(target, Backend):
+        _restore_layered(target, op, changes)
     for running in Operation.objects.select_for_update().filter(pk__in=aborted_ops, status="running"):
         # A drain interrupted by an undrain ends as aborted, says by what, and is audited as such.
         result = {"aborted_by": actor.name, "reason": f"undrain: {reason}", "superseded_by": op.pk}

@@ -98,9 +98,19 @@ def _set_target_state(op: Operation, from_state: str, to_state: str, changes: Ch
 
 def _maybe_complete_drain(op_id: int, changes: ChangeSet) -> None:
     op = Operation.objects.select_for_update().get(pk=op_id)
-    if op.status != OperationStatus.RUNNING or op.kind != OperationKind.DRAIN:
+    if op.status != OperationStatus.RUNNING or op.kind not in (OperationKind.DRAIN, OperationKind.LAYERED_DRAIN):
         return
     progress = drain_progress(op)
+    if op.kind == OperationKind.LAYERED_DRAIN:
+        op.progress = {**op.progress, **progress, "step": "local"}
+        op.save(update_fields=["progress"])
+        if progress["backends_left"] == 0 and op.params.get("step") == 3:
+            from steering.services.layered import finish_layered
+
+            finish_layered(op, changes)
+        else:
+            changes.touch(op)
+        return
     op.progress = progress
     op.save(update_fields=["progress"])
     if progress["backends_left"] == 0:
@@ -159,10 +169,13 @@ def sweep_due(now: datetime.datetime | None = None) -> dict[str, int]:
     )
     completed = complete_drains(due, actor=actor, why="drain deadline reached", now=now)
     early = _complete_idle_drains(actor, now)
+    from steering.services.layered import advance_layered_drains
     from steering.services.weights import advance_ramps
 
     ramps = advance_ramps(now)
-    return {"drains_completed": completed + early, "drains_completed_early": early, "ramp_steps": ramps}
+    layered = advance_layered_drains(now)
+    return {"drains_completed": completed + early, "drains_completed_early": early, "ramp_steps": ramps,
+            "layered_steps": layered}
 
 
 def _complete_idle_drains(actor: Actor, now: datetime.datetime) -> int:
@@ -209,6 +222,11 @@ def do_abort_operation(op: Operation, *, actor: Actor, reason: str, expected_rev
         from steering.services.weights import rollback_ramp
 
         rollback_ramp(locked, changes)
+    if locked.kind == OperationKind.LAYERED_DRAIN:
+        from steering.services.layered import rollback_layered
+
+        restored = rollback_layered(locked, changes)["backends"]
+        _set_target_state(locked, AdminState.DRAINING, AdminState.READY, changes)
     before = {"status": locked.status}
     _finish(locked, OperationStatus.ABORTED, {"aborted_by": actor.name, "reason": reason, "backends_restored": restored})
     changes.record("operation.abort", locked, before=before, after={"status": locked.status, "result": locked.result})

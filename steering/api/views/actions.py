@@ -22,7 +22,7 @@ from steering.api.action_serializers import (
 from steering.api.idempotency import idempotent
 from steering.api.request_context import actor_for, expected_revision
 from steering.choices import Role
-from steering.services import actions, anycast, weights
+from steering.services import actions, anycast, layered, weights
 
 OPERATOR_ACTIONS = {"drain": Role.OPERATOR, "undrain": Role.OPERATOR, "maintenance": Role.OPERATOR,
                     "weight": Role.OPERATOR, "withdraw": Role.OPERATOR, "announce": Role.OPERATOR,
@@ -83,6 +83,15 @@ class TargetActionsMixin:
         data = DrainInput(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
+        if v["layered"]:
+            if target._meta.model_name not in ("pop", "region"):
+                raise ValidationError({"layered": ["A layered drain applies to PoPs and regions."]})
+            op, impact = layered.do_layered_drain(
+                target, actor=actor_for(request), reason=v["reason"], grace_seconds=v.get("grace_seconds"),
+                ttl_factor=v["ttl_factor"], force=v["force"], force_reason=v["force_reason"], dry_run=v["dry_run"],
+                expected_revision=self._revision(request, target),
+            )
+            return Response(impact) if op is None else _accepted(op, impact)
         op, impact = actions.do_drain(
             target, actor=actor_for(request), reason=v["reason"], grace_seconds=v.get("grace_seconds"),
             force=v["force"], force_reason=v["force_reason"], dry_run=v["dry_run"],
