@@ -574,3 +574,10 @@ def test_it_answers_412_for_a_garbage_if_match_on_an_action(action: str, fleet_b
                                  HTTP_IF_MATCH="garbage")
     assert_refused(response, "", status=412)
     assert fingerprint() == before
+
+
+def test_it_answers_a_malformed_address_filter_with_400(viewer_api):
+    r = viewer_api.get("/api/v1/vips/", {"address": "Å\U000f1104\U000d43c7ì"})
+    assert r.status_code == 400
+    assert "address" in r.json()["errors"]
+    assert viewer_api.get("/api/v1/vips/", {"address": "192.0.2.10"}).status_code == 200

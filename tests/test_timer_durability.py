@@ -21,11 +21,23 @@ from django.utils import timezone
 from steering.models import Backend, Change
 from steering.services.actions import do_drain
 from steering.services.context import Actor
+from steering.services.effects import _redis
+from steering.tasks.sweeper import SWEEP_HEARTBEAT_KEY
 from tests import factories as f
 from tests.processes import CeleryProcess
 
 BEFORE_CRASH = 12   # deadlines 2-4 s out: completed by the first worker
 AFTER_CRASH = 12    # deadlines 9-13 s out: completed by the restarted one
+
+
+def wait_for_first_sweep(beat: CeleryProcess, worker: CeleryProcess, timeout: float = 60.0) -> None:
+    """The heartbeat each sweep writes: beat ticks and the worker runs them (a cold start takes a while)."""
+    client = _redis()
+    client.delete(SWEEP_HEARTBEAT_KEY)
+    until = time.monotonic() + timeout
+    while client.get(SWEEP_HEARTBEAT_KEY) is None:
+        assert time.monotonic() < until, f"no sweep within {timeout:.0f} s\n{beat.log()[-1500:]}\n{worker.log()[-1500:]}"
+        time.sleep(0.1)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -36,6 +48,7 @@ def test_drains_complete_on_time_across_a_worker_sigkill(tmp_path):
     beat = CeleryProcess("beat", tmp_path)
     worker = CeleryProcess("worker", tmp_path, "--concurrency", "2", "--hostname", "w1@%h")
     try:
+        wait_for_first_sweep(beat, worker)
         for i, b in enumerate(backends[:BEFORE_CRASH]):
             do_drain(b, actor=actor, reason="before the crash", grace_seconds=2 + i % 3)
         for i, b in enumerate(backends[BEFORE_CRASH:]):

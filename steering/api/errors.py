@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DataError
 from django.db.models import ProtectedError
 from django.http import Http404
 from rest_framework import exceptions, status
@@ -20,6 +21,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, DjangoValidationError):
         errors = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
         return Response({"code": "invalid", "detail": "Invalid input.", "errors": errors}, status=400)
+    if isinstance(exc, DataError):
+        # The database refused a value the validation let through (an odd filter value, say):
+        # still the client's input, so a 400, never a 500.
+        return Response({"code": "invalid", "detail": "A value was not acceptable to the database.",
+                         "errors": {"non_field_errors": [str(exc).splitlines()[0][:200]]}}, status=400)
     if isinstance(exc, ProtectedError):
         return Response({"code": "in_use", "detail": str(exc.args[0])}, status=409)
     response = drf_exception_handler(exc, context)

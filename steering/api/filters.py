@@ -5,7 +5,7 @@ from __future__ import annotations
 import django_filters as df
 
 from steering.choices import AdminState, ChangeSource, Health, OperationStatus
-from steering.models import Backend, Change, Operation, Pool, PoP, Region, Service
+from steering.models import VIP, Backend, Change, Operation, Pool, PoP, Region, Service
 
 
 class PoolFilter(df.FilterSet):
@@ -77,3 +77,22 @@ class ChangeFilter(df.FilterSet):
             obj_q &= Q(object_id=ident_int)
             rel_q &= Q(related_id=ident_int)
         return queryset.filter(obj_q | rel_q)
+
+
+class VIPFilter(df.FilterSet):
+    # A CharFilter that validates: an address column compared with garbage is a 400, not a 500.
+    address = df.CharFilter(method="filter_address")
+
+    class Meta:
+        model = VIP
+        fields = ["service", "region", "enabled"]
+
+    def filter_address(self, queryset, name, value):  # type: ignore[no-untyped-def]
+        import ipaddress
+
+        from rest_framework.exceptions import ValidationError
+
+        try:
+            return queryset.filter(address=ipaddress.ip_address(value).compressed)
+        except ValueError:
+            raise ValidationError({"address": [f"{value!r} is not an IPv4 or IPv6 address."]}) from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from steering.api import serializers as s
-from steering.api.filters import BackendFilter, PoolFilter
+from steering.api.filters import BackendFilter, PoolFilter, VIPFilter
 from steering.api.views.actions import AnycastActionMixin, TargetActionsMixin, WeightActionMixin
 from steering.api.views.base import AuditedModelViewSet
 from steering.models import VIP, AnycastPrefix, Backend, ClientNetwork, Monitor, Pool, PoP, Region, Service
@@ -36,7 +36,7 @@ class ServiceViewSet(AuditedModelViewSet):
 class VIPViewSet(AuditedModelViewSet):
     queryset = VIP.objects.all()
     serializer_class = s.VIPSerializer
-    filterset_fields = ["service", "region", "address", "enabled"]
+    filterset_class = VIPFilter
     ordering_fields = ["priority", "weight", "id"]
 
 
