@@ -28,10 +28,19 @@ return 0
 """
 
 
+_clients: dict[str, Any] = {}
+
+
 def _redis():  # type: ignore[no-untyped-def]
+    """One client (and connection pool) per URL and process: redis-py pools are thread-safe and
+    notice a fork, so Celery's prefork children get their own connections."""
     import redis
 
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    url = settings.REDIS_URL
+    client = _clients.get(url)
+    if client is None:
+        client = _clients[url] = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    return client
 
 
 def build_delta(version: int, deltas: list[dict[str, Any]]) -> dict[str, Any]:
