@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 DEPS   := $(VENV)/.deps-installed
 PORT   ?= 8000
 
-.PHONY: run test frontend deps lint typecheck schema clean
+.PHONY: run test frontend deps lint typecheck schema clean bench
 
 run: deps frontend  ## set up and start everything (SQLite + private Redis unless DATABASE_URL/REDIS_URL)
 	PORT=$(PORT) $(PY) manage.py runstack --setup
@@ -26,6 +26,9 @@ frontend: frontend/dist/index.html
 
 frontend/dist/index.html: frontend/package.json frontend/package-lock.json $(shell find frontend/src frontend/index.html frontend/vite.config.ts -type f 2>/dev/null)
 	cd frontend && npm ci --no-audit --no-fund && npm run build
+
+bench: deps  ## probe engine vs HAProxy checks on 2,000 loopback backends (needs haproxy; see bench/README.md)
+	$(PY) bench/probe_bench.py --backends 2000 --interval 2 --seconds 30
 
 lint: deps
 	$(VENV)/bin/ruff check .

@@ -142,6 +142,18 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 1.0,
         "options": {"expires": 1.0},
     },
+    # Health probing (DESIGN §4.2): the tick claims due backends from Redis and dispatches shards.
+    "probe-tick": {
+        "task": "steering.probe_tick",
+        "schedule": 1.0,
+        "options": {"expires": 1.0},
+    },
+    # Marks stale the backends with no results for 3 intervals; re-decides pools in panic.
+    "probe-sweep-stale": {
+        "task": "steering.probe_sweep_stale",
+        "schedule": 2.0,
+        "options": {"expires": 2.0},
+    },
     "purge-idempotency-records": {
         "task": "steering.purge_idempotency_records",
         "schedule": 3600.0,
@@ -208,6 +220,11 @@ STEERING_DEFAULT_GRACE_SECONDS = envint("STEERING_DEFAULT_GRACE_SECONDS", 30, mi
 STEERING_MAX_WAIT_SECONDS = envint("STEERING_MAX_WAIT_SECONDS", 60, minimum=1, maximum=600)
 STEERING_IDEMPOTENCY_TTL_SECONDS = envint("STEERING_IDEMPOTENCY_TTL_SECONDS", 86400, minimum=60)
 STEERING_TOKEN_DEFAULT_DAYS = envint("STEERING_TOKEN_DEFAULT_DAYS", 90, minimum=1)
+# Health probing: backends per shard task, recent samples kept per backend (Redis), and the
+# longest the probe schedule may go without a rebuild from the DB.
+STEERING_PROBE_SHARD_SIZE = envint("STEERING_PROBE_SHARD_SIZE", 500, minimum=1, maximum=5000)
+STEERING_PROBE_SAMPLES = envint("STEERING_PROBE_SAMPLES", 60, minimum=1, maximum=1000)
+STEERING_PROBE_RESYNC_SECONDS = envint("STEERING_PROBE_RESYNC_SECONDS", 30, minimum=1, maximum=3600)
 
 # --- static files: the Vite build output is served by Django (whitenoise) ---------------
 STATIC_URL = "/static/"

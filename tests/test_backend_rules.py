@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from steering import hosts as hosts_module
 from steering.models import Backend
 from steering.services import allowlist
 from tests import factories as f
@@ -10,7 +11,7 @@ from tests import factories as f
 def test_it_accepts_a_hostname_the_hosts_file_puts_on_loopback(admin_api, tmp_path, monkeypatch):
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1\tlocalhost app-7.internal\n::1 localhost ip6-localhost\n# 192.0.2.5 commented\n")
-    monkeypatch.setattr(allowlist, "HOSTS_FILE", hosts)
+    monkeypatch.setattr(hosts_module, "HOSTS_FILE", hosts)
     pool = f.pool()
     r = admin_api.post("/api/v1/backends/", {"pool": pool.pk, "name": "app-7", "address": "app-7.internal", "port": 8080},
                        format="json")
@@ -21,7 +22,7 @@ def test_it_accepts_a_hostname_the_hosts_file_puts_on_loopback(admin_api, tmp_pa
 def test_it_refuses_a_name_it_would_have_to_ask_dns_about(admin_api, tmp_path, monkeypatch):
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1 localhost\n")
-    monkeypatch.setattr(allowlist, "HOSTS_FILE", hosts)
+    monkeypatch.setattr(hosts_module, "HOSTS_FILE", hosts)
 
     def no_dns(*args, **kwargs):
         raise AssertionError("a DNS lookup was attempted")

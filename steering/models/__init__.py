@@ -2,6 +2,7 @@
 
 from steering.models.audit import Change
 from steering.models.base import StateVersion
+from steering.models.health import HealthEvent
 from steering.models.idempotency import IdempotencyRecord
 from steering.models.monitor import Monitor
 from steering.models.operations import Operation
@@ -16,6 +17,7 @@ __all__ = [
     "Backend",
     "Change",
     "ClientNetwork",
+    "HealthEvent",
     "IdempotencyRecord",
     "Monitor",
     "Operation",

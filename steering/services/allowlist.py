@@ -8,33 +8,15 @@ a clear error instead of being looked up.
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
 
 from django.conf import settings
 
-HOSTS_FILE = Path("/etc/hosts")
+from steering import hosts
+from steering.hosts import hosts_file_addresses
 
 
 def _allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return [ipaddress.ip_network(n, strict=False) for n in settings.STEERING_PROBE_ALLOWLIST]
-
-
-def hosts_file_addresses(name: str) -> list[str]:
-    """Addresses the hosts file gives `name` (case-insensitive), without any DNS query."""
-    wanted = name.rstrip(".").lower()
-    found: list[str] = []
-    try:
-        lines = HOSTS_FILE.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        fields = line.split("#", 1)[0].split()
-        if len(fields) >= 2 and wanted in (f.lower() for f in fields[1:]):
-            try:
-                found.append(ipaddress.ip_address(fields[0].split("%", 1)[0]).compressed)
-            except ValueError:
-                continue
-    return sorted(set(found))
 
 
 def _resolve(host: str) -> list[str]:
@@ -48,7 +30,7 @@ def allowlist_error(host: str) -> str | None:
     """None when every address `host` stands for is in the allowlist, else why not."""
     addresses = _resolve(host)
     if not addresses:
-        return (f"{host!r} is not in {HOSTS_FILE}; names are checked against the probe allowlist without DNS, "
+        return (f"{host!r} is not in {hosts.HOSTS_FILE}; names are checked against the probe allowlist without DNS, "
                 "so give an address (or add the name to the hosts file).")
     networks = _allowed_networks()
     for addr in addresses:

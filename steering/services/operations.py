@@ -126,7 +126,10 @@ def complete_drains(backend_ids: list[int], *, actor: Actor, why: str, now: date
     if not backend_ids:
         return 0
     with transaction.atomic():
-        # Row locks in id order: two sweepers wait for each other instead of deadlocking.
+        # Pools first, then backends, each in id order: the same order the prober's health
+        # transitions lock in, so a drain completing and a health change never deadlock.
+        pool_ids = sorted(set(Backend.objects.filter(pk__in=backend_ids).values_list("pool_id", flat=True)))
+        list(Pool.objects.select_for_update().filter(pk__in=pool_ids).order_by("pk").values_list("pk", flat=True))
         backends = list(Backend.objects.select_for_update().select_related("pool")
                         .filter(pk__in=backend_ids, admin_state=AdminState.DRAINING).order_by("pk"))
         if not backends:

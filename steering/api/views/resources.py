@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from steering.api import serializers as s
 from steering.api.filters import BackendFilter, PoolFilter, VIPFilter
-from steering.api.views.actions import AnycastActionMixin, TargetActionsMixin, WeightActionMixin
+from steering.api.views.actions import OPERATOR_ACTIONS, AnycastActionMixin, TargetActionsMixin, WeightActionMixin
 from steering.api.views.base import AuditedModelViewSet
+from steering.api.views.health import HealthSamplesMixin
+from steering.choices import Role
 from steering.models import VIP, AnycastPrefix, Backend, ClientNetwork, Monitor, Pool, PoP, Region, Service
 
 
@@ -71,7 +73,8 @@ class PoolViewSet(TargetActionsMixin, AuditedModelViewSet):
     ordering_fields = ["slug", "rule_priority", "id"]
 
 
-class BackendViewSet(WeightActionMixin, TargetActionsMixin, AuditedModelViewSet):
+class BackendViewSet(HealthSamplesMixin, WeightActionMixin, TargetActionsMixin, AuditedModelViewSet):
+    required_roles = {**OPERATOR_ACTIONS, "samples": Role.VIEWER}
     queryset = Backend.objects.select_related("pool__pop")
     serializer_class = s.BackendSerializer
     filterset_class = BackendFilter

@@ -25,6 +25,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--no-demo-backends", dest="demo_backends", action="store_false",
+                            help="Do not serve the demo backends on loopback.")
         parser.add_argument("--setup", action="store_true",
                             help="First migrate, collect static files, ensure the admin user and load the demo.")
 
@@ -46,6 +48,9 @@ class Command(BaseCommand):
             "beat": [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "WARNING",
                      "--schedule", str(var / "celerybeat-schedule")],
         }
+        if options["demo_backends"]:
+            # Real listeners for the demo fleet, so health checks have something true to find.
+            commands["demo-backends"] = [python, str(settings.BASE_DIR / "manage.py"), "demo_backends"]
         if options["setup"]:
             manage = [python, str(settings.BASE_DIR / "manage.py")]
             for step in (["migrate", "--noinput", "-v0"], ["collectstatic", "--noinput", "-v0"],

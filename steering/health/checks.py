@@ -1,0 +1,204 @@
+"""The checks themselves: tcp connect, http and https (GET or HEAD), over asyncio. No Django.
+
+A small HTTP/1.1 client written as an asyncio Protocol, one request per connection with
+`Connection: close`: it reads the status line and headers, and only as much body as the body
+match needs (64 KiB at most), then closes. It does no pooling, redirects, cookies or
+decompression: a health check wants none of them, and skipping them is what makes a probe
+cost tens of microseconds of CPU (bench/README.md compares it with HAProxy's own checks).
+
+Every check is bounded by its own timeout, so a hung backend costs only its own time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import ssl
+import time
+from collections.abc import Sequence
+
+from steering.health.fastcheck import start_check
+from steering.health.target import ProbeResult, ProbeTarget
+
+MAX_BODY = 64 * 1024
+MAX_HEAD = 16 * 1024
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_TLS: dict[bool, ssl.SSLContext] = {}
+
+
+def tls_context(verify: bool) -> ssl.SSLContext:
+    """One context per mode, built once: creating a context loads the CA store (milliseconds)."""
+    ctx = _TLS.get(verify)
+    if ctx is None:
+        ctx = ssl.create_default_context()
+        if not verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        _TLS[verify] = ctx
+    return ctx
+
+
+class _HttpCheck(asyncio.Protocol):
+    def __init__(self, request: bytes, want_body: bytes | None, done: asyncio.Future[tuple[int, bytes]]) -> None:
+        self.request = request
+        self.want_body = want_body
+        self.done = done
+        self.buf = bytearray()
+        self.status = 0
+        self.header_end = -1
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.header_end < 0:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buf) > MAX_HEAD:
+                    self._finish(ValueError("response headers too long"))
+                return
+            self.header_end = end + 4
+            line = bytes(self.buf[: self.buf.find(b"\r\n")])
+            parts = line.split(b" ", 2)
+            if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+                self._finish(ValueError(f"not an HTTP response: {line[:60]!r}"))
+                return
+            self.status = int(parts[1])
+            if self.want_body is None:
+                self._finish(None)
+                return
+        if self.want_body is not None and (
+            self.want_body in self.buf[self.header_end:] or len(self.buf) - self.header_end >= MAX_BODY
+        ):
+            self._finish(None)
+
+    def eof_received(self) -> bool | None:
+        self._finish(None if self.status else ConnectionError("connection closed before a response"))
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish(exc or (None if self.status else ConnectionError("connection closed before a response")))
+
+    def _finish(self, exc: BaseException | None) -> None:
+        if not self.done.done():
+            if exc is None:
+                self.done.set_result((self.status, bytes(self.buf[self.header_end:]) if self.header_end >= 0 else b""))
+            else:
+                self.done.set_exception(exc)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
+class _Connect(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
+def build_request(target: ProbeTarget) -> bytes:
+    host = target.host_header or (f"[{target.address}]" if ":" in target.address else target.address)
+    return (f"{target.method} {target.path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: steering-prober/1\r\n"
+            "Accept: */*\r\nConnection: close\r\n\r\n").encode("latin-1")
+
+
+def allowed(ip: str, networks: Sequence[Network]) -> bool:
+    addr = ipaddress.ip_address(ip)
+    return any(addr.version == net.version and addr in net for net in networks)
+
+
+async def resolve_allowed(address: str, port: int, networks: Sequence[Network]) -> tuple[str | None, str]:
+    """The address to connect to, or (None, why not). A name is resolved once, through the hosts
+    file only (the prober never sends a DNS query), and the checked address is the one used."""
+    from steering.hosts import hosts_file_addresses
+
+    try:
+        ip = ipaddress.ip_address(address).compressed
+    except ValueError:
+        ips = hosts_file_addresses(address)
+        if not ips:
+            return None, f"{address} is not in the hosts file (names are never looked up in DNS)"
+        outside = [i for i in ips if not allowed(i, networks)]
+        if outside:
+            return None, f"{address} resolves to {outside[0]}, outside the probe allowlist"
+        return ips[0], ""
+    if not allowed(ip, networks):
+        return None, f"{ip} is outside the probe allowlist"
+    return ip, ""
+
+
+def _classify(exc: BaseException) -> tuple[str, str]:
+    if isinstance(exc, TimeoutError):
+        return "timeout", "timed out"
+    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+        return "tls", f"TLS: {getattr(exc, 'verify_message', '') or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused", "connection refused"
+    if isinstance(exc, OSError):
+        return "error", exc.strerror or str(exc) or type(exc).__name__
+    return "error", str(exc) or type(exc).__name__
+
+
+async def _http(target: ProbeTarget, ip: str) -> tuple[int, bytes]:
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[tuple[int, bytes]] = loop.create_future()
+    want = target.body_match.encode() if target.body_match and target.method != "HEAD" else None
+    tls = tls_context(target.tls_verify) if target.kind == "https" else None
+    sni = (target.host_header or target.address) if tls is not None else None
+    try:
+        transport, _ = await loop.create_connection(
+            lambda: _HttpCheck(build_request(target), want, done), ip, target.port, ssl=tls, server_hostname=sni,
+        )
+    except BaseException:
+        done.cancel()  # timed out mid-connect: nobody will await the verdict, so it must not hold an error
+        raise
+    try:
+        return await done
+    finally:
+        if not transport.is_closing():
+            transport.abort()
+
+
+def judge(target: ProbeTarget, status: int, body: bytes) -> tuple[bool, str, str]:
+    """(ok, result, error) for an HTTP answer. HEAD has no body, so a body match is not applied."""
+    if not any(low <= status <= high for low, high in target.expected_status):
+        wanted = ",".join(f"{lo}-{hi}" if lo != hi else str(lo) for lo, hi in target.expected_status)
+        return False, "status", f"status {status}, expected {wanted}"
+    if target.body_match and target.method != "HEAD" and target.body_match.encode() not in body:
+        return False, "body", f"body does not contain {target.body_match[:60]!r}"
+    return True, "ok", ""
+
+
+async def probe(target: ProbeTarget, networks: Sequence[Network], *, due: float) -> ProbeResult:
+    """Run one check, bounded by the target's timeout. Never raises.
+
+    tcp and http to an address go through fastcheck's raw-socket path; https and names here."""
+    loop = asyncio.get_running_loop()
+    fast: asyncio.Future[ProbeResult] = loop.create_future()
+    if start_check(loop, target, networks, due, fast.set_result, build_request(target)):
+        return await fast
+    started = time.time()
+    t0 = time.perf_counter()
+    status: int | None = None
+    check = target.kind
+    try:
+        ip, why = await resolve_allowed(target.address, target.port, networks)
+        if ip is None:
+            return ProbeResult(target.backend_id, False, "allowlist", 0.0, due, started, time.time(),
+                               error=why, check=check)
+        async with asyncio.timeout(target.timeout):
+            if target.kind == "tcp":
+                transport, _ = await asyncio.get_running_loop().create_connection(_Connect, ip, target.port)
+                transport.close()
+                ok, result, error = True, "ok", ""
+            else:
+                status, body = await _http(target, ip)
+                ok, result, error = judge(target, status, body)
+    except (TimeoutError, OSError, ssl.SSLError, ValueError, ConnectionError) as exc:
+        ok = False
+        result, error = _classify(exc)
+    latency = (time.perf_counter() - t0) * 1000.0
+    return ProbeResult(target.backend_id, ok, result, latency, due, started, time.time(),
+                       status=status, error=error, check=check)

@@ -1,0 +1,91 @@
+"""Prometheus `/metrics`: probe counters aggregated across worker processes through Redis.
+
+Celery prefork children (and workers on other hosts) each count their probes into Redis hashes
+(steering.health.store.apply_results, one pipeline per batch of results); this collector reads
+those hashes at scrape time in the web process. That works across hosts and restarts, needs no
+shared directory or PROMETHEUS_MULTIPROC_DIR cleanup (prometheus_client's multiprocess mode),
+and costs the web process one Redis round trip per scrape. Backends by health and pools in
+panic come from the DB (one GROUP BY). Nothing here names a host, URL or credential.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from steering.choices import Health
+from steering.health import store
+
+logger = logging.getLogger(__name__)
+
+
+def _decode(raw: dict[Any, Any]) -> dict[str, float]:
+    return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
+
+
+def _histogram(name: str, doc: str, raw: dict[str, float], bounds: Iterable[float]) -> HistogramMetricFamily:
+    cumulative, buckets = 0.0, []
+    for b in bounds:
+        cumulative += raw.get(repr(b), 0.0)
+        buckets.append((repr(b), cumulative))
+    buckets.append(("+Inf", cumulative + raw.get("+Inf", 0.0)))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=raw.get("sum", 0.0))
+
+
+class SteeringCollector:
+    def collect(self) -> Iterator[Metric]:
+        from steering.models import Backend, Pool
+        from steering.services.effects import _redis
+
+        try:
+            r = _redis()
+            pipe = r.pipeline(transaction=False)
+            pipe.hgetall(store.M_PROBES).hgetall(store.M_LATENCY).hgetall(store.M_LAG).hgetall(store.M_GAUGES)
+            pipe.zcard(store.DUE)
+            probes, latency, lag, gauges, scheduled = pipe.execute()
+            probes, latency, lag, gauges = (_decode(x) for x in (probes, latency, lag, gauges))
+        except Exception as exc:  # Redis away: serve the DB figures, say so in a metric
+            logger.warning("metrics: Redis unavailable: %s", exc)
+            probes, latency, lag, gauges, scheduled = {}, {}, {}, {}, None
+        up = GaugeMetricFamily("steering_metrics_redis_up", "1 when probe counters could be read from Redis.")
+        up.add_metric([], 0.0 if scheduled is None else 1.0)
+        yield up
+        counter = CounterMetricFamily("steering_probes", "Probes run, by result.", labels=["result"])
+        for result in sorted(probes):
+            counter.add_metric([result], probes[result])
+        yield counter
+        yield _histogram("steering_probe_latency_seconds", "Time from connect to verdict, per probe.",
+                         latency, store.LATENCY_BUCKETS)
+        yield _histogram("steering_probe_lag_seconds", "How late a probe started against its schedule.",
+                         lag, store.LAG_BUCKETS)
+        lag_last = GaugeMetricFamily("steering_probe_lag_last_batch_max_seconds",
+                                     "Largest lag in the most recent batch of results.")
+        lag_last.add_metric([], gauges.get("lag_last_batch_max", 0.0))
+        yield lag_last
+        if scheduled is not None:
+            sched = GaugeMetricFamily("steering_probe_scheduled_backends", "Backends in the probe schedule.")
+            sched.add_metric([], float(scheduled))
+            yield sched
+        by_health = GaugeMetricFamily("steering_backends", "Backends by health.", labels=["health"])
+        counts = dict(Backend.objects.values_list("health").annotate(n=Count("pk")).values_list("health", "n"))
+        for h in Health.values:
+            by_health.add_metric([h], float(counts.get(h, 0)))
+        yield by_health
+        panic = GaugeMetricFamily("steering_pools_in_panic", "Pools in panic (most backends look down).")
+        panic.add_metric([], float(Pool.objects.filter(in_panic=True).count()))
+        yield panic
+
+
+REGISTRY = CollectorRegistry(auto_describe=False)
+REGISTRY.register(SteeringCollector())  # type: ignore[arg-type]
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """No auth (scrapers carry none); only counts and timings, never names or addresses."""
+    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,178 @@
+"""Probe scheduling (DESIGN §4.2): a 1 s beat tick claims due backends from Redis and hands
+them to shard tasks; each shard probes its backends concurrently (asyncio) and feeds results
+to the state machine; transitions go to the DB through steering.services.health.
+
+No task per probe, no DB row per probe. The schedule follows the DB: the tick rebuilds it
+when the state version in Redis moved (any audited change, including monitor and backend
+edits) and at least every STEERING_PROBE_RESYNC_SECONDS.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from celery import shared_task
+from django.conf import settings
+from django.db import connection
+
+from steering.health import engine, store
+from steering.health.checks import Network
+from steering.health.target import ProbeResult, ProbeTarget
+from steering.services import health as health_service
+
+logger = logging.getLogger(__name__)
+
+TICK_SECONDS = 1.0
+# A tick claims what falls due before the next tick (+ margin); the shard sleeps until each
+# backend's own due time, so probes run on schedule instead of up to a tick late.
+LOOKAHEAD = TICK_SECONDS + 0.25
+SHARD_EXPIRES = LOOKAHEAD + 2.0   # a shard not started by then is dropped: its backends come round next slot
+SYNC_LOCK = store.P + "sync-lock"
+# Every audited change moves the state version, health transitions included: during a wave of
+# transitions the schedule is rebuilt at most this often (an edit reaches the prober within it).
+MIN_RESYNC_SECONDS = 2.0
+
+# Deletes a stale-due entry only if no fresh result moved it meanwhile.
+_FORGET_IF_DUE = """
+local n = 0
+for i = 2, #ARGV do
+  local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if s and tonumber(s) <= tonumber(ARGV[1]) then redis.call('ZREM', KEYS[1], ARGV[i]) n = n + 1 end
+end
+return n
+"""
+
+
+def _redis() -> Any:
+    from steering.services.effects import _redis as client
+
+    return client()
+
+
+def networks() -> list[Network]:
+    return [ipaddress.ip_network(n, strict=False) for n in settings.STEERING_PROBE_ALLOWLIST]
+
+
+def sync(r: Any, *, force: bool = False) -> dict[str, int] | None:
+    """Rebuild the schedule from the DB when it may have changed; None when it was current."""
+    from steering.services.effects import VERSION_KEY
+
+    version = (r.get(VERSION_KEY) or b"0").decode()
+    synced = (r.get(store.SYNCED) or b"|0").decode().split("|")
+    age = time.time() - float(synced[1] or 0)
+    if not force and age < settings.STEERING_PROBE_RESYNC_SECONDS and (synced[0] == version or age < MIN_RESYNC_SECONDS):
+        return None
+    # One rebuild at a time across workers; a loser simply probes with the current schedule.
+    if not r.set(SYNC_LOCK, "1", nx=True, px=10_000):
+        return None
+    try:
+        targets, health = health_service.probe_targets()
+        result = store.sync_schedule(r, targets, health=health)
+        r.set(store.SYNCED, f"{version}|{time.time()}")
+        return result
+    finally:
+        r.delete(SYNC_LOCK)
+
+
+def tick(*, now: float | None = None, dispatch: Callable[[list[list[float]]], Any] | None = None) -> int:
+    """Claim what is due before the next tick and dispatch it in shards; returns backends claimed."""
+    r = _redis()
+    sync(r)
+    now = time.time() if now is None else now
+    claimed = store.claim(r, horizon=now + LOOKAHEAD, now=now)
+    claimed.sort(key=lambda item: item[1])  # each shard covers a short stretch of the window
+    size = settings.STEERING_PROBE_SHARD_SIZE
+    send = dispatch or (lambda chunk: probe_shard.apply_async(args=[chunk], expires=SHARD_EXPIRES))
+    for i in range(0, len(claimed), size):
+        send([[bid, due] for bid, due in claimed[i:i + size]])
+    return len(claimed)
+
+
+def ingest(r: Any, results: list[ProbeResult], targets: dict[int, ProbeTarget]) -> int:
+    """Results -> Redis counters and samples -> (on a transition) the DB, per pool."""
+    transitions = store.apply_results(r, results, targets, keep_samples=settings.STEERING_PROBE_SAMPLES)
+    by_pool: dict[int, list[health_service.HealthChange]] = defaultdict(list)
+    for t in transitions:
+        by_pool[t.pool_id].append((t.backend_id, t.to_health, t.evidence))
+    if not by_pool:
+        return 0
+    failing = store.failing_in_pools(r, sorted(by_pool))
+    return health_service.record_transitions_many(by_pool, failing=failing)
+
+
+def prepare(r: Any, items: Sequence[Sequence[float]]) -> tuple[list[tuple[ProbeTarget, float]], engine.Sink,
+                                                                 dict[int, ProbeTarget]]:
+    """(target, due) pairs for a shard's [backend id, due] items, and the sink its results go to."""
+    ids = [int(bid) for bid, _ in items]
+    targets = store.load_targets(r, ids)
+    pairs = [(targets[int(bid)], float(due)) for bid, due in items if int(bid) in targets]
+
+    def sink(batch: list[ProbeResult]) -> None:
+        try:
+            ingest(r, batch, targets)
+        except Exception:  # one bad batch must not stop the shard; the next results retry the transition
+            logger.exception("probe results could not be recorded (%d results)", len(batch))
+
+    return pairs, sink, targets
+
+
+def run_shard(items: Sequence[Sequence[float]], *, inline: bool = False) -> int:
+    """Probe the given [backend id, due] pairs; `inline` records results on this thread after the
+    probes (tests drive the engine this way inside their own transaction)."""
+    r = _redis()
+    pairs, sink, targets = prepare(r, items)
+    if inline:
+        # Probe concurrently, then record on this thread (the caller's DB connection and transaction).
+        import asyncio
+
+        results: list[ProbeResult] = []
+        with asyncio.Runner(loop_factory=engine.new_loop) as runner:
+            count = runner.run(engine.run_shard(pairs, networks(), results.extend))
+        ingest(r, sorted(results, key=lambda res: res.finished), targets)
+        return count
+    # The sink thread's own DB connection is closed on that thread when the shard ends.
+    return engine.run_shard_blocking(pairs, networks(), sink, on_thread_exit=lambda: connection.close())
+
+
+def sweep_stale(*, now: float | None = None) -> list[int]:
+    """Mark stale what has had no result for 3 intervals; re-decide pools in panic."""
+    from steering.models import Pool
+
+    r = _redis()
+    now = time.time() if now is None else now
+    due = store.due_stale(r, now=now)
+
+    def still_stale(bid: int) -> bool:
+        score = r.zscore(store.STALE_AT, bid)
+        return score is not None and float(score) <= now
+
+    marked = health_service.do_mark_stale(due, still_stale=still_stale)
+    for bid in marked:
+        store.set_health(r, bid, "stale")
+    if due:
+        r.eval(_FORGET_IF_DUE, 1, store.STALE_AT, repr(now), *due)
+    # Panic ends on recovery even when the recovery made no transition (failing, then passing).
+    in_panic = list(Pool.objects.filter(in_panic=True).values_list("pk", flat=True))
+    if in_panic:
+        health_service.record_transitions_many({pk: [] for pk in in_panic}, failing=store.failing_in_pools(r, in_panic))
+    return marked
+
+
+@shared_task(name="steering.probe_tick", ignore_result=True, time_limit=20, soft_time_limit=15)
+def probe_tick() -> int:
+    return tick()
+
+
+@shared_task(name="steering.probe_shard", ignore_result=True, time_limit=90, soft_time_limit=80)
+def probe_shard(items: list[list[float]]) -> int:
+    return run_shard(items)
+
+
+@shared_task(name="steering.probe_sweep_stale", ignore_result=True, time_limit=30, soft_time_limit=25)
+def probe_sweep_stale() -> int:
+    return len(sweep_stale())

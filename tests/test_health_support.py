@@ -1,0 +1,150 @@
+"""Real loopback backends for the health tests: an HTTP(S) server whose behaviour can be switched
+(healthy, wrong status, wrong body, hang, dead), a self-signed certificate made at test time,
+and Redis cleanup. Everything a test starts, it stops (context managers)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Backend:
+    """An asyncio HTTP/1.1 server on 127.0.0.1 in its own thread.
+
+    mode: "ok" (200, body "status: healthy"), "503", "404", "body" (200, other body),
+    "hang" (accepts, never answers). stop() closes the listener (connections are refused);
+    start() listens again on the same port.
+    """
+
+    def __init__(self, port: int | None = None, tls: ssl.SSLContext | None = None) -> None:
+        self.port = port or free_port()
+        self.tls = tls
+        self.mode = "ok"
+        self.requests: list[bytes] = []
+        self.sni: list[str | None] = []
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server: asyncio.Server | None = None
+        if tls is not None:
+            tls.sni_callback = lambda sock, name, ctx: self.sni.append(name)  # type: ignore[assignment,misc]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            self.requests.append(head)
+            if self.mode == "hang":
+                await asyncio.sleep(3600)
+            status, body = {"ok": (200, b"status: healthy"), "503": (503, b"busy"), "404": (404, b"nope"),
+                            "body": (200, b"status: degraded")}[self.mode]
+            writer.write(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                         % (status, len(body), body))
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    def start(self) -> Backend:
+        async def listen() -> asyncio.Server:
+            return await asyncio.start_server(self._handle, "127.0.0.1", self.port, ssl=self.tls, reuse_address=True)
+
+        self.server = asyncio.run_coroutine_threadsafe(listen(), self.loop).result(5)
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            server, self.server = self.server, None
+
+            async def close() -> None:
+                server.close()
+                for task in asyncio.all_tasks():
+                    if task is not asyncio.current_task():
+                        task.cancel()
+
+            asyncio.run_coroutine_threadsafe(close(), self.loop).result(5)
+
+    def shutdown(self) -> None:
+        self.stop()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+@contextmanager
+def backends(n: int = 1, tls: ssl.SSLContext | None = None) -> Iterator[list[Backend]]:
+    started = [Backend(tls=tls).start() for _ in range(n)]
+    try:
+        yield started
+    finally:
+        for b in started:
+            b.shutdown()
+
+
+def openssl() -> str:
+    binary = shutil.which("openssl")
+    if binary is None:
+        if IN_CI:
+            pytest.fail("openssl is needed to make a self-signed certificate (apt-get install openssl)")
+        pytest.skip("openssl not installed")
+    return binary
+
+
+@contextmanager
+def self_signed_server_context() -> Iterator[ssl.SSLContext]:
+    """A server TLS context with a certificate nobody signed (CN localhost, SAN 127.0.0.1)."""
+    tmp = Path(tempfile.mkdtemp(prefix="steering-tls-"))
+    try:
+        subprocess.run(
+            [openssl(), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", str(tmp / "key.pem"), "-out", str(tmp / "cert.pem"), "-days", "1", "-subj", "/CN=localhost",
+             "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+            check=True, capture_output=True, timeout=30,
+        )
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(tmp / "cert.pem", tmp / "key.pem")
+        yield ctx
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def clean_probe_redis() -> None:
+    """Drop the prober's keys (schedule, counters, samples, metrics) so tests do not see each other."""
+    from steering.services.effects import _redis
+
+    r = _redis()
+    for pattern in ("steering:probe:*", "steering:metrics:*"):
+        keys = list(r.scan_iter(match=pattern, count=1000))
+        if keys:
+            r.delete(*keys)
+
+
+def test_the_support_server_switches_modes_and_dies():
+    with backends(1) as (b,):
+        with socket.create_connection(("127.0.0.1", b.port), timeout=2) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(100).startswith(b"HTTP/1.1 200")
+        b.stop()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", b.port), timeout=2)
+        b.start()
+        socket.create_connection(("127.0.0.1", b.port), timeout=2).close()
