@@ -21,7 +21,7 @@ from steering.services import guard
 from steering.services.audit import ChangeSet, snapshot
 from steering.services.context import Actor
 from steering.services.errors import CapacityGuardRefused, InvalidInput, StaleWrite, StateConflict
-from steering.services.operations import drain_progress, finish_immediately, open_operation
+from steering.services.operations import drain_progress, finish_immediately, open_operation, return_to_service
 from steering.services.targets import Target, backends_under, target_label, target_type
 
 _IN_SERVICE = (AdminState.READY,)
@@ -228,17 +228,9 @@ def do_undrain(
     now = timezone.now()
     aborted_ops: set[int] = set()
     for backend in candidates:
-        before = snapshot(backend)
         if backend.operation_id and backend.admin_state == AdminState.DRAINING:
             aborted_ops.add(backend.operation_id)
-        backend.admin_state = AdminState.READY
-        backend.drain_deadline = None
-        backend.drain_started_at = None
-        backend.ready_since = now
-        backend.operation = op
-        backend.revision += 1
-        backend.save()
-        changes.record("backend.undrain", backend, before=before, after=snapshot(backend), related=backend.pool)
+        return_to_service(backend, changes, now=now, operation=op)
     _set_site_state(target, AdminState.READY, changes)
     if not isinstance(target, Backend):
         _restore_layered(target, op, changes)

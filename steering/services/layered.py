@@ -27,10 +27,11 @@ from steering.dataplane.stats import read_backend_stats
 from steering.models import VIP, Backend, Operation, Pool, PoP, Region
 from steering.services import guard
 from steering.services.actions import _lock_target, _require_reason, suggest_grace
+from steering.services.anycast import _set_announce
 from steering.services.audit import ChangeSet, snapshot
 from steering.services.context import Actor
 from steering.services.errors import CapacityGuardRefused, InvalidInput, StateConflict
-from steering.services.operations import drain_progress, open_operation
+from steering.services.operations import drain_progress, open_operation, return_to_service
 
 SWEEPER = Actor.system("sweeper")
 STEPS = ("dns", "wait", "anycast", "local", "done")
@@ -85,14 +86,6 @@ def _set_vip(vip: VIP, enabled: bool, changes: ChangeSet) -> None:
     vip.save(update_fields=["enabled", "revision", "updated_at"])
     changes.record("vip.enable" if enabled else "vip.disable", vip, before=before, after=snapshot(vip),
                    related=vip.region)
-
-
-def _set_announce(pop: PoP, state: str, changes: ChangeSet) -> None:
-    before = snapshot(pop)
-    pop.announce = state
-    pop.revision += 1
-    pop.save(update_fields=["announce", "revision", "updated_at"])
-    changes.record(f"pop.{state}", pop, before=before, after=snapshot(pop), related=pop.region)
 
 
 def _set_site_state(target: Site, state: str, changes: ChangeSet, verb: str) -> None:
@@ -229,11 +222,6 @@ def rollback_layered(op: Operation, changes: ChangeSet) -> dict[str, int]:
     now = timezone.now()
     for backend in Backend.objects.select_for_update().filter(
             operation=op, admin_state__in=[AdminState.DRAINING, AdminState.DRAINED]):
-        before = snapshot(backend)
-        backend.admin_state, backend.drain_deadline, backend.drain_started_at = AdminState.READY, None, None
-        backend.ready_since = now
-        backend.revision += 1
-        backend.save()
-        changes.record("backend.undrain", backend, before=before, after=snapshot(backend), related=backend.pool)
+        return_to_service(backend, changes, now=now)
         restored["backends"] += 1
     return restored

@@ -65,6 +65,21 @@ def finish_immediately(op: Operation, changes: ChangeSet, result: dict[str, Any]
     changes.touch(op)
 
 
+def return_to_service(backend: Backend, changes: ChangeSet, *, now: datetime.datetime,
+                      operation: Operation | None = None) -> None:
+    """Back to ready (from draining, drained or maintenance), slow start from now, audited."""
+    before = snapshot(backend)
+    backend.admin_state = AdminState.READY
+    backend.drain_deadline = None
+    backend.drain_started_at = None
+    backend.ready_since = now
+    if operation is not None:
+        backend.operation = operation
+    backend.revision += 1
+    backend.save()
+    changes.record("backend.undrain", backend, before=before, after=snapshot(backend), related=backend.pool)
+
+
 def drain_progress(op: Operation) -> dict[str, Any]:
     states = list(Backend.objects.filter(operation=op).values_list("admin_state", flat=True))
     total = int(op.params.get("backends_total", len(states)))
@@ -211,14 +226,7 @@ def do_abort_operation(op: Operation, *, actor: Actor, reason: str, expected_rev
     if locked.kind == OperationKind.DRAIN:
         now = timezone.now()
         for backend in Backend.objects.select_for_update().filter(operation=locked, admin_state=AdminState.DRAINING):
-            before = snapshot(backend)
-            backend.admin_state = AdminState.READY
-            backend.drain_deadline = None
-            backend.drain_started_at = None
-            backend.ready_since = now
-            backend.revision += 1
-            backend.save()
-            changes.record("backend.undrain", backend, before=before, after=snapshot(backend), related=backend.pool)
+            return_to_service(backend, changes, now=now)
             restored += 1
         _set_target_state(locked, AdminState.DRAINING, AdminState.READY, changes)
     if locked.kind == OperationKind.WEIGHT:
