@@ -18,4 +18,6 @@ RUN useradd --system --home /var/lib/steering steering && mkdir -p /var/lib/stee
     && chown -R steering /var/lib/steering
 USER steering
 EXPOSE 8000
+# 0.0.0.0 inside the container's own network namespace, so the published port reaches it;
+# docker-compose.yml publishes it on 127.0.0.1 only.
 CMD ["python", "-m", "uvicorn", "config.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]

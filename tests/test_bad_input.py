@@ -128,7 +128,7 @@ BAD_CREATES = [
     ("backends", {"address": "::zz"}, "address"),
     ("backends", {"address": ""}, "address"),
     # Data only: validated against the probe allowlist, never contacted.
-    ("backends", {"address": "8.8.8.8"}, "address"),
+    ("backends", {"address": "198.51.100.7"}, "address"),
     ("backends", {"address": "2001:db8::1"}, "address"),
     ("backends", {"pool": 987654}, "pool"),
     ("backends", {"name": "has spaces"}, "name"),
@@ -215,7 +215,7 @@ def test_it_explains_that_admin_state_changes_through_actions(admin_api: APIClie
     assert fingerprint() == before
 
 
-@pytest.mark.parametrize("address", ["8.8.8.8", "2001:db8::1", "10.0.0.1"])
+@pytest.mark.parametrize("address", ["198.51.100.7", "2001:db8::1", "203.0.113.9"])
 def test_it_refuses_a_backend_outside_the_probe_allowlist_and_says_why(address: str, admin_api: APIClient) -> None:
     body = {**_backend_body(), "address": address}
     before = fingerprint()
@@ -385,7 +385,7 @@ BAD_PATCHES: list[tuple[str, Callable[[], models.Model], dict[str, Any], str]] =
     ("backends", f.backend, {"weight": "heavy"}, "weight"),
     ("backends", f.backend, {"port": 0}, "port"),
     ("backends", f.backend, {"address": "300.1.1.1"}, "address"),
-    ("backends", f.backend, {"address": "8.8.8.8"}, "address"),
+    ("backends", f.backend, {"address": "198.51.100.7"}, "address"),
     ("backends", f.backend, {"admin_state": "maint"}, "admin_state"),
     ("backends", f.backend, {"health": "down"}, "health"),
     ("backends", f.backend, {"drain_deadline": "2030-01-01T00:00:00Z"}, "drain_deadline"),
