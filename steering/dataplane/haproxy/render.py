@@ -1,0 +1,198 @@
+"""Render a complete haproxy.cfg for one PoP from plain data (no Django).
+
+Choices worth knowing:
+- No `check` on servers: we probe ourselves (steering.health) and hand HAProxy the result as the
+  effective weight. A second, independent health view in HAProxy would pull servers out on its
+  own when most of a pool looks down, which is exactly what our panic mode refuses to do, and
+  operators would see two verdicts that disagree.
+- Every `balance` is dynamic, so the Runtime API can `add server` (HAProxy 2.6 needs it).
+- Draining cannot be written in a config, so a draining server renders as `weight 0` (no new
+  sessions, open ones finish): after a restart `apply` treats weight 0 and `drain` as the same.
+- A backend's mode follows its service's frontend: a frontend can only use backends of its mode.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from steering.dataplane.haproxy.model import ALGORITHMS, DRAIN, MAINT, PoolSpec, PopSpec, ServerSpec, ServiceSpec
+
+DEFAULT_TIMEOUTS = {
+    "connect": "5s", "client": "60s", "server": "60s", "queue": "10s",
+    "http-request": "10s", "http-keep-alive": "10s", "client-fin": "5s", "tunnel": "1h",
+}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    text: str
+    warnings: tuple[str, ...]
+
+
+def quote(value: str) -> str:
+    """A config word in single quotes: no escapes, no environment expansion inside."""
+    if "'" in value or "\n" in value:
+        raise ValueError(f"cannot put {value!r} in an HAProxy config")
+    return f"'{value}'"
+
+
+def server_address(address: str, port: int) -> str:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return f"{address}:{port}"  # a hostname, resolved by libc when HAProxy starts (init-addr)
+    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+
+
+def check_loopback_bind(service: str, bind: tuple[str, int]) -> str:
+    host, port = bind
+    ip = ipaddress.ip_address(host)
+    if not ip.is_loopback:
+        raise ValueError(f"service {service}: bind {host} is not loopback (DESIGN §6: loopback only)")
+    return server_address(host, port)
+
+
+def server_line(s: ServerSpec) -> str:
+    # weight 0 for drain: the config cannot say "drain", and weight 0 takes no new sessions either.
+    weight = 0 if s.state == DRAIN else s.weight
+    words = [f"server {s.name} {server_address(s.address, s.port)} weight {weight}"]
+    if s.backup:
+        words.append("backup")
+    if s.state == MAINT:
+        words.append("disabled")
+    return "    " + " ".join(words)
+
+
+def frontend_mode(service: ServiceSpec, pools: list[PoolSpec]) -> str:
+    """http only when the service speaks HTTP and every pool of it here is L7."""
+    return "http" if service.protocol == "http" and all(p.mode == "http" for p in pools) else "tcp"
+
+
+def _rule_lines(pool: PoolSpec) -> tuple[list[str], str]:
+    """ACL lines for a pool's match, and the condition that names them."""
+    acls, names = [], []
+    base = f"r{pool.id}"
+    if pool.match_host:
+        acls.append(f"    acl {base}_host hdr(host),field(1,:) -i {quote(pool.match_host)}")
+        names.append(f"{base}_host")
+    if pool.match_path_prefix:
+        prefix = pool.match_path_prefix
+        if prefix.endswith("/"):
+            acls.append(f"    acl {base}_path path_beg {quote(prefix)}")
+        else:
+            # "/payments" matches /payments and /payments/..., not /paymentsfoo.
+            acls.append(f"    acl {base}_path path {quote(prefix)}")
+            acls.append(f"    acl {base}_path path_beg {quote(prefix + '/')}")
+        names.append(f"{base}_path")
+    return acls, " ".join(names)
+
+
+def render(spec: PopSpec, *, socket_path: str, binds: Mapping[str, tuple[str, int]],
+           timeouts: Mapping[str, str] | None = None, maxconn: int = 4096) -> Rendered:
+    """haproxy.cfg for `spec`. `binds` maps service slug -> (loopback address, port)."""
+    warnings: list[str] = list(spec.notes)
+    if "'" in socket_path or any(c.isspace() for c in socket_path):
+        raise ValueError(f"unusable socket path {socket_path!r}")
+    out = [
+        f"# Rendered by steering for PoP {spec.slug}. Do not edit: runtime changes go through the Runtime API.",
+        "global",
+        f"    maxconn {maxconn}",
+        f"    stats socket {socket_path} mode 600 level admin expose-fd listeners",
+        "    stats timeout 30s",
+        "",
+        "defaults",
+        "    mode tcp",
+        *(f"    timeout {k} {v}" for k, v in {**DEFAULT_TIMEOUTS, **(timeouts or {})}.items()),
+        # Hostname backends resolve at start; one that does not resolve starts disabled, not fatal.
+        "    default-server init-addr last,libc,none",
+        "",
+    ]
+    pools_by_id = {p.id: p for p in spec.pools}
+    by_service = {s.slug: sorted((p for p in spec.pools if p.service == s.slug),
+                                 key=lambda p: (p.rule_priority, p.slug, p.id)) for s in spec.services}
+    modes = {p.id: frontend_mode(s, by_service[s.slug]) for s in spec.services for p in by_service[s.slug]}
+    for service in spec.services:
+        pools = by_service[service.slug]
+        if not pools:
+            continue
+        if service.slug not in binds:
+            raise ValueError(f"no bind address given for service {service.slug}")
+        mode = modes[pools[0].id]
+        for p in pools:
+            if p.mode == "http" and mode == "tcp":
+                warnings.append(f"pool {p.slug}: L7 pool behind a TCP frontend; served as TCP, match rules not applied")
+        out += [f"frontend {service.frontend}", f"    mode {mode}",
+                f"    bind {check_loopback_bind(service.slug, binds[service.slug])}"]
+        if mode == "http":
+            out.append("    option http-keep-alive")
+        default = next((p for p in pools if not p.has_rule), None) if mode == "http" else pools[0]
+        if mode == "http":
+            for p in pools:
+                if not p.has_rule:
+                    if p is not default:
+                        warnings.append(f"pool {p.slug}: no match rule and not the default pool; unreachable")
+                    continue
+                acls, cond = _rule_lines(p)
+                out += acls
+                backup = _backup_for(p, pools_by_id, warnings, modes=modes)
+                if backup is not None:
+                    out.append(f"    use_backend {backup.proxy} if {cond} {{ nbsrv({p.proxy}) eq 0 }}")
+                out.append(f"    use_backend {p.proxy} if {cond}")
+        elif len(pools) > 1:
+            warnings.append(f"service {service.slug}: TCP frontend uses {pools[0].slug} only")
+        if default is not None:
+            backup = _backup_for(default, pools_by_id, warnings, modes=modes)
+            if backup is not None:
+                out.append(f"    use_backend {backup.proxy} if {{ nbsrv({default.proxy}) eq 0 }}")
+            out.append(f"    default_backend {default.proxy}")
+        else:
+            warnings.append(f"service {service.slug}: no pool without match rules; unmatched requests get 503")
+        out.append("")
+    for p in sorted(spec.pools, key=lambda p: p.id):
+        mode = modes.get(p.id, p.mode)  # a pool of a service not listed keeps its own
+        out += [f"backend {p.proxy}", f"    mode {mode}", f"    balance {ALGORITHMS.get(p.algorithm, 'roundrobin')}"]
+        if p.algorithm == "source":
+            out.append("    hash-type consistent")  # static hashing would refuse runtime-added servers
+        out += [server_line(s) for s in p.servers]
+        out.append("")
+    return Rendered("\n".join(out) + "\n", tuple(warnings))
+
+
+def _backup_for(pool: PoolSpec, pools_by_id: Mapping[int, PoolSpec], warnings: list[str], *,
+                modes: Mapping[int, str]) -> PoolSpec | None:
+    if pool.backup_pool_id is None:
+        return None
+    backup = pools_by_id.get(pool.backup_pool_id)
+    if backup is None:
+        warnings.append(f"pool {pool.slug}: backup pool is not in this PoP; no last-resort route")
+        return None
+    if modes.get(backup.id) != modes.get(pool.id):
+        # A frontend can only switch to a backend of its own mode.
+        warnings.append(f"pool {pool.slug}: backup pool {backup.slug} is {modes.get(backup.id)}, not "
+                        f"{modes.get(pool.id)}; no last-resort route")
+        return None
+    return backup
+
+
+def write_config(rendered: Rendered, path: str, *, haproxy: str = "haproxy") -> None:
+    """Validate with `haproxy -c`, then replace `path` atomically: a reload never reads a bad or
+    half-written file. The caller then reloads the master (SIGUSR2 with -W); `expose-fd listeners`
+    lets the new worker take over the listening sockets, and a reconcile pass follows."""
+    import os
+    import subprocess
+    import tempfile
+
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".haproxy-", suffix=".cfg", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(rendered.text)
+        check = subprocess.run([haproxy, "-c", "-q", "-f", tmp], capture_output=True, text=True, timeout=30)
+        if check.returncode != 0:
+            raise ValueError(f"haproxy -c refused the rendered config: {(check.stdout + check.stderr).strip()}")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
