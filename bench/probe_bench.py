@@ -39,9 +39,13 @@ sys.path.insert(0, str(ROOT))
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int | str) -> float:
+def cpu_split(pid: int | str) -> tuple[float, float]:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS  # utime, stime
+
+
+def cpu_seconds(pid: int | str) -> float:
+    return sum(cpu_split(pid))
 
 
 def address(i: int) -> str:
@@ -198,11 +202,13 @@ def main() -> None:
             time.sleep(1)
         time.sleep(args.interval)  # let the warm-up transitions and their resyncs settle
         me = os.getpid()
+        split0 = cpu_split(me)
         c0 = {"ours": cpu_seconds(me), "redis": cpu_seconds(redis.process.pid),
               "server": cpu_seconds(server.p.pid), **({"haproxy": cpu_seconds(hap.pid)} if hap else {})}
         n0, t0 = server.ask("stats"), time.time()
         time.sleep(args.seconds)
         n1, t1 = server.ask("stats"), time.time()
+        split1 = cpu_split(me)
         c1 = {"ours": cpu_seconds(me), "redis": cpu_seconds(redis.process.pid),
               "server": cpu_seconds(server.p.pid), **({"haproxy": cpu_seconds(hap.pid)} if hap else {})}
         span = t1 - t0
@@ -215,6 +221,8 @@ def main() -> None:
             report[who] = {"probes": n, "probes_per_s": round(n / span), "cpu_s": round(cpu, 2),
                            "cpu_s_per_1000": round(1000 * cpu / max(n, 1), 3)}
         n_ours = max(n1["ours"] - n0["ours"], 1)
+        report["ours"]["cpu_s_per_1000_user_sys"] = [round(1000 * (split1[k] - split0[k]) / n_ours, 3)  # type: ignore[index]
+                                                      for k in (0, 1)]
         report["redis_cpu_s_per_1000_of_ours"] = round(1000 * (c1["redis"] - c0["redis"]) / n_ours, 3)
         report["server_cpu_s"] = round(c1["server"] - c0["server"], 2)
         if hap:

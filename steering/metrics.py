@@ -1,7 +1,7 @@
 """Prometheus `/metrics`: probe counters aggregated across worker processes through Redis.
 
 Celery prefork children (and workers on other hosts) each count their probes into Redis hashes
-(steering.health.store.apply_results, one pipeline per batch of results); this collector reads
+(steering.health.store.apply_results: one Lua script call per batch of results); this collector reads
 those hashes at scrape time in the web process. That works across hosts and restarts, needs no
 shared directory or PROMETHEUS_MULTIPROC_DIR cleanup (prometheus_client's multiprocess mode),
 and costs the web process one Redis round trip per scrape. Backends by health and pools in

@@ -177,7 +177,7 @@ async def probe(target: ProbeTarget, networks: Sequence[Network], *, due: float)
     tcp and http to an address go through fastcheck's raw-socket path; https and names here."""
     loop = asyncio.get_running_loop()
     fast: asyncio.Future[ProbeResult] = loop.create_future()
-    if start_check(loop, target, networks, due, fast.set_result, build_request(target)):
+    if start_check(loop, target, networks, due, fast.set_result, build_request(target)) is not None:
         return await fast
     started = time.time()
     t0 = time.perf_counter()

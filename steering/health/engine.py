@@ -10,16 +10,34 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
 import time
 from collections.abc import Callable, Sequence
 
 from steering.health.checks import Network, build_request, probe
-from steering.health.fastcheck import start_check
+from steering.health.fastcheck import RawCheck, expire_checks, start_check
 from steering.health.target import ProbeResult, ProbeTarget
 
 Sink = Callable[[list[ProbeResult]], None]
 FLUSH_SECONDS = 0.02   # batch window: bounds how long a transition waits before its commit starts
 FLUSH_MAX = 256
+# Probes due within the same few milliseconds start from one timer (never early, at most this
+# late): one loop wake-up for the group instead of one per probe.
+LAUNCH_SLOT = 0.005
+
+
+# The request bytes per target, found by identity (store.load_targets hands out the same
+# ProbeTarget object for an unchanged config); the entry keeps the target, so its id is not reused.
+_requests: dict[int, tuple[ProbeTarget, bytes]] = {}
+
+
+def _request(target: ProbeTarget) -> bytes:
+    entry = _requests.get(id(target))
+    if entry is None or entry[0] is not target:
+        if len(_requests) >= 200_000:
+            _requests.clear()
+        entry = _requests[id(target)] = (target, build_request(target))
+    return entry[1]
 
 
 async def run_shard(
@@ -73,20 +91,31 @@ async def run_shard(
     async def general(target: ProbeTarget, due: float) -> None:
         done(await probe(target, nets, due=due))
 
-    def launch(target: ProbeTarget, due: float) -> None:
-        # The fast path needs no task; TLS and names get one coroutine each.
-        if not start_check(loop, target, nets, due, done, build_request(target)):
-            task = loop.create_task(general(target, due))
-            slow.add(task)
-            task.add_done_callback(slow.discard)
+    def launch_group(group: list[tuple[ProbeTarget, float]]) -> None:
+        # The fast path needs no task, and the checks started here share one timeout timer per
+        # timeout value; TLS and names get one coroutine each.
+        expiring: dict[float, list[RawCheck]] = {}
+        for target, due in group:
+            check = start_check(loop, target, nets, due, done, _request(target), own_timer=False)
+            if check is None:
+                task = loop.create_task(general(target, due))
+                slow.add(task)
+                task.add_done_callback(slow.discard)
+            elif not check.finished:
+                expiring.setdefault(target.timeout, []).append(check)
+        for timeout, checks in expiring.items():
+            loop.call_later(timeout, expire_checks, checks)
 
     now_wall, now_loop = time.time(), loop.time()
+    slots: dict[int, list[tuple[ProbeTarget, float]]] = {}
     for target, due in items:
         delay = due - now_wall
-        if delay > 0:
-            loop.call_at(now_loop + delay, launch, target, due)
+        slots.setdefault(math.ceil(delay / LAUNCH_SLOT) if delay > 0 else 0, []).append((target, due))
+    for slot, group in slots.items():
+        if slot == 0:
+            launch_group(group)
         else:
-            launch(target, due)
+            loop.call_at(now_loop + slot * LAUNCH_SLOT, launch_group, group)
     if items:
         await all_done
     if timer is not None:

@@ -9,6 +9,7 @@ Measured in bench/README.md: this path is what gets a probe down to tens of micr
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import errno
 import functools
@@ -24,6 +25,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_HEAD = 16 * 1024
 MAX_BODY = 64 * 1024
 _LINGER_ABORT = struct.pack("ii", 1, 0)
+_STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 
 
 @functools.lru_cache(maxsize=65536)
@@ -39,13 +41,43 @@ def literal_verdict(address: str, networks: tuple[Network, ...]) -> tuple[str | 
     return None, f"{ip.compressed} is outside the probe allowlist"
 
 
+# address -> verdict per allowlist, found by the allowlist object's identity (each shard passes
+# one tuple for all its probes) and then by its value (every shard has a new tuple): hashing the
+# networks for literal_verdict's key on every probe cost more than the check itself. Keeping the
+# allowlist object in the entry keeps its id from being reused.
+_by_id: dict[int, tuple[object, dict[str, tuple[str | None, str]]]] = {}
+_by_value: dict[tuple[str, ...], dict[str, tuple[str | None, str]]] = {}
+
+
+def _verdict(address: str, networks: Sequence[Network]) -> tuple[str | None, str]:
+    if not isinstance(networks, tuple):  # a list could change under the cache
+        return literal_verdict(address, tuple(networks))
+    entry = _by_id.get(id(networks))
+    if entry is None or entry[0] is not networks:
+        if len(_by_id) >= 64:
+            _by_id.clear()
+        value = tuple(str(n) for n in networks)
+        if value not in _by_value:
+            if len(_by_value) >= 16:
+                _by_value.clear()
+            _by_value[value] = {}
+        entry = _by_id[id(networks)] = (networks, _by_value[value])
+    cache = entry[1]
+    verdict = cache.get(address)
+    if verdict is None:
+        if len(cache) >= 65536:
+            cache.clear()
+        verdict = cache[address] = literal_verdict(address, networks)
+    return verdict
+
+
 def expected_text(target: ProbeTarget) -> str:
     return ",".join(f"{lo}-{hi}" if lo != hi else str(lo) for lo, hi in target.expected_status)
 
 
 class RawCheck:
     __slots__ = ("loop", "target", "due", "started", "t0", "on_done", "sock", "fd", "timer", "buf", "status",
-                 "header_end", "want", "request", "finished")
+                 "header_end", "want", "request", "finished", "io")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, target: ProbeTarget, due: float,
                  on_done: Callable[[ProbeResult], None], request: bytes) -> None:
@@ -57,25 +89,29 @@ class RawCheck:
         self.header_end = -1
         self.want = target.body_match.encode() if target.body_match and target.method != "HEAD" else None
         self.finished = False
-        self.sock: socket.socket | None = None
+        self.sock: _socket.socket | None = None
         self.fd = -1
         self.timer: asyncio.TimerHandle | None = None
+        self.io = 0  # 1: a writer is registered for fd, 2: a reader (each add/remove costs a loop call)
 
-    def start(self, ip: str) -> None:
+    def start(self, ip: str, *, own_timer: bool = True) -> None:
         family = socket.AF_INET6 if ":" in ip else socket.AF_INET
         try:
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            # The C socket type, non-blocking from birth: no Python-level socket wrapper to build
+            # and tear down, no setblocking() system call.
+            sock = _socket.socket(family, _STREAM_NONBLOCK)
         except OSError as exc:
             self.finish(False, "error", exc.strerror or str(exc))
             return
         self.sock, self.fd = sock, sock.fileno()
-        sock.setblocking(False)
         err = sock.connect_ex((ip, self.target.port))
         if err not in (0, errno.EINPROGRESS):
             self.fail_errno(err)
             return
-        self.timer = self.loop.call_later(self.target.timeout, self.on_timeout)
+        if own_timer:
+            self.timer = self.loop.call_later(self.target.timeout, self.on_timeout)
         self.loop.add_writer(self.fd, self.on_connected)
+        self.io = 1
 
     def fail_errno(self, err: int) -> None:
         if err == errno.ECONNREFUSED:
@@ -90,7 +126,6 @@ class RawCheck:
         self.finish(False, "timeout", "timed out")
 
     def on_connected(self) -> None:
-        self.loop.remove_writer(self.fd)
         assert self.sock is not None
         err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
@@ -104,7 +139,12 @@ class RawCheck:
         except OSError as exc:
             self.fail_errno(exc.errno or 0)
             return
+        # The reader goes on before the writer comes off: uvloop keeps one poll handle per fd while
+        # either is registered, so the switch is one epoll change instead of a handle torn down
+        # and built again.
         self.loop.add_reader(self.fd, self.on_readable)
+        self.loop.remove_writer(self.fd)
+        self.io = 2
 
     def on_readable(self) -> None:
         assert self.sock is not None
@@ -153,8 +193,11 @@ class RawCheck:
         if self.timer is not None:
             self.timer.cancel()
         if self.sock is not None:
-            self.loop.remove_reader(self.fd)
-            self.loop.remove_writer(self.fd)
+            if self.io == 2:
+                self.loop.remove_reader(self.fd)
+            elif self.io == 1:
+                self.loop.remove_writer(self.fd)
+            self.io = 0
             try:
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
             except OSError:
@@ -166,16 +209,26 @@ class RawCheck:
 
 
 def start_check(loop: asyncio.AbstractEventLoop, target: ProbeTarget, networks: Sequence[Network], due: float,
-                on_done: Callable[[ProbeResult], None], request: bytes) -> bool:
-    """Start a tcp/http check on the fast path; False when it needs the general path (TLS, a name)."""
+                on_done: Callable[[ProbeResult], None], request: bytes, *, own_timer: bool = True) -> RawCheck | None:
+    """Start a tcp/http check on the fast path; None when it needs the general path (TLS, a name).
+
+    `own_timer=False`: the caller times the check out (expire_checks), e.g. one timer for a group
+    of checks started together, instead of one timer per check."""
     if target.kind == "https":
-        return False
-    ip, why = literal_verdict(target.address, tuple(networks))
+        return None
+    ip, why = _verdict(target.address, networks)
     if ip == "":
-        return False
+        return None
     check = RawCheck(loop, target, due, on_done, request)
     if ip is None:
         check.finish(False, "allowlist", why)
     else:
-        check.start(ip)
-    return True
+        check.start(ip, own_timer=own_timer)
+    return check
+
+
+def expire_checks(checks: Sequence[RawCheck]) -> None:
+    """The timeout of checks started together with own_timer=False: those still running fail."""
+    for check in checks:
+        if not check.finished:
+            check.on_timeout()

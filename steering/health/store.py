@@ -13,15 +13,18 @@ Keys (all under `steering:probe:`):
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 import zlib
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from steering.health.state import STALE, CheckState, step
+import msgpack
+from redis.exceptions import NoScriptError
+
+from steering.health.state import STALE, CheckState
 from steering.health.target import ProbeResult, ProbeTarget, decode_sample
 
 P = "steering:probe:"
@@ -31,6 +34,12 @@ M_PROBES, M_LATENCY, M_LAG, M_GAUGES = M + "probes", M + "latency", M + "lag", M
 STALE_INTERVALS = 3
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+# msgpack, not JSON, for the batch: floats travel as exact doubles, and packing is ~10x cheaper
+# than JSON's float repr (msgpack ships with channels-redis). packb: no Packer shared by threads.
+def _pack(rows: list[tuple[Any, ...]]) -> bytes:
+    return msgpack.packb(rows, use_bin_type=True)
 
 
 def state_key(backend_id: int) -> str:
@@ -48,6 +57,8 @@ def pool_key(pool_id: int) -> str:
 # Pops what is due by ARGV[1] and moves each to its next slot, in one atomic step: two workers
 # running this at once can never both get a backend for the same slot. The next slot keeps the
 # backend's phase (due + k*interval), so the spread across the interval survives an outage.
+# The answer is ONE string ("id due,id due,..."): a reply of thousands of elements costs the
+# client far more to parse than one bulk string.
 CLAIM_SCRIPT = """
 local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
 local now = tonumber(ARGV[2])
@@ -59,20 +70,9 @@ for i = 1, #items, 2 do
   local nxt = due + iv
   if nxt <= now then nxt = due + iv * (math.floor((now - due) / iv) + 1) end
   redis.call('ZADD', KEYS[1], nxt, id)
-  out[#out + 1] = id
-  out[#out + 1] = items[i + 1]
+  out[#out + 1] = id .. ' ' .. items[i + 1]
 end
-return out
-"""
-
-# LPUSH + LTRIM for many lists in one round trip: KEYS are the lists, ARGV[1] the length kept.
-PUSH_SAMPLES_SCRIPT = """
-local keep = tonumber(ARGV[1]) - 1
-for i, key in ipairs(KEYS) do
-  redis.call('LPUSH', key, ARGV[i + 1])
-  redis.call('LTRIM', key, 0, keep)
-end
-return #KEYS
+return table.concat(out, ',')
 """
 
 # Replace only the health field of a state string, leaving the counters a result just wrote.
@@ -141,15 +141,44 @@ def sync_schedule(r: Any, targets: Iterable[ProbeTarget], *, now: float | None =
 def claim(r: Any, *, horizon: float, now: float | None = None, limit: int = 20000) -> list[tuple[int, float]]:
     """Backends due by `horizon`, each exactly once across all callers, with their due times."""
     now = time.time() if now is None else now
-    flat = r.eval(CLAIM_SCRIPT, 2, DUE, IVL, repr(horizon), repr(now), limit)
-    return [(int(flat[i]), float(flat[i + 1])) for i in range(0, len(flat), 2)]
+    packed = run_script(r, CLAIM_SCRIPT, CLAIM_SHA, (DUE, IVL), (repr(horizon), repr(now), limit))
+    text = packed.decode() if isinstance(packed, bytes) else packed
+    if not text:
+        return []
+    return [(int(bid), float(due)) for bid, due in (item.split(" ") for item in text.split(","))]
+
+
+# HMGET answered as one string, one config per line ("" where a backend has none); JSON has no
+# raw newline. ARGV[1] the ids, comma-separated.
+LOAD_TARGETS_SCRIPT = """
+local ids = {}
+for id in string.gmatch(ARGV[1], '[^,]+') do ids[#ids + 1] = id end
+local out = {}
+for i = 1, #ids, 1000 do
+  local vals = redis.call('HMGET', KEYS[1], unpack(ids, i, math.min(i + 999, #ids)))
+  for j = 1, #vals do out[#out + 1] = vals[j] or '' end
+end
+return table.concat(out, '\\n')
+"""
+_decoded: dict[str, ProbeTarget] = {}
+
+
+def _target(raw: str) -> ProbeTarget:
+    """ProbeTarget.decode, memoised: the same configs come back every interval."""
+    target = _decoded.get(raw)
+    if target is None:
+        if len(_decoded) >= 200_000:
+            _decoded.clear()
+        target = _decoded[raw] = ProbeTarget.decode(raw)
+    return target
 
 
 def load_targets(r: Any, ids: Sequence[int]) -> dict[int, ProbeTarget]:
     if not ids:
         return {}
-    raws = r.hmget(CFG, list(ids))
-    return {bid: ProbeTarget.decode(raw) for bid, raw in zip(ids, raws, strict=True) if raw}
+    packed = run_script(r, LOAD_TARGETS_SCRIPT, LOAD_TARGETS_SHA, (CFG,), (",".join(str(i) for i in ids),))
+    raws = (packed.decode() if isinstance(packed, bytes) else packed).split("\n")
+    return {bid: _target(raw) for bid, raw in zip(ids, raws, strict=True) if raw}
 
 
 @dataclass(frozen=True)
@@ -161,66 +190,141 @@ class Transition:
     evidence: dict[str, object]
 
 
-def _bucket(value: float, buckets: Sequence[float]) -> str:
-    for b in buckets:
-        if value <= b:
-            return repr(b)
-    return "+Inf"
+def _lua_list(values: Sequence[float]) -> str:
+    return "{" + ", ".join(repr(v) for v in values) + "}"
+
+
+def _lua_names(values: Sequence[float]) -> str:
+    return "{" + ", ".join(f"'{v!r}'" for v in values) + "}"
+
+
+# The whole of apply_results in one round trip. ARGV[1] the key prefix, ARGV[2] samples kept,
+# ARGV[3] stale intervals, ARGV[4] the wall clock for the last_result_time gauge, ARGV[5] the
+# batch as ONE msgpack array of [backend id, ok 0|1, latency ms, result, due, started, finished,
+# rise, fall, interval, sample detail]. KEYS: stale_at, then the probes/latency/lag/gauges hashes.
+# Server side, per result: the rise/fall step (the same semantics as steering.health.state.step,
+# checked against it by tests/test_health_state.py), its state string and stale deadline, the
+# sample (LPUSH + LTRIM); per batch: the metric counters and histogram buckets. Returns only the
+# transitions, flat: index into the batch, from, to, ok streak, fail streak.
+# The state and samples keys are built here from the prefix (fine on one Redis server; on Redis
+# Cluster they would have to be passed in KEYS).
+APPLY_SCRIPT = """
+local P = ARGV[1]
+local keep = tonumber(ARGV[2]) - 1
+local stale_n = tonumber(ARGV[3])
+local batch = cmsgpack.unpack(ARGV[5])
+local LAT_B, LAT_N = __LAT_B__, __LAT_N__
+local LAG_B, LAG_N = __LAG_B__, __LAG_N__
+local function bucket(v, bounds, names)
+  for i = 1, #bounds do if v <= bounds[i] then return names[i] end end
+  return '+Inf'
+end
+local function decode(s)
+  if not s then return 'unknown', 0, 0, 0, 0 end
+  local h, o, f, lt, ld = string.match(s, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+  o, f, lt, ld = tonumber(o), tonumber(f), tonumber(lt), tonumber(ld)
+  if not (h and o and f and lt and ld) or o ~= math.floor(o) or f ~= math.floor(f) then
+    return 'unknown', 0, 0, 0, 0
+  end
+  return h, o, f, lt, ld
+end
+local by_result, lat_c, lag_c = {}, {}, {}
+local lat_sum, lag_sum, lag_max = 0.0, 0.0, 0.0
+local out = {}
+for i, r in ipairs(batch) do
+  local bid, ok, latency_ms, result, due, started, finished = r[1], r[2], r[3], r[4], r[5], r[6], r[7]
+  local rise, fall, interval, detail = r[8], r[9], r[10], r[11]
+  local id = string.format('%d', bid)
+  by_result[result] = (by_result[result] or 0) + 1
+  local lat = latency_ms / 1000.0
+  local lag = started - due
+  if lag < 0 then lag = 0.0 end
+  local lb, gb = bucket(lat, LAT_B, LAT_N), bucket(lag, LAG_B, LAG_N)
+  lat_c[lb] = (lat_c[lb] or 0) + 1
+  lag_c[gb] = (lag_c[gb] or 0) + 1
+  lat_sum = lat_sum + lat
+  lag_sum = lag_sum + lag
+  if lag > lag_max then lag_max = lag end
+  local key = P .. 'state:' .. id
+  local h, o, f, lt, ld = decode(redis.call('GET', key))
+  if not (due < ld) then
+    local nh = h
+    if ok == 1 then
+      o = math.min(o + 1, 1000000); f = 0
+      if o >= rise then nh = 'up' end
+    else
+      f = math.min(f + 1, 1000000); o = 0
+      if f >= fall then nh = 'down' end
+    end
+    redis.call('SET', key, string.format('%s|%d|%d|%.3f|%.3f', nh, o, f, finished, due))
+    redis.call('ZADD', KEYS[1], string.format('%.17g', finished + stale_n * interval), id)
+    if nh ~= h then
+      out[#out + 1] = i - 1; out[#out + 1] = h; out[#out + 1] = nh; out[#out + 1] = o; out[#out + 1] = f
+    end
+  end
+  local skey = P .. 'samples:' .. id
+  redis.call('LPUSH', skey, string.format('%.3f|%d|%.2f|%s|%s', finished, ok, latency_ms, result, detail))
+  redis.call('LTRIM', skey, 0, keep)
+end
+for k, n in pairs(by_result) do redis.call('HINCRBY', KEYS[2], k, n) end
+for k, n in pairs(lat_c) do redis.call('HINCRBY', KEYS[3], k, n) end
+for k, n in pairs(lag_c) do redis.call('HINCRBY', KEYS[4], k, n) end
+redis.call('HINCRBYFLOAT', KEYS[3], 'sum', string.format('%.17g', lat_sum))
+redis.call('HINCRBY', KEYS[3], 'count', #batch)
+redis.call('HINCRBYFLOAT', KEYS[4], 'sum', string.format('%.17g', lag_sum))
+redis.call('HINCRBY', KEYS[4], 'count', #batch)
+redis.call('HSET', KEYS[5], 'lag_last_batch_max', string.format('%.17g', lag_max), 'last_result_time', ARGV[4])
+return out
+"""
+for _name, _value in (("__LAT_B__", _lua_list(LATENCY_BUCKETS)), ("__LAT_N__", _lua_names(LATENCY_BUCKETS)),
+                      ("__LAG_B__", _lua_list(LAG_BUCKETS)), ("__LAG_N__", _lua_names(LAG_BUCKETS))):
+    APPLY_SCRIPT = APPLY_SCRIPT.replace(_name, _value)
+APPLY_SHA = hashlib.sha1(APPLY_SCRIPT.encode()).hexdigest()
+CLAIM_SHA = hashlib.sha1(CLAIM_SCRIPT.encode()).hexdigest()
+LOAD_TARGETS_SHA = hashlib.sha1(LOAD_TARGETS_SCRIPT.encode()).hexdigest()
+
+
+def run_script(r: Any, script: str, sha: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    """EVALSHA (the script body is sent once per Redis server), EVAL when the server lacks it."""
+    try:
+        return r.evalsha(sha, len(keys), *keys, *args)
+    except NoScriptError:
+        return r.eval(script, len(keys), *keys, *args)
+
+
+def pack_results(results: Sequence[ProbeResult], targets: dict[int, ProbeTarget]) -> bytes:
+    """The batch as the one packed argument of APPLY_SCRIPT."""
+    rows = []
+    for res in results:
+        t = targets[res.backend_id]
+        detail = str(res.status) if res.status is not None else res.error[:120].replace("|", "/")
+        rows.append((res.backend_id, 1 if res.ok else 0, res.latency_ms, res.result, res.due, res.started,
+                     res.finished, t.rise, t.fall, t.interval, detail))
+    return _pack(rows)
 
 
 def apply_results(r: Any, results: Sequence[ProbeResult], targets: dict[int, ProbeTarget], *,
                   keep_samples: int = 60) -> list[Transition]:
     """Feed results to the state machine with Redis as memory; return the transitions.
 
-    One probe per backend is in flight at a time (the claim guarantees it and the timeout is
-    within the interval), so this read-modify-write has a single writer per backend; the
-    `last_due` check in `step` drops a result that arrives out of order anyway.
+    One Redis round trip per batch (APPLY_SCRIPT): the script steps each backend's counters,
+    writes its samples and the metric counters, and answers only with the transitions. Results
+    are applied in order, so two results for one backend in a batch step one after the other;
+    the `last_due` check drops a result that arrives out of order.
     """
     results = [res for res in results if res.backend_id in targets]
     if not results:
         return []
-    keys = [state_key(res.backend_id) for res in results]
-    states = [CheckState.decode(raw) for raw in r.mget(keys)]
-    new_states: dict[str, str] = {}
-    stale_at: dict[int, float] = {}
+    flat = run_script(r, APPLY_SCRIPT, APPLY_SHA, (STALE_AT, M_PROBES, M_LATENCY, M_LAG, M_GAUGES),
+                      (P, keep_samples, STALE_INTERVALS, repr(time.time()), pack_results(results, targets)))
     transitions: list[Transition] = []
-    by_result: Counter[str] = Counter()
-    latency: Counter[str] = Counter()
-    lag: Counter[str] = Counter()
-    lat_sum = lag_sum = lag_max = 0.0
-    for res, key, st in zip(results, keys, states, strict=True):
+    for i in range(0, len(flat), 5):
+        res = results[int(flat[i])]
         t = targets[res.backend_id]
-        stepped = step(st, ok=res.ok, rise=t.rise, fall=t.fall, now=res.finished, due=res.due)
-        by_result[res.result] += 1
-        latency[_bucket(res.latency_ms / 1000.0, LATENCY_BUCKETS)] += 1
-        lag[_bucket(res.lag, LAG_BUCKETS)] += 1
-        lat_sum += res.latency_ms / 1000.0
-        lag_sum += res.lag
-        lag_max = max(lag_max, res.lag)
-        if not stepped.accepted:
-            continue
-        new_states[key] = stepped.state.encode()
-        stale_at[res.backend_id] = res.finished + STALE_INTERVALS * t.interval
-        if stepped.transition:
-            ev = {**res.evidence(), "ok_streak": stepped.state.ok_streak, "fail_streak": stepped.state.fail_streak,
-                  "rise": t.rise, "fall": t.fall}
-            transitions.append(Transition(res.backend_id, t.pool_id, *stepped.transition, ev))
-    pipe = r.pipeline(transaction=False)
-    if new_states:
-        pipe.mset(new_states)
-        pipe.zadd(STALE_AT, stale_at)
-    sample_keys = [samples_key(res.backend_id) for res in results]
-    pipe.eval(PUSH_SAMPLES_SCRIPT, len(sample_keys), *sample_keys, keep_samples, *[res.sample() for res in results])
-    for name, n in by_result.items():
-        pipe.hincrby(M_PROBES, name, n)
-    for name, n in latency.items():
-        pipe.hincrby(M_LATENCY, name, n)
-    for name, n in lag.items():
-        pipe.hincrby(M_LAG, name, n)
-    pipe.hincrbyfloat(M_LATENCY, "sum", lat_sum).hincrby(M_LATENCY, "count", len(results))
-    pipe.hincrbyfloat(M_LAG, "sum", lag_sum).hincrby(M_LAG, "count", len(results))
-    pipe.hset(M_GAUGES, mapping={"lag_last_batch_max": lag_max, "last_result_time": time.time()})
-    pipe.execute()
+        from_h, to_h = (x.decode() if isinstance(x, bytes) else x for x in flat[i + 1:i + 3])
+        ev = {**res.evidence(), "ok_streak": int(flat[i + 3]), "fail_streak": int(flat[i + 4]),
+              "rise": t.rise, "fall": t.fall}
+        transitions.append(Transition(res.backend_id, t.pool_id, from_h, to_h, ev))
     return transitions
 
 
