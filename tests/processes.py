@@ -17,6 +17,17 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER_FAST_START = ["--without-mingle", "--without-gossip"]
 
 
+def stop_process_group(proc: subprocess.Popen, timeout: float = 15.0) -> None:  # type: ignore[type-arg]
+    """SIGTERM the process group, SIGKILL it if it has not gone within `timeout`."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
 def database_url_for_subprocess() -> str:
     """The URL of the database this test is using (the test DB, not the configured one)."""
     s = connection.settings_dict
@@ -58,13 +69,7 @@ class CeleryProcess:
         self._log.close()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        stop_process_group(self.proc)
         self._log.close()
 
     def log(self) -> str:

@@ -35,6 +35,7 @@ from steering.dataplane.haproxy.stats import StatsCollector
 from steering.dataplane.stats import read_backend_stats
 from steering.models import Backend, Change, Pool, PoP
 from tests import factories as f
+from tests.processes import stop_process_group
 from tests.test_haproxy_render import haproxy_binary
 
 
@@ -153,14 +154,8 @@ class HAProxy:
             return False
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
         if self.proc is not None:
+            stop_process_group(self.proc, timeout=10)
             self.log.close()
 
     @property
