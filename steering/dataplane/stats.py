@@ -22,6 +22,8 @@ class BackendStats:
     completion_rate: float    # sessions finishing per second, measured
     session_rate: float       # new sessions per second
     updated_at: float         # unix time of the sample
+    rate_5xx: float = 0.0     # HTTP 5xx answers per second
+    flag_5xx: bool = False    # passive health: 5xx spiking (steering.dataplane.passive)
 
     def fresh(self, now: float | None = None) -> bool:
         return (now or time.time()) - self.updated_at <= MAX_AGE_SECONDS
@@ -65,6 +67,8 @@ def read_backend_stats(backend_ids: Iterable[int]) -> dict[int, BackendStats]:
                 completion_rate=float(row[b"completion_rate"]),
                 session_rate=float(row.get(b"session_rate", 0) or 0),
                 updated_at=float(row[b"updated_at"]),
+                rate_5xx=float(row.get(b"rate_5xx", 0) or 0),
+                flag_5xx=row.get(b"flag_5xx") == b"1",
             )
         except (KeyError, ValueError):
             continue

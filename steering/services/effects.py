@@ -96,3 +96,15 @@ def publish_after_commit(version: int, deltas: list[dict[str, Any]]) -> None:
             async_to_sync(layer.group_send)(LIVE_GROUP, {"type": "live.delta", "delta": message})
     except Exception as exc:
         _warn("publish the live delta", version, exc)
+
+
+def publish_observed(message: dict[str, Any]) -> None:
+    """Push a measurement (a data plane's observed state, a passive health flag) to live browsers.
+
+    Not a state change: no version, no audit. The consumer forwards `message` as-is."""
+    try:
+        layer = get_channel_layer()
+        if layer is not None:
+            async_to_sync(layer.group_send)(LIVE_GROUP, {"type": "live.observed", "message": message})
+    except Exception as exc:
+        _warn("publish an observation", 0, exc)

@@ -159,6 +159,13 @@ class Runtime:
         if reply and "changed" not in reply and "no need" not in reply:
             raise RuntimeAPIError(f"set server {backend}/{server} addr: {reply}")
 
+    def worker_pid(self) -> int:
+        """The serving process's pid (`show info`): it changes on every reload and restart."""
+        for line in self.command("show info").splitlines():
+            if line.startswith("Pid:"):
+                return int(line.split(":", 1)[1])
+        raise RuntimeAPIError("show info: no Pid line")
+
     def backends(self) -> list[str]:
         """Every proxy with a backend side (`show backend`)."""
         return [x.strip() for x in self.command("show backend").splitlines() if x.strip() and not x.startswith("#")]

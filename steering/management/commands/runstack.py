@@ -1,12 +1,17 @@
-"""Bring the whole product up: ASGI server (HTTP + WebSocket), Celery worker and beat.
+"""Bring the whole product up: ASGI server (HTTP + WebSocket), Celery worker and beat, and the
+data planes that are installed here.
 
 Used by `make run`. Starts a private Redis on loopback when REDIS_URL is not set, prints the
-URL and how to sign in, and stops everything on Ctrl-C (or when any part dies).
+URL and how to sign in, and stops everything on Ctrl-C (or when any part dies). With HAProxy
+installed, the HAProxy agent runs one HAProxy per demo PoP (frontends on 127.2.<pop>.<service>)
+and a small traffic generator sends requests through them; without it, the output says the
+local layer is not connected.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +22,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from config.embedded import PrivateRedis
+from steering.gslb.demo import dns_layer
 
 
 class Command(BaseCommand):
@@ -27,6 +33,10 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
         parser.add_argument("--no-demo-backends", dest="demo_backends", action="store_false",
                             help="Do not serve the demo backends on loopback.")
+        parser.add_argument("--no-haproxy", dest="haproxy", action="store_false",
+                            help="Do not start HAProxy for the demo PoPs even when it is installed.")
+        parser.add_argument("--no-traffic", dest="traffic", action="store_false",
+                            help="Do not run the demo traffic generator.")
         parser.add_argument("--setup", action="store_true",
                             help="First migrate, collect static files, ensure the admin user and load the demo.")
 
@@ -51,6 +61,20 @@ class Command(BaseCommand):
         if options["demo_backends"]:
             # Real listeners for the demo fleet, so health checks have something true to find.
             commands["demo-backends"] = [python, str(settings.BASE_DIR / "manage.py"), "demo_backends"]
+        notes: list[str] = []
+        if options["haproxy"] and (shutil.which("haproxy") or os.access("/usr/sbin/haproxy", os.X_OK)):
+            commands["haproxy-agent"] = [python, str(settings.BASE_DIR / "manage.py"), "haproxy_agent", "--spawn"]
+            notes.append("  local layer:      HAProxy per PoP on 127.2.<pop id>.<service id>:8443 (manage.py haproxy_agent)")
+            if options["traffic"] and options["demo_backends"]:
+                commands["demo-traffic"] = [python, str(settings.BASE_DIR / "manage.py"), "demo_traffic"]
+                notes.append("  demo traffic:     a few requests/s through every PoP (manage.py demo_traffic)")
+        else:
+            notes.append("  local layer:      NOT CONNECTED (HAProxy is not installed: apt-get install haproxy)")
+        # DNS layer: the GSLB server and a loopback PowerDNS, when pdns_server is installed.
+        dns = dns_layer(python, settings.BASE_DIR / "manage.py", var, listen=settings.STEERING_GSLB_LISTEN,
+                        dns_port=settings.STEERING_DNS_PORT)
+        commands.update(dns.commands)
+        notes += dns.lines
         if options["setup"]:
             manage = [python, str(settings.BASE_DIR / "manage.py")]
             for step in (["migrate", "--noinput", "-v0"], ["collectstatic", "--noinput", "-v0"],
@@ -71,7 +95,7 @@ class Command(BaseCommand):
         try:
             for name, cmd in commands.items():
                 procs[name] = subprocess.Popen(cmd, env=env, start_new_session=True)
-            self._announce(host, port, env["REDIS_URL"], redis is not None)
+            self._announce(host, port, env["REDIS_URL"], redis is not None, notes)
             while not stopping:
                 for name, proc in procs.items():
                     if proc.poll() is not None:
@@ -93,7 +117,7 @@ class Command(BaseCommand):
                 redis.stop()
             self.stdout.write("stopped")
 
-    def _announce(self, host: str, port: int, redis_url: str, private_redis: bool) -> None:
+    def _announce(self, host: str, port: int, redis_url: str, private_redis: bool, notes: list[str]) -> None:
         db = settings.DATABASES["default"]
         password_file = settings.VAR_DIR / "admin-password.txt"
         lines = [
@@ -107,6 +131,7 @@ class Command(BaseCommand):
             lines.append(f"  sign in:          admin / {password_file.read_text().strip()}")
         else:
             lines.append("  sign in:          admin / the password in STEERING_ADMIN_PASSWORD")
+        lines += notes
         lines += ["  API token:        python manage.py create_token admin --role operator --name my-tool",
                   "  stop:             Ctrl-C", ""]
         self.stdout.write("\n".join(lines))

@@ -1,0 +1,123 @@
+"""What the data planes report back: live HAProxy figures per backend, and which layers are connected.
+
+Measurements, read from Redis (the agents write them); nothing here touches the relational DB
+beyond naming the backends of a PoP.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from steering.dataplane.haproxy.agent import read_agent_reports
+from steering.dataplane.stats import read_backend_stats
+from steering.models import Backend, PoP
+
+FRESH_SECONDS = 5.0
+GSLB_HEARTBEAT_KEY = "steering:gslb:heartbeat"
+ANYCAST_AGENT_PATTERN = "steering:anycast:agent:*"
+
+
+def _redis() -> Any:
+    from steering.services.effects import _redis as client
+
+    return client()
+
+
+def _fresh(at: Any, now: float) -> bool:
+    try:
+        return now - float(at) <= FRESH_SECONDS
+    except (TypeError, ValueError):
+        return False
+
+
+class PopQuery(serializers.Serializer):  # type: ignore[type-arg]
+    pop = serializers.PrimaryKeyRelatedField(queryset=PoP.objects.all(), required=False)
+
+
+class BackendFigures(serializers.Serializer):  # type: ignore[type-arg]
+    sessions = serializers.IntegerField()
+    session_rate = serializers.FloatField(help_text="New sessions per second.")
+    completion_rate = serializers.FloatField(help_text="Sessions ending per second.")
+    rate_5xx = serializers.FloatField(help_text="HTTP 5xx answers per second.")
+    flag_5xx = serializers.BooleanField(help_text="Passive health: the 5xx share is spiking.")
+    updated_at = serializers.FloatField(help_text="Unix time of the sample.")
+
+
+class BackendStatsView(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("pop", int, description="Only this PoP's backends.")],
+        responses={200: inline_serializer("BackendStats", {
+            "connected": serializers.BooleanField(help_text="A HAProxy agent reported within 5 s."),
+            "backends": serializers.DictField(child=BackendFigures(), help_text="By backend id; fresh figures only."),
+        })},
+    )
+    def get(self, request: Request) -> Response:
+        query = PopQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        pop: PoP | None = query.validated_data.get("pop")
+        backends = Backend.objects.all()
+        if pop is not None:
+            backends = backends.filter(pool__pop=pop)
+        stats = read_backend_stats(backends.values_list("pk", flat=True))
+        now = time.time()
+        reports = read_agent_reports(_redis())
+        connected = any(r.get("connected") and _fresh(r.get("at"), now)
+                        for slug, r in reports.items() if pop is None or slug == pop.slug)
+        return Response({
+            "connected": connected,
+            "backends": {str(bid): {"sessions": s.sessions, "session_rate": round(s.session_rate, 2),
+                                    "completion_rate": round(s.completion_rate, 2), "rate_5xx": round(s.rate_5xx, 2),
+                                    "flag_5xx": s.flag_5xx, "updated_at": s.updated_at}
+                         for bid, s in stats.items()},
+        })
+
+
+def layer_status() -> dict[str, dict[str, Any]]:
+    """Which data planes answer, in words an operator can act on."""
+    redis = _redis()
+    now = time.time()
+    pops = list(PoP.objects.values_list("slug", flat=True))
+    reports = read_agent_reports(redis)
+    up = sorted(s for s, r in reports.items() if r.get("connected") and _fresh(r.get("at"), now))
+    local = {"connected": bool(up), "pops": up,
+             "detail": (f"HAProxy answering in {len(up)} of {len(pops)} PoPs" if up else
+                        "no HAProxy agent reporting: the local layer is not connected (run manage.py haproxy_agent)")}
+    try:
+        heartbeat = redis.get(GSLB_HEARTBEAT_KEY)
+    except Exception:
+        heartbeat = None
+    dns_up = _fresh(heartbeat, now)
+    dns = {"connected": dns_up,
+           "detail": "the PowerDNS remote backend is answering" if dns_up else
+                     "no GSLB server reporting: the DNS layer is not connected (run manage.py gslb_server)"}
+    import json
+
+    agents = []
+    try:
+        keys = list(redis.scan_iter(match=ANYCAST_AGENT_PATTERN, count=500))
+        for key, raw in zip(keys, redis.mget(keys) if keys else [], strict=True):
+            try:
+                if raw and _fresh(json.loads(raw).get("at"), now):
+                    agents.append(key.decode().rsplit(":", 1)[-1])
+            except (ValueError, AttributeError):
+                continue
+    except Exception:
+        pass
+    anycast = {"connected": bool(agents), "pops": sorted(agents),
+               "detail": (f"ExaBGP agents reporting from {len(agents)} of {len(pops)} PoPs" if agents else
+                          "no ExaBGP agent reporting: the anycast layer is not connected")}
+    return {"local": local, "dns": dns, "anycast": anycast}
+
+
+class DataplanesView(APIView):
+    @extend_schema(responses={200: inline_serializer("Dataplanes", {
+        "local": serializers.DictField(), "dns": serializers.DictField(), "anycast": serializers.DictField()})})
+    def get(self, request: Request) -> Response:
+        return Response(layer_status())

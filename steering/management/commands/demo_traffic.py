@@ -1,0 +1,109 @@
+"""A small traffic generator for the demo: steady HTTP requests through each PoP's HAProxy.
+
+It reads where the frontends are from the HAProxy agents' reports (Redis), so it follows PoPs
+as they come and go, and only ever connects to loopback. Requests ask the demo backends to
+answer after a while (`?ms=`), so sessions stay open long enough to see on the map, a drain has
+sessions to wait for, and HAProxy's figures (sessions, rates) move when an operator acts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import random
+import signal
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from steering.dataplane.haproxy.agent import read_agent_reports
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+async def one_request(host: str, port: int, path: str, timeout: float) -> int:
+    """One HTTP/1.1 request on its own connection; returns the status (0 on failure)."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, TimeoutError):
+        return 0
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n".encode())
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        await asyncio.wait_for(reader.read(), timeout)
+        parts = line.split()
+        return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    except (OSError, TimeoutError, ValueError):
+        return 0
+    finally:
+        writer.close()
+
+
+class Command(BaseCommand):
+    help = "Send demo traffic through every PoP's HAProxy frontends (loopback only; Ctrl-C stops)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--rps", type=float, default=6.0, help="Mean requests per second per frontend.")
+        parser.add_argument("--mean-ms", type=float, default=2000.0, help="Mean time a backend takes to answer.")
+        parser.add_argument("--max-open", type=int, default=800, help="Cap on open requests overall.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        asyncio.run(self._run(options["rps"], options["mean_ms"], options["max_open"]))
+
+    async def _run(self, rps: float, mean_ms: float, max_open: int) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        from steering.services.effects import _redis
+
+        redis = _redis()
+        open_requests: set[asyncio.Task[int]] = set()
+        # Some PoPs are busier than others, as in life; fixed per frontend for a steady picture.
+        busyness: dict[tuple[str, int], float] = {}
+        frontends: list[tuple[str, int]] = []
+        refreshed = 0.0
+        while not stop.is_set():
+            now = loop.time()
+            if now - refreshed > 5:
+                refreshed = now
+                found = await asyncio.to_thread(read_agent_reports, redis)
+                frontends = sorted({(host, int(port)) for r in found.values() if r.get("connected")
+                                    for host, port in (a.rsplit(":", 1) for a in (r.get("frontends") or {}).values())
+                                    if _loopback(host)})
+                for f in frontends:
+                    busyness.setdefault(f, random.uniform(0.4, 1.6))
+            tick = 0.1
+            for host, port in frontends:
+                # Poisson arrivals: on average rps * busyness per second.
+                for _ in range(_poisson(rps * busyness[(host, port)] * tick)):
+                    if len(open_requests) >= max_open:
+                        break
+                    ms = int(min(random.expovariate(1 / mean_ms), 30_000))
+                    path = random.choice(["/", "/", "/", "/payments/charge"]) + f"?ms={ms}"
+                    task = asyncio.create_task(one_request(host, port, path, timeout=ms / 1000 + 10))
+                    open_requests.add(task)
+                    task.add_done_callback(open_requests.discard)
+            try:
+                await asyncio.wait_for(stop.wait(), tick)
+            except TimeoutError:
+                pass
+        for task in list(open_requests):
+            task.cancel()
+        self.stdout.write(json.dumps({"stopped": True, "open": len(open_requests)}))
+
+
+def _poisson(mean: float) -> int:
+    # Knuth's method; mean is small (well under 10) per 100 ms tick.
+    limit, k, p = pow(2.718281828459045, -mean), 0, 1.0
+    while True:
+        p *= random.random()
+        if p <= limit:
+            return k
+        k += 1

@@ -1,0 +1,272 @@
+"""The HAProxy agent against a real HAProxy it starts itself (`--spawn`), on loopback.
+
+What the agent is for: a change committed through the service layer reaches HAProxy without
+anyone calling it; figures come back into Redis and the API; new pools get a config and a
+reload; a killed HAProxy comes back with the desired state; a 5xx spike is flagged.
+Every wait is a bounded poll on a condition (no timed assertions).
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from steering.dataplane.haproxy.agent import HAProxyAgent
+from steering.dataplane.haproxy.desired import pop_spec
+from steering.dataplane.haproxy.runtime import Runtime
+from steering.dataplane.passive import FiveXXRule
+from steering.dataplane.stats import read_backend_stats
+from steering.models import Backend, Change, PoP, Service
+from steering.services.actions import do_drain
+from steering.services.context import Actor
+from tests import factories as f
+from tests.test_haproxy_live import NameServer, free_port, wait_for
+from tests.test_haproxy_render import haproxy_binary
+
+OPERATOR = Actor(name="otto", source="api")
+
+
+class Harness:
+    def __init__(self, tmp_path: Path) -> None:
+        haproxy_binary()  # fails in CI, skips elsewhere, when HAProxy is missing
+        self.pop = f.pop(slug=f"agent{free_port() % 10000}")
+        self.service = f.service(protocol="http", slug=f"svc{self.pop.pk}")
+        self.pool = f.pool(self.pop, self.service, slug="web", algorithm="roundrobin")
+        self.servers: dict[str, NameServer] = {}
+        self.port = free_port()
+        self.agent = HAProxyAgent([self.pop.slug], spawn=True, directory=tmp_path, reconcile_seconds=3600,
+                                  rule=FiveXXRule(min_rate=1.0, min_share=0.25),
+                                  binds=lambda pop, services: {s.slug: ("127.0.0.1", self.port) for s in services})
+
+    def add(self, name: str, **kw: Any) -> Backend:
+        server = NameServer(name).start()
+        self.servers[name] = server
+        return f.backend(self.pool, name=name, address="127.0.0.1", port=server.port, **kw)
+
+    def pump(self, until: Any, what: str, timeout: float = 20.0) -> Any:
+        """Run agent passes until `until()` is true."""
+        def step() -> Any:
+            self.agent.tick()
+            return until()
+        return wait_for(step, what, timeout=timeout)
+
+    @property
+    def runtime(self) -> Runtime:
+        return Runtime(self.agent.links[self.pop.slug].socket)
+
+    def state(self, name: str) -> Any:
+        proxy = pop_spec(self.pop).pool(self.pool.pk)
+        assert proxy is not None
+        try:
+            return {s.name: s for s in self.runtime.show_servers_state(proxy.proxy)}.get(name)
+        except Exception:
+            return None
+
+    def get(self, path: str = "/") -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def stop(self) -> None:
+        self.agent.stop()
+        for s in self.servers.values():
+            s.stop()
+
+
+@pytest.fixture
+def harness(transactional_db: Any, tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(tmp_path)
+    try:
+        h.add("app-1")
+        h.add("app-2")
+        h.pump(lambda: h.state("app-1") is not None, "the agent to start HAProxy")
+        yield h
+    finally:
+        h.stop()
+
+
+def test_a_committed_drain_reaches_haproxy_without_anyone_calling_it(harness: Harness) -> None:
+    backend = Backend.objects.get(pool=harness.pool, name="app-1")
+    assert harness.state("app-1").state == "ready"
+    do_drain(backend, actor=OPERATOR, reason="deploy", grace_seconds=60, force=True, force_reason="test fleet")
+    harness.pump(lambda: harness.state("app-1").state == "drain", "HAProxy to drain app-1")
+    assert harness.state("app-2").state == "ready"
+    # And traffic follows: every new request lands on app-2.
+    answers = {harness.get()[1] for _ in range(20)}
+    assert answers == {"app-2"}
+
+
+def test_figures_reach_redis_and_the_api(harness: Harness, operator_api: Any) -> None:
+    for _ in range(10):
+        assert harness.get()[0] == 200
+    ids = list(Backend.objects.filter(pool=harness.pool).values_list("pk", flat=True))
+    harness.pump(lambda: len(read_backend_stats(ids)) == 2, "stats for both backends")
+    body = operator_api.get(f"/api/v1/stats/backends/?pop={harness.pop.pk}").json()
+    assert body["connected"] is True
+    assert set(body["backends"]) == {str(i) for i in ids}
+    assert all(v["sessions"] == 0 for v in body["backends"].values())
+    layers = operator_api.get("/api/v1/dataplanes/").json()
+    assert layers["local"]["connected"] is True and harness.pop.slug in layers["local"]["pops"]
+
+
+def test_a_new_pool_gets_a_config_and_a_reload(harness: Harness) -> None:
+    pci = f.pool(harness.pop, harness.service, slug="pay-pci", match_path_prefix="/payments", rule_priority=10)
+    server = NameServer("pay-1").start()
+    harness.servers["pay-1"] = server
+    f.backend(pci, name="pay-1", address="127.0.0.1", port=server.port)
+    harness.pump(lambda: harness.get("/payments/x") == (200, "pay-1"), "the reloaded HAProxy to route /payments")
+    assert harness.get("/")[1] in {"app-1", "app-2"}
+
+
+def test_a_killed_haproxy_comes_back_with_the_desired_state(harness: Harness) -> None:
+    backend = Backend.objects.get(pool=harness.pool, name="app-2")
+    do_drain(backend, actor=OPERATOR, reason="deploy", grace_seconds=60, force=True, force_reason="test fleet")
+    harness.pump(lambda: harness.state("app-2").state == "drain", "HAProxy to drain app-2")
+    managed = harness.agent.links[harness.pop.slug].managed
+    assert managed is not None and managed.proc is not None
+    old_pid = managed.proc.pid
+    managed.proc.kill()
+    managed.proc.wait(timeout=10)
+    harness.pump(lambda: managed.proc is not None and managed.proc.pid != old_pid and harness.state("app-2") is not None,
+                 "the agent to start a new HAProxy")
+    # Rendered draining = weight 0, or the runtime drain: either way no new traffic for app-2.
+    harness.pump(lambda: {harness.get()[1] for _ in range(10)} == {"app-1"}, "traffic to avoid app-2 again")
+
+
+def test_a_5xx_spike_is_flagged_and_clears(harness: Harness, operator_api: Any) -> None:
+    backend = Backend.objects.get(pool=harness.pool, name="app-1")
+    harness.pump(lambda: str(backend.pk) in operator_api.get("/api/v1/stats/backends/").json()["backends"],
+                 "a first stats sample")
+
+    def fail_a_while() -> bool:
+        for _ in range(30):
+            harness.get("/fail")  # NameServer answers 500 on /fail
+        harness.agent.last_stats = float("-inf")  # collect now rather than on the next second
+        harness.agent.tick()
+        figures = read_backend_stats([backend.pk])
+        return bool(figures) and figures[backend.pk].flag_5xx
+
+    wait_for(fail_a_while, "the 5xx spike flag", timeout=30)
+    body = operator_api.get("/api/v1/stats/backends/").json()
+    assert body["backends"][str(backend.pk)]["flag_5xx"] is True
+    assert body["backends"][str(backend.pk)]["rate_5xx"] > 0
+
+    def healthy_a_while() -> bool:
+        for _ in range(10):
+            harness.get("/")
+        harness.agent.last_stats = float("-inf")
+        harness.agent.tick()
+        return not read_backend_stats([backend.pk])[backend.pk].flag_5xx
+
+    wait_for(healthy_a_while, "the flag to clear", timeout=30)
+    # A flag is evidence, not a transition: nothing was written to the audit log for it.
+    assert not Change.objects.filter(object_id=backend.pk, action__startswith="health").exists()
+
+
+def test_demo_frontends_get_one_loopback_address_per_pop_and_service() -> None:
+    from steering.dataplane.haproxy.agent import demo_binds
+    from steering.dataplane.haproxy.process import frontend_address, frontend_port
+
+    binds = demo_binds(PoP(pk=3, slug="x"), [Service(pk=2, slug="api", port=443), Service(pk=5, slug="raw", port=9000)])
+    assert binds == {"api": ("127.2.3.2", 8443), "raw": ("127.2.3.5", 9000)}
+    assert frontend_port(80) == 8080
+    with pytest.raises(ValueError):
+        frontend_address(0, 1)
+    with pytest.raises(ValueError):
+        frontend_address(1, 255)
+
+
+class DemoBackends:
+    """The demo's own backend listeners (manage.py demo_backends' protocol) on free loopback ports."""
+
+    def __init__(self, names: list[str]) -> None:
+        import asyncio
+        import functools
+        import threading
+
+        from steering.management.commands.demo_backends import _Http
+
+        self.loop = asyncio.new_event_loop()
+        self.ports: dict[str, int] = {}
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        for name in names:
+            server = asyncio.run_coroutine_threadsafe(
+                self.loop.create_server(functools.partial(_Http, name), "127.0.0.1", 0), self.loop).result(10)
+            self.ports[name] = server.sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def test_demo_traffic_shows_live_sessions_that_move_when_an_operator_drains(transactional_db: Any,
+                                                                           tmp_path: Path) -> None:
+    import asyncio
+    import threading
+
+    from steering.management.commands.demo_traffic import one_request
+
+    h = Harness(tmp_path)
+    demo = DemoBackends(["d-1", "d-2"])
+    stop = threading.Event()
+    try:
+        for name, port in demo.ports.items():
+            f.backend(h.pool, name=name, address="127.0.0.1", port=port)
+        h.pump(lambda: h.state("d-1") is not None, "the agent to start HAProxy")
+
+        async def traffic() -> None:
+            tasks: set[asyncio.Task[int]] = set()
+            while not stop.is_set():
+                task = asyncio.create_task(one_request("127.0.0.1", h.port, "/?ms=1500", timeout=20))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                await asyncio.sleep(0.05)
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        runner = threading.Thread(target=asyncio.run, args=(traffic(),), daemon=True)
+        runner.start()
+        ids = dict(Backend.objects.filter(pool=h.pool).values_list("name", "pk"))
+
+        def sessions() -> dict[str, int]:
+            h.agent.tick()
+            figures = read_backend_stats(ids.values())
+            return {name: figures[pk].sessions for name, pk in ids.items() if pk in figures}
+
+        h.pump(lambda: all(v > 0 for v in sessions().values()) and len(sessions()) == 2,
+               "open sessions on both backends")
+        do_drain(Backend.objects.get(pk=ids["d-1"]), actor=OPERATOR, reason="deploy", grace_seconds=300,
+                 force=True, force_reason="test fleet")
+        # Its open sessions finish and no new ones arrive, while d-2 keeps serving.
+        h.pump(lambda: (s := sessions()).get("d-1") == 0 and s.get("d-2", 0) > 0, "d-1 to empty while d-2 serves",
+               timeout=40)
+    finally:
+        stop.set()
+        h.stop()
+        demo.stop()
+
+
+def test_the_demo_backends_answer_slowly_or_with_a_status_when_asked() -> None:
+    import asyncio
+
+    from steering.management.commands.demo_backends import _asked
+    from steering.management.commands.demo_traffic import one_request
+
+    assert _asked(b"GET /?ms=800&status=503 HTTP/1.1\r\n\r\n") == (0.8, 503)
+    assert _asked(b"GET /healthz HTTP/1.1\r\n\r\n") == (0.0, 200)
+    assert _asked(b"GET /?ms=99999999 HTTP/1.1\r\n\r\n") == (60.0, 200)   # capped
+    assert _asked(b"GET /?status=999 HTTP/1.1\r\n\r\n") == (0.0, 200)     # not a status
+    assert _asked(b"garbage") == (0.0, 200)
+    demo = DemoBackends(["x-1"])
+    try:
+        port = demo.ports["x-1"]
+        assert asyncio.run(one_request("127.0.0.1", port, "/?status=503", timeout=10)) == 503
+        assert asyncio.run(one_request("127.0.0.1", port, "/?ms=200", timeout=10)) == 200
+        assert asyncio.run(one_request("127.0.0.1", free_port(), "/", timeout=5)) == 0  # nobody listens
+    finally:
+        demo.stop()
