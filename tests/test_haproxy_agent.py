@@ -24,6 +24,7 @@ from steering.dataplane.stats import read_backend_stats
 from steering.models import Backend, Change, PoP, Service
 from steering.services.actions import do_drain
 from steering.services.context import Actor
+from steering.services.operations import sweep_due
 from tests import factories as f
 from tests.test_haproxy_live import NameServer, free_port, wait_for
 from tests.test_haproxy_render import haproxy_binary
@@ -240,11 +241,21 @@ def test_demo_traffic_shows_live_sessions_that_move_when_an_operator_drains(tran
 
         h.pump(lambda: all(v > 0 for v in sessions().values()) and len(sessions()) == 2,
                "open sessions on both backends")
-        do_drain(Backend.objects.get(pk=ids["d-1"]), actor=OPERATOR, reason="deploy", grace_seconds=300,
-                 force=True, force_reason="test fleet")
+        # No grace given: it is suggested from HAProxy's figures (sessions / completion rate + buffer).
+        h.pump(lambda: read_backend_stats([ids["d-1"]])[ids["d-1"]].completion_rate > 0, "a measured completion rate")
+        op, _ = do_drain(Backend.objects.get(pk=ids["d-1"]), actor=OPERATOR, reason="deploy",
+                         force=True, force_reason="test fleet")
+        assert op is not None and op.params["grace_basis"] == "measured", op.params
+        assert "sessions" in op.params["grace_derivation"]
         # Its open sessions finish and no new ones arrive, while d-2 keeps serving.
         h.pump(lambda: (s := sessions()).get("d-1") == 0 and s.get("d-2", 0) > 0, "d-1 to empty while d-2 serves",
                timeout=40)
+        # The sweeper sees the zero and completes the drain before its deadline.
+        sweep_due()
+        drained = Backend.objects.get(pk=ids["d-1"])
+        assert drained.admin_state == "drained"
+        assert Change.objects.filter(object_id=drained.pk, action="backend.drained",
+                                     reason__contains="sessions reached zero").count() == 1
     finally:
         stop.set()
         h.stop()
