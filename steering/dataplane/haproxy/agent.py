@@ -29,6 +29,7 @@ from django.db import close_old_connections
 from steering.dataplane.haproxy import jobs
 from steering.dataplane.haproxy.apply import AppliedStore, RedisAppliedStore
 from steering.dataplane.haproxy.desired import pop_spec
+from steering.dataplane.haproxy.model import PopSpec
 from steering.dataplane.haproxy.process import ManagedHAProxy, frontend_address, frontend_port, haproxy_binary
 from steering.dataplane.haproxy.runtime import Runtime, RuntimeAPIError
 from steering.dataplane.haproxy.stats import Figures, StatsCollector
@@ -53,6 +54,8 @@ class PopLink:
     last_reconcile: float = float("-inf")
     missing_warned: set[str] = field(default_factory=set)
     servers: int = 0
+    spec: PopSpec | None = None          # for stats: which server is which backend
+    spec_version: bytes | None = None
 
 
 def demo_binds(pop: PoP, services: list[Service]) -> dict[str, tuple[str, int]]:
@@ -178,8 +181,10 @@ class HAProxyAgent:
 
     def _stats(self, link: PopLink) -> None:
         try:
-            spec = pop_spec(PoP.objects.get(slug=link.slug))
-            figures: dict[int, Figures] = link.collector.collect(spec)
+            if link.spec is None or link.spec_version != self.version:
+                # Read once per state version, not every second: names -> backend ids rarely change.
+                link.spec, link.spec_version = pop_spec(PoP.objects.get(slug=link.slug)), self.version
+            figures: dict[int, Figures] = link.collector.collect(link.spec)
         except RuntimeAPIError as exc:
             link.connected, link.error = False, str(exc)
             return
