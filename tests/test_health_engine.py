@@ -11,6 +11,7 @@ import pytest
 from steering.health import store
 from steering.models import Backend, Change, HealthEvent, Pool
 from steering.representation import represent
+from steering.services.context import Actor
 from steering.services.effects import _redis
 from steering.tasks import probes
 from tests import factories as f
@@ -187,6 +188,27 @@ def test_most_of_a_pool_failing_at_once_is_panic_and_keeps_it_in_steering(db):
     assert not pool.in_panic
     assert Change.objects.filter(object_type="pool", object_id=pool.pk, action="pool.panic_end").count() == 1
     assert set(Backend.objects.filter(pool=pool).values_list("health", flat=True)) == {"up"}
+
+
+def test_a_pool_in_panic_that_loses_its_monitor_leaves_panic(db):
+    from steering.services.topology import do_update
+
+    with backends(4) as servers:
+        pool = monitored_pool([s.port for s in servers], rise=1, fall=1)
+        ids = list(pool.backends.order_by("pk").values_list("pk", flat=True))
+        clock = Clock()
+        clock.round(*ids)
+        for s in servers[:3]:
+            s.stop()
+        clock.round(*ids)
+        pool.refresh_from_db()
+        assert pool.in_panic
+        do_update(pool, {"monitor": None}, actor=Actor.system("test"), reason="monitor retired")
+        probes.sweep_stale(now=time.time())
+    pool.refresh_from_db()
+    assert not pool.in_panic
+    end = Change.objects.get(object_type="pool", object_id=pool.pk, action="pool.panic_end")
+    assert "no monitor" in end.reason
 
 
 def test_one_backend_down_in_a_big_pool_is_pulled_not_panic(db):

@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from steering.choices import Health
-from steering.health.state import panic_decision
+from steering.health.state import PanicDecision, panic_decision
 from steering.health.target import ProbeTarget
 from steering.models import Backend, HealthEvent, Pool
 from steering.services.audit import ChangeSet, snapshot
@@ -65,6 +65,12 @@ def _panic(pool: Pool, failing: set[int], changes: Callable[[], ChangeSet]) -> N
     ids = {pk for pk, _ in rows}
     suspect = {pk for pk, h in rows if h == Health.DOWN} | (failing & ids)
     decision = panic_decision(suspect=len(suspect), total=len(ids), threshold_percent=pool.panic_threshold_percent)
+    explain = decision.explain
+    if pool.monitor_id is None:
+        # Panic means "suspect the prober"; with no monitor nothing probes this pool, so a panic
+        # entered before its monitor was removed would otherwise never end.
+        decision = PanicDecision(False, 0, len(ids), pool.panic_threshold_percent)
+        explain = "the pool has no monitor any more, so no checks to suspect"
     if decision.in_panic == pool.in_panic:
         return
     before = snapshot(pool)
@@ -75,7 +81,7 @@ def _panic(pool: Pool, failing: set[int], changes: Callable[[], ChangeSet]) -> N
     pool.refresh_from_db()
     cs = changes()
     action = "pool.panic" if decision.in_panic else "pool.panic_end"
-    why = ("panic: " if decision.in_panic else "panic over: ") + decision.explain + (
+    why = ("panic: " if decision.in_panic else "panic over: ") + explain + (
         "; down backends keep serving, suspect the prober" if decision.in_panic else "")
     cs.record(action, pool, before=before, after=snapshot(pool), reason=why)
     # Their effective weight changes with the pool's panic flag: the live map must redraw them.
