@@ -28,6 +28,7 @@ class Backend:
     """An asyncio HTTP/1.1 server on 127.0.0.1 in its own thread.
 
     mode: "ok" (200, body "status: healthy"), "503", "404", "body" (200, other body),
+    "chunked" (200, "status: healthy" sent chunked, split inside "healthy" across writes),
     "hang" (accepts, never answers). stop() closes the listener (connections are refused);
     start() listens again on the same port.
     """
@@ -51,6 +52,15 @@ class Backend:
             self.requests.append(head)
             if self.mode == "hang":
                 await asyncio.sleep(3600)
+            if self.mode == "chunked":
+                writer.write(b"HTTP/1.1 200 X\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+                for part in (b"status: hea", b"lthy"):
+                    writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+                    await writer.drain()
+                    await asyncio.sleep(0.01)  # separate segments, so the reader sees the split too
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+                return
             status, body = {"ok": (200, b"status: healthy"), "503": (503, b"busy"), "404": (404, b"nope"),
                             "body": (200, b"status: degraded")}[self.mode]
             writer.write(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"

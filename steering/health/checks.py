@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 
 from steering.health.fastcheck import start_check
+from steering.health.httpbody import dechunk, is_chunked
 from steering.health.target import ProbeResult, ProbeTarget
 
 MAX_BODY = 64 * 1024
@@ -86,7 +87,10 @@ class _HttpCheck(asyncio.Protocol):
     def _finish(self, exc: BaseException | None) -> None:
         if not self.done.done():
             if exc is None:
-                self.done.set_result((self.status, bytes(self.buf[self.header_end:]) if self.header_end >= 0 else b""))
+                body = bytes(self.buf[self.header_end:]) if self.header_end >= 0 else b""
+                if self.want_body is not None and self.want_body not in body and is_chunked(bytes(self.buf[:self.header_end])):
+                    body = dechunk(body)
+                self.done.set_result((self.status, body))
             else:
                 self.done.set_exception(exc)
         if self.transport is not None and not self.transport.is_closing():

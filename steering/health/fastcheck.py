@@ -19,6 +19,7 @@ import struct
 import time
 from collections.abc import Callable, Sequence
 
+from steering.health.httpbody import contains
 from steering.health.target import ProbeResult, ProbeTarget
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -181,7 +182,7 @@ class RawCheck:
         t = self.target
         if not any(lo <= self.status <= hi for lo, hi in t.expected_status):
             self.finish(False, "status", f"status {self.status}, expected {expected_text(t)}")
-        elif self.want is not None and self.want not in self.buf[self.header_end:]:
+        elif self.want is not None and not contains(self.want, self.buf[:self.header_end], self.buf[self.header_end:]):
             self.finish(False, "body", f"body does not contain {t.body_match[:60]!r}")
         else:
             self.finish(True, "ok", "")
