@@ -123,7 +123,10 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "steering:asgi"},
+        # redis-py 8 reads with a 5 s socket timeout by default, the same as channels-redis' 5 s
+        # BZPOPMIN: an idle WebSocket then dies with "Timeout reading" (redis/redis-py#4091).
+        # Longer than the blocking pop, still finite so a vanished Redis is noticed.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "prefix": "steering:asgi"},
     }
 }
 
@@ -135,6 +138,9 @@ CELERY_TASK_TIME_LIMIT = 60
 CELERY_TASK_SOFT_TIME_LIMIT = 50
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Probe shards on their own queue: at fleet scale a dedicated prober worker (`-Q probes`) keeps
+# a probe wave from delaying the 1 s sweeper's timers; a single worker serves both (`-Q celery,probes`).
+CELERY_TASK_ROUTES = {"steering.probe_shard": {"queue": "probes"}}
 CELERY_BEAT_SCHEDULE = {
     # Timers live in DB columns; this 1 s sweep acts on what is due (DESIGN §4.3).
     "sweep-due-operations": {
@@ -225,6 +231,14 @@ STEERING_TOKEN_DEFAULT_DAYS = envint("STEERING_TOKEN_DEFAULT_DAYS", 90, minimum=
 STEERING_PROBE_SHARD_SIZE = envint("STEERING_PROBE_SHARD_SIZE", 500, minimum=1, maximum=5000)
 STEERING_PROBE_SAMPLES = envint("STEERING_PROBE_SAMPLES", 60, minimum=1, maximum=1000)
 STEERING_PROBE_RESYNC_SECONDS = envint("STEERING_PROBE_RESYNC_SECONDS", 30, minimum=1, maximum=3600)
+# DNS (GSLB): the remote-backend server PowerDNS asks, and the zone data we answer with.
+# Nameserver names for the NS/SOA of each zone we serve (default ns1./ns2.<zone>).
+STEERING_GSLB_LISTEN = envstr("STEERING_GSLB_LISTEN", "127.0.0.1:8053")
+STEERING_GSLB_NAMESERVERS = envlist("STEERING_GSLB_NAMESERVERS", [])
+STEERING_GSLB_HOSTMASTER = envstr("STEERING_GSLB_HOSTMASTER", "")
+STEERING_GSLB_ZONE_TTL = envint("STEERING_GSLB_ZONE_TTL", 300, minimum=1, maximum=86400)
+# The demo's pdns_server (runstack) listens on 127.0.0.1 at this port.
+STEERING_DNS_PORT = envint("STEERING_DNS_PORT", 5353, minimum=1, maximum=65535)
 
 # --- static files: the Vite build output is served by Django (whitenoise) ---------------
 STATIC_URL = "/static/"

@@ -55,6 +55,8 @@ class CeleryProcess:
         cmd = [sys.executable, "-m", "celery", "-A", "config", role, "--loglevel", "INFO", *args]
         if role == "worker":
             cmd += WORKER_FAST_START
+            if "--queues" not in args and "-Q" not in args:
+                cmd += ["--queues", "celery,probes"]  # the timers' queue and the probe shards' (settings)
         if role == "beat":
             cmd += ["--schedule", str(log_dir / "beat-schedule")]
         self._log = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop())

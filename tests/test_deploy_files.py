@@ -37,3 +37,16 @@ def test_the_commands_it_runs_exist() -> None:
         if management_command in commands:
             assert (ROOT / "steering" / "management" / "commands" / f"{management_command}.py").exists()
     assert "config" in commands  # celery -A config
+
+
+def test_every_queue_a_task_is_routed_to_has_a_worker() -> None:
+    from django.conf import settings
+
+    queues = {"celery"} | {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
+    consumed: set[str] = set()
+    for service in compose()["services"].values():
+        command = service.get("command", [])
+        if "worker" in command and "--queues" in command:
+            consumed |= set(command[command.index("--queues") + 1].split(","))
+    assert queues <= consumed, f"nobody consumes {queues - consumed}"
+    assert "probes" in queues  # probe shards do not share the timers' queue

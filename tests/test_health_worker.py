@@ -41,7 +41,8 @@ def celery_stack() -> Iterator[Callable[[], None]]:
 
     def start() -> None:
         worker = [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "prefork", "--concurrency", "2",
-                  "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--hostname", "probe-test@%h"]
+                  "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--hostname", "probe-test@%h",
+                  "--queues", "celery,probes"]
         beat = [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel", "WARNING",
                 "--schedule", str(tmp / "beat-schedule")]
         for cmd, log in zip((worker, beat), logs, strict=True):

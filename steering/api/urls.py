@@ -4,6 +4,7 @@ from rest_framework.routers import DefaultRouter
 from steering.api import schema  # noqa: F401  (registers the OpenAPI auth extension before schema generation)
 from steering.api.views.changes import ChangeViewSet
 from steering.api.views.dataplane import BackendStatsView, DataplanesView
+from steering.api.views.dns import DnsAnswersView
 from steering.api.views.operations import OperationViewSet
 from steering.api.views.resources import (
     AnycastPrefixViewSet,
@@ -39,5 +40,6 @@ urlpatterns = [
     path("states/", StatesView.as_view(), name="states"),
     path("stats/backends/", BackendStatsView.as_view(), name="backend-stats"),
     path("dataplanes/", DataplanesView.as_view(), name="dataplanes"),
+    path("dns/answers/", DnsAnswersView.as_view(), name="dns-answers"),
     path("", include(router.urls)),
 ]

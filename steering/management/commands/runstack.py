@@ -53,7 +53,7 @@ class Command(BaseCommand):
             "web": [python, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port),
                     "--no-access-log", "--lifespan", "off"],
             "worker": [python, "-m", "celery", "-A", "config", "worker", "--loglevel", "WARNING", "--concurrency", "2",
-                       "--without-mingle", "--without-gossip",
+                       "--queues", "celery,probes", "--without-mingle", "--without-gossip",
                        "--hostname", "worker@%h"],
             "beat": [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "WARNING",
                      "--schedule", str(var / "celerybeat-schedule")],
