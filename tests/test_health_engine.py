@@ -284,7 +284,11 @@ def test_metrics_are_public_counts_without_secrets(db, anon_api):
     assert "redis://" not in text and "127.0.0.1" not in text and "SECRET" not in text.upper()
 
 
-def test_a_shard_through_the_worker_path_records_on_its_own_thread(transactional_db):
+def test_a_shard_through_the_worker_path_leaves_the_db_to_the_recorder(transactional_db, monkeypatch):
+    from steering.health import outbox
+
+    asked: list[int] = []
+    monkeypatch.setattr(probes, "schedule_recorder", lambda: asked.append(1))
     server = Server().start()
     try:
         pool = monitored_pool([server.port], rise=1)
@@ -292,4 +296,7 @@ def test_a_shard_through_the_worker_path_records_on_its_own_thread(transactional
         probes.run_shard([[b.pk, time.time()]])  # the Celery task's path: uvloop + the sink thread
     finally:
         server.shutdown()
+    assert health(b.pk) == "unknown" and asked == [1]  # queued, and one recorder asked for
+    assert outbox.pending(_redis()) == 1
+    assert probes.record_probe_transitions() == 1  # the recorder task, as a worker runs it
     assert health(b.pk) == "up"

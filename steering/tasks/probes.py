@@ -2,7 +2,9 @@
 them to shard tasks; each shard probes its backends concurrently (asyncio) and feeds results
 to the state machine; transitions go to the DB through steering.services.health.
 
-No task per probe, no DB row per probe. The schedule follows the DB: the tick rebuilds it
+No task per probe, no DB row per probe. A shard writes nothing to the DB itself: transitions go
+through a Redis outbox to the recorder task (another process), so a wave of them never holds
+the GIL the shard's event loop needs (health/outbox.py). The schedule follows the DB: the tick rebuilds it
 when the state version in Redis moved (any audited change, including monitor and backend
 edits) and at least every STEERING_PROBE_RESYNC_SECONDS.
 """
@@ -20,7 +22,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import connection
 
-from steering.health import engine, store
+from steering.health import engine, outbox, store
 from steering.health.checks import Network
 from steering.health.target import ProbeResult, ProbeTarget
 from steering.services import health as health_service
@@ -94,8 +96,13 @@ def tick(*, now: float | None = None, dispatch: Callable[[list[list[float]]], An
 
 
 def ingest(r: Any, results: list[ProbeResult], targets: dict[int, ProbeTarget]) -> int:
-    """Results -> Redis counters and samples -> (on a transition) the DB, per pool."""
+    """Results -> Redis counters and samples -> (on a transition) the DB, per pool, on this thread."""
     transitions = store.apply_results(r, results, targets, keep_samples=settings.STEERING_PROBE_SAMPLES)
+    return record(r, transitions)
+
+
+def record(r: Any, transitions: Sequence[store.Transition]) -> int:
+    """Transitions -> the DB through the service layer (Change + HealthEvent, panic re-decided)."""
     by_pool: dict[int, list[health_service.HealthChange]] = defaultdict(list)
     for t in transitions:
         by_pool[t.pool_id].append((t.backend_id, t.to_health, t.evidence))
@@ -105,16 +112,69 @@ def ingest(r: Any, results: list[ProbeResult], targets: dict[int, ProbeTarget]) 
     return health_service.record_transitions_many(by_pool, failing=failing)
 
 
-def prepare(r: Any, items: Sequence[Sequence[float]]) -> tuple[list[tuple[ProbeTarget, float]], engine.Sink,
-                                                                 dict[int, ProbeTarget]]:
-    """(target, due) pairs for a shard's [backend id, due] items, and the sink its results go to."""
+def schedule_recorder() -> None:
+    record_probe_transitions.apply_async()
+
+
+def ingest_deferred(r: Any, results: list[ProbeResult], targets: dict[int, ProbeTarget]) -> int:
+    """Results -> Redis; transitions -> the outbox, recorded by another process (see outbox.py)."""
+    transitions = store.apply_results(r, results, targets, keep_samples=settings.STEERING_PROBE_SAMPLES)
+    if transitions:
+        outbox.push(r, transitions)
+        # One recorder task queued at a time; a recorder clears the flag before it drains.
+        if r.set(outbox.SCHEDULED, "1", nx=True, px=5000):
+            schedule_recorder()
+    return len(transitions)
+
+
+def rounds(transitions: Sequence[store.Transition]) -> list[list[store.Transition]]:
+    """Split into consecutive batches holding each backend at most once: a batch is recorded as
+    one set per backend, and up-then-down in one batch must still be two audited transitions."""
+    out: list[list[store.Transition]] = []
+    seen: set[int] = set()
+    for t in transitions:
+        if not out or t.backend_id in seen:
+            out.append([])
+            seen = set()
+        out[-1].append(t)
+        seen.add(t.backend_id)
+    return out
+
+
+def record_queued(r: Any, *, limit: int = 1000) -> int:
+    """Drain the outbox into the DB. One drainer at a time, so a backend's transitions commit in
+    the order they happened; a batch that fails goes back to the front for the next drainer."""
+    total = 0
+    while True:
+        if not r.set(outbox.LOCK, "1", nx=True, px=60_000):
+            return total  # another drainer is at it and looks again before it lets go
+        try:
+            r.delete(outbox.SCHEDULED)
+            while raw := outbox.take(r, limit):
+                try:
+                    for batch in rounds([outbox.decode(x) for x in raw]):
+                        total += record(r, batch)
+                except Exception:
+                    outbox.give_back(r, raw)
+                    raise
+        finally:
+            r.delete(outbox.LOCK)
+        if not outbox.pending(r):  # anything pushed while we let go is ours to take
+            return total
+
+
+def prepare(r: Any, items: Sequence[Sequence[float]], *, deferred: bool = True
+            ) -> tuple[list[tuple[ProbeTarget, float]], engine.Sink, dict[int, ProbeTarget]]:
+    """(target, due) pairs for a shard's [backend id, due] items, and the sink its results go to
+    (`deferred`: transitions via the outbox to the recorder task; else to the DB on the sink thread)."""
     ids = [int(bid) for bid, _ in items]
     targets = store.load_targets(r, ids)
     pairs = [(targets[int(bid)], float(due)) for bid, due in items if int(bid) in targets]
+    apply = ingest_deferred if deferred else ingest
 
     def sink(batch: list[ProbeResult]) -> None:
         try:
-            ingest(r, batch, targets)
+            apply(r, batch, targets)
         except Exception:  # one bad batch must not stop the shard; the next results retry the transition
             logger.exception("probe results could not be recorded (%d results)", len(batch))
 
@@ -125,7 +185,7 @@ def run_shard(items: Sequence[Sequence[float]], *, inline: bool = False) -> int:
     """Probe the given [backend id, due] pairs; `inline` records results on this thread after the
     probes (tests drive the engine this way inside their own transaction)."""
     r = _redis()
-    pairs, sink, targets = prepare(r, items)
+    pairs, sink, targets = prepare(r, items, deferred=not inline)
     if inline:
         # Probe concurrently, then record on this thread (the caller's DB connection and transaction).
         import asyncio
@@ -135,7 +195,7 @@ def run_shard(items: Sequence[Sequence[float]], *, inline: bool = False) -> int:
             count = runner.run(engine.run_shard(pairs, networks(), results.extend))
         ingest(r, sorted(results, key=lambda res: res.finished), targets)
         return count
-    # The sink thread's own DB connection is closed on that thread when the shard ends.
+    # The sink thread's own DB connection (schedule reads) is closed on that thread when the shard ends.
     return engine.run_shard_blocking(pairs, networks(), sink, on_thread_exit=lambda: connection.close())
 
 
@@ -144,6 +204,7 @@ def sweep_stale(*, now: float | None = None) -> list[int]:
     from steering.models import Pool
 
     r = _redis()
+    record_queued(r)  # a safety net: transitions whose recorder task was lost (a killed worker) land here
     now = time.time() if now is None else now
     due = store.due_stale(r, now=now)
 
@@ -171,6 +232,11 @@ def probe_tick() -> int:
 @shared_task(name="steering.probe_shard", ignore_result=True, time_limit=90, soft_time_limit=80)
 def probe_shard(items: list[list[float]]) -> int:
     return run_shard(items)
+
+
+@shared_task(name="steering.record_probe_transitions", ignore_result=True, time_limit=60, soft_time_limit=50)
+def record_probe_transitions() -> int:
+    return record_queued(_redis())
 
 
 @shared_task(name="steering.probe_sweep_stale", ignore_result=True, time_limit=30, soft_time_limit=25)
