@@ -2,6 +2,7 @@ from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
 from steering.api import schema  # noqa: F401  (registers the OpenAPI auth extension before schema generation)
+from steering.api.views.anycast import AnycastDesiredView, AnycastReportView, AnycastView
 from steering.api.views.changes import ChangeViewSet
 from steering.api.views.dataplane import BackendStatsView, DataplanesView
 from steering.api.views.dns import DnsAnswersView
@@ -41,5 +42,8 @@ urlpatterns = [
     path("stats/backends/", BackendStatsView.as_view(), name="backend-stats"),
     path("dataplanes/", DataplanesView.as_view(), name="dataplanes"),
     path("dns/answers/", DnsAnswersView.as_view(), name="dns-answers"),
+    path("anycast/", AnycastView.as_view(), name="anycast"),
+    path("anycast/desired/", AnycastDesiredView.as_view(), name="anycast-desired"),
+    path("anycast/report/", AnycastReportView.as_view(), name="anycast-report"),
     path("", include(router.urls)),
 ]

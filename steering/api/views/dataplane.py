@@ -21,7 +21,6 @@ from steering.models import Backend, PoP
 
 FRESH_SECONDS = 5.0
 GSLB_HEARTBEAT_KEY = "steering:gslb:heartbeat"
-ANYCAST_AGENT_PATTERN = "steering:anycast:agent:*"
 
 
 def _redis() -> Any:
@@ -97,22 +96,11 @@ def layer_status() -> dict[str, dict[str, Any]]:
     dns = {"connected": dns_up,
            "detail": "the PowerDNS remote backend is answering" if dns_up else
                      "no GSLB server reporting: the DNS layer is not connected (run manage.py gslb_server)"}
-    import json
+    from steering.services.announcements import connection_summary
 
-    agents = []
-    try:
-        keys = list(redis.scan_iter(match=ANYCAST_AGENT_PATTERN, count=500))
-        for key, raw in zip(keys, redis.mget(keys) if keys else [], strict=True):
-            try:
-                if raw and _fresh(json.loads(raw).get("at"), now):
-                    agents.append(key.decode().rsplit(":", 1)[-1])
-            except (ValueError, AttributeError):
-                continue
-    except Exception:
-        pass
-    anycast = {"connected": bool(agents), "pops": sorted(agents),
-               "detail": (f"ExaBGP agents reporting from {len(agents)} of {len(pops)} PoPs" if agents else
-                          "no ExaBGP agent reporting: the anycast layer is not connected")}
+    anycast = connection_summary(now)
+    if not anycast["connected"]:
+        anycast["detail"] += ": the anycast layer is not connected"
     return {"local": local, "dns": dns, "anycast": anycast}
 
 

@@ -22,6 +22,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from config.embedded import PrivateRedis
+from steering.dataplane.exabgp.demo import anycast_layer
 from steering.gslb.demo import dns_layer
 
 
@@ -75,6 +76,10 @@ class Command(BaseCommand):
                         dns_port=settings.STEERING_DNS_PORT)
         commands.update(dns.commands)
         notes += dns.lines
+        # Anycast layer: BIRD as the router and one ExaBGP + agent per PoP, when both are installed.
+        anycast = anycast_layer(python, var, api=f"http://{host}:{port}")
+        commands.update(anycast.commands)
+        notes += anycast.lines
         if options["setup"]:
             manage = [python, str(settings.BASE_DIR / "manage.py")]
             for step in (["migrate", "--noinput", "-v0"], ["collectstatic", "--noinput", "-v0"],
