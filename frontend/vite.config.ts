@@ -6,6 +6,8 @@ const django = "http://127.0.0.1:8000";
 
 export default defineConfig({
   base: "/static/",
+  // Preact's automatic JSX runtime (no React).
+  oxc: { jsx: { runtime: "automatic", importSource: "preact" } },
   build: { outDir: "dist", emptyOutDir: true },
   server: {
     proxy: {

@@ -1,17 +1,19 @@
 // The live feed: one WebSocket, version bookkeeping, reconnect with backoff.
 // Delivery is at-most-once, so any doubt about the version means "refetch the topology".
 
-import { AuthError, type Delta, type Hello } from "./api";
+import { AuthError, type Delta, type Hello, type Observed } from "./api";
 
-export type ConnState = "connecting" | "live" | "disconnected";
+export type ConnState = "connecting" | "live" | "offline";
 
 export interface LiveHooks {
   /** Version of the picture held now, or null before the first load. */
   version(): number | null;
   /** Refetch the whole topology; resolves once it is in place. */
   load(): Promise<void>;
-  /** Apply a delta whose version is exactly version() + 1. */
+  /** Apply a delta that continues the picture (its first version is at most version() + 1). */
   apply(delta: Delta): void;
+  /** A measurement pushed by the server (e.g. an anycast agent's observed routes). */
+  observed(msg: Observed): void;
   status(state: ConnState): void;
   /** The socket closed before saying hello: maybe the session is gone. */
   rejected(): void;
@@ -54,31 +56,43 @@ export function startLive(hooks: LiveHooks): Live {
     const current = hooks.version();
     if (current === null) { void resync(); return; }
     if (delta.version <= current) return; // already in the picture
-    if (delta.version !== current + 1) { void resync(); return; } // a gap: something was missed
+    // A coalesced delta covers from_version..version; deltas carry whole objects, so an overlap is harmless.
+    const first = delta.from_version ?? delta.version;
+    if (first > current + 1) { void resync(); return; } // a gap: something was missed
     hooks.apply(delta);
   }
 
   function connect(): void {
     hooks.status("connecting");
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const ws = new WebSocket(`${scheme}//${location.host}/ws/live/`);
+    let ws: WebSocket;
+    try {
+      ws = new WebSocket(`${scheme}//${location.host}/ws/live/`);
+    } catch {
+      hooks.status("offline");
+      window.setTimeout(connect, MAX_DELAY);
+      return;
+    }
     let greeted = false;
 
     ws.onmessage = (ev: MessageEvent<string>) => {
-      let msg: Hello | Delta;
-      try { msg = JSON.parse(ev.data) as Hello | Delta; } catch { return; }
+      let msg: Hello | Delta | Observed;
+      try { msg = JSON.parse(ev.data) as Hello | Delta | Observed; } catch { return; }
       if (msg.type === "hello") {
         greeted = true;
         attempt = 0;
         helloVersion = msg.version;
         hooks.status("live");
+        // A (re)connect may have missed deltas: resync unless the picture is exactly current.
         if (msg.version !== hooks.version()) void resync();
       } else if (msg.type === "delta") {
         onDelta(msg);
+      } else if (msg.type === "observed") {
+        hooks.observed(msg);
       }
     };
     ws.onclose = () => {
-      hooks.status("disconnected");
+      hooks.status("offline");
       if (!greeted) hooks.rejected();
       const delay = Math.min(MAX_DELAY, MIN_DELAY * 2 ** attempt);
       attempt += 1;

@@ -1,0 +1,237 @@
+// The picture held in the browser: every object indexed by id in Maps, plus per-PoP tallies that
+// are recomputed only for the PoPs a delta touched. Components subscribe and re-render at most
+// once per animation frame, however many deltas arrive.
+
+import {
+  DELTA_KEYS, type AdminState, type Backend, type ClientNetwork, type Delta, type DeltaType, type Operation, type Pool,
+  type PoP, type Prefix, type Region, type Service, type StateStyle, type Topology, type VIP,
+} from "./api";
+
+export const FLASH_MS = 1500;
+
+/** Worst meaningful state of a PoP, for its marker. */
+export type PopHealth = "up" | "degraded" | "down" | "stale" | "unknown";
+
+/** One slice of a PoP's donut: admin state when not ready, else health. */
+export const SLICES = ["up", "down", "stale", "unknown", "draining", "drained", "maint"] as const;
+export type Slice = (typeof SLICES)[number];
+
+export interface PopSummary {
+  health: PopHealth;
+  counts: Record<Slice, number>;
+  total: number;
+  panic: boolean;
+  capacity: number;
+  /** Bumped whenever the PoP or anything under it changes: memoised components compare it. */
+  stamp: number;
+}
+
+type Lists = {
+  regions: Region; pops: PoP; services: Service; vips: VIP; prefixes: Prefix; client_networks: ClientNetwork;
+  monitors: { id: number }; pools: Pool; backends: Backend; operations: Operation;
+};
+type Tables = { [K in keyof Lists]: Map<number, Lists[K]> };
+
+export function sliceOf(b: Backend): Slice {
+  return b.admin_state === "ready" ? b.health : b.admin_state;
+}
+
+function emptyCounts(): Record<Slice, number> {
+  return { up: 0, down: 0, stale: 0, unknown: 0, draining: 0, drained: 0, maint: 0 };
+}
+
+function addTo<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
+  const s = m.get(k);
+  if (s) s.add(v); else m.set(k, new Set([v]));
+}
+
+export class Store {
+  version: number | null = null;
+  t: Tables = this.emptyTables();
+  states = new Map<string, StateStyle>();
+  poolsByPop = new Map<number, Set<number>>();
+  backendsByPool = new Map<number, Set<number>>();
+  popsByRegion = new Map<number, Set<number>>();
+  summaries = new Map<number, PopSummary>();
+  /** "type:id" -> performance.now() of its last change, for the brief highlight. */
+  changed = new Map<string, number>();
+  /** Bumped on every applied change, so views can tell "something changed". */
+  tick = 0;
+
+  private dirtyPops = new Set<number>();
+  private listeners = new Set<() => void>();
+  private frame = 0;
+  private stampSeq = 0;
+
+  private emptyTables(): Tables {
+    return {
+      regions: new Map(), pops: new Map(), services: new Map(), vips: new Map(), prefixes: new Map(),
+      client_networks: new Map(), monitors: new Map(), pools: new Map(), backends: new Map(), operations: new Map(),
+    };
+  }
+
+  load(topo: Topology): void {
+    const t = this.emptyTables();
+    for (const key of Object.values(DELTA_KEYS)) {
+      const table = t[key] as Map<number, { id: number }>;
+      for (const obj of topo[key] as { id: number }[]) table.set(obj.id, obj);
+    }
+    this.t = t;
+    this.states = new Map(topo.states.map((s) => [s.key, s]));
+    this.version = topo.version;
+    this.poolsByPop.clear();
+    this.backendsByPool.clear();
+    this.popsByRegion.clear();
+    for (const p of t.pops.values()) addTo(this.popsByRegion, p.region_id, p.id);
+    for (const p of t.pools.values()) addTo(this.poolsByPop, p.pop_id, p.id);
+    for (const b of t.backends.values()) addTo(this.backendsByPool, b.pool_id, b.id);
+    this.summaries.clear();
+    for (const id of t.pops.keys()) this.dirtyPops.add(id);
+    this.notify();
+  }
+
+  /** Apply a delta the live feed has already checked for continuity. */
+  apply(delta: Delta): void {
+    performance.clearMarks("steering:delta");
+    performance.mark("steering:delta", { detail: { version: delta.version } });
+    const now = performance.now();
+    for (const change of delta.changes) {
+      const key = DELTA_KEYS[change.type as DeltaType];
+      if (!key) continue; // a type this page does not know yet
+      const table = this.t[key] as Map<number, { id: number }>;
+      const old = table.get(change.id);
+      this.unindex(change.type, old);
+      if (change.op === "delete") table.delete(change.id);
+      else {
+        table.set(change.id, change.data as { id: number });
+        this.index(change.type, change.data as { id: number });
+      }
+      this.changed.set(`${change.type}:${change.id}`, now);
+      this.markPop(change.type, old);
+      if (change.op === "upsert") this.markPop(change.type, change.data as { id: number });
+    }
+    this.version = delta.version;
+    this.notify();
+    window.setTimeout(() => this.expire(), FLASH_MS + 50);
+  }
+
+  private index(type: string, obj: { id: number }): void {
+    if (type === "pool") addTo(this.poolsByPop, (obj as Pool).pop_id, obj.id);
+    else if (type === "backend") addTo(this.backendsByPool, (obj as Backend).pool_id, obj.id);
+    else if (type === "pop") addTo(this.popsByRegion, (obj as PoP).region_id, obj.id);
+  }
+
+  private unindex(type: string, obj: { id: number } | undefined): void {
+    if (!obj) return;
+    if (type === "pool") this.poolsByPop.get((obj as Pool).pop_id)?.delete(obj.id);
+    else if (type === "backend") this.backendsByPool.get((obj as Backend).pool_id)?.delete(obj.id);
+    else if (type === "pop") this.popsByRegion.get((obj as PoP).region_id)?.delete(obj.id);
+  }
+
+  /** The PoP an object belongs to gets its tallies recomputed and its row highlighted. */
+  private markPop(type: string, obj: { id: number } | undefined): void {
+    if (!obj) return;
+    let popId: number | undefined;
+    if (type === "pop") popId = obj.id;
+    else if (type === "pool") popId = (obj as Pool).pop_id;
+    else if (type === "backend") popId = this.t.pools.get((obj as Backend).pool_id)?.pop_id;
+    if (popId === undefined) return;
+    this.dirtyPops.add(popId);
+    if (type !== "pop") this.changed.set(`pop:${popId}`, performance.now());
+  }
+
+  private expire(): void {
+    const now = performance.now();
+    let any = false;
+    for (const [key, at] of this.changed) if (now - at >= FLASH_MS) { this.changed.delete(key); any = true; }
+    if (any) { this.tick++; this.schedule(); }
+  }
+
+  isFlashing(key: string): boolean {
+    const at = this.changed.get(key);
+    return at !== undefined && performance.now() - at < FLASH_MS;
+  }
+
+  summary(popId: number): PopSummary {
+    let s = this.summaries.get(popId);
+    if (!s || this.dirtyPops.has(popId)) {
+      s = this.computeSummary(popId);
+      this.summaries.set(popId, s);
+      this.dirtyPops.delete(popId);
+    }
+    return s;
+  }
+
+  private computeSummary(popId: number): PopSummary {
+    const counts = emptyCounts();
+    let total = 0;
+    let panic = false;
+    let capacity = 0;
+    const health = { up: 0, down: 0, stale: 0, unknown: 0 };
+    let serving = 0;
+    for (const b of this.backendsOfPop(popId)) {
+      counts[sliceOf(b)] += 1;
+      total += 1;
+      capacity += b.capacity_rps;
+      if (b.admin_state === "ready" || b.admin_state === "draining") {
+        serving += 1;
+        health[b.health] += 1;
+      }
+    }
+    for (const pid of this.poolsByPop.get(popId) ?? []) if (this.t.pools.get(pid)?.in_panic) panic = true;
+    let h: PopHealth;
+    if (serving === 0) h = "unknown";
+    else if (health.down === serving) h = "down";
+    else if (health.down > 0 || panic) h = "degraded";
+    else if (health.stale > 0) h = "stale";
+    else if (health.up > 0) h = "up";
+    else h = "unknown";
+    return { health: h, counts, total, panic, capacity, stamp: ++this.stampSeq };
+  }
+
+  *backendsOfPop(popId: number): Generator<Backend> {
+    for (const pid of this.poolsByPop.get(popId) ?? []) {
+      for (const bid of this.backendsByPool.get(pid) ?? []) {
+        const b = this.t.backends.get(bid);
+        if (b) yield b;
+      }
+    }
+  }
+
+  poolsOf(popId: number): Pool[] {
+    return [...(this.poolsByPop.get(popId) ?? [])].map((id) => this.t.pools.get(id)).filter((p): p is Pool => !!p)
+      .sort((a, b) => a.slug.localeCompare(b.slug));
+  }
+
+  backendsOf(poolId: number): Backend[] {
+    return [...(this.backendsByPool.get(poolId) ?? [])].map((id) => this.t.backends.get(id)).filter((b): b is Backend => !!b);
+  }
+
+  popOfBackend(b: Backend): PoP | undefined {
+    const pool = this.t.pools.get(b.pool_id);
+    return pool ? this.t.pops.get(pool.pop_id) : undefined;
+  }
+
+  adminOf(popId: number): AdminState { return this.t.pops.get(popId)?.admin_state ?? "ready"; }
+
+  subscribe(fn: () => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  /** Coalesce: many deltas within a frame cause one render. */
+  notify(): void {
+    this.tick++;
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => {
+      this.frame = 0;
+      for (const fn of this.listeners) fn();
+    });
+  }
+}
+
+export const store = new Store();

@@ -1,0 +1,329 @@
+// The dashboard: header (search, layer toggles, live and data-plane status), the map with its
+// layers, the PoP panel (or an overview), operations and the audit timeline.
+
+import { useEffect, useRef, useState } from "preact/hooks";
+import type { AnycastResponse, Dataplanes, DnsAnswers, Me, Observed, StatsResponse } from "../api";
+import type { ConnState } from "../live";
+import { pollData, usePoll, type PollState } from "../poll";
+import { store } from "../store";
+import { ActionDialog, type ActionRequest } from "./actions";
+import { Badge, colourOf, fmt, useStore } from "./common";
+import { WorldMap, type Layer } from "./map";
+import { Operations } from "./ops";
+import { PopPanel } from "./panel";
+import { Search, type Hit } from "./search";
+import { Timeline } from "./timeline";
+
+export interface Shell {
+  me: Me | null;
+  conn: ConnState;
+  banner: { kind: string; text: string; link?: { href: string; text: string } } | null;
+  observed: Map<number, Observed>;
+}
+
+const LAYERS: { key: Layer; label: string; title: string }[] = [
+  { key: "dns", label: "DNS", title: "Which regions each service answers with, weights, TTL, live answer shares" },
+  { key: "anycast", label: "Anycast", title: "Which PoPs announce each prefix (desired and observed) and their catchments" },
+  { key: "local", label: "Local", title: "Per PoP, a donut of its backends' states" },
+];
+
+export function App({ shell }: { shell: Shell }) {
+  useStore();
+  const [layers, setLayers] = useState<Record<Layer, boolean>>({ dns: false, anycast: false, local: true });
+  const [selPop, setSelPop] = useState<number | null>(null);
+  const [selRegion, setSelRegion] = useState<number | null>(null);
+  const [selBackend, setSelBackend] = useState<number | null>(null);
+  const [focusPool, setFocusPool] = useState<number | null>(null);
+  const [dialog, setDialog] = useState<ActionRequest | null>(null);
+  const [toast, setToast] = useState<string | null>(null);
+  const [dnsService, setDnsService] = useState<number | null>(null);
+  const [prefix, setPrefix] = useState<number | null>(null);
+  const searchRef = useRef<HTMLInputElement>(null);
+  const [history, setHistory] = useState<{ q: string; n: number } | null>(null);
+  const showHistory = (q: string) => setHistory({ q, n: (history?.n ?? 0) + 1 });
+
+  const dns = usePoll<DnsAnswers>(layers.dns ? "/api/v1/dns/answers/" : null, 2000);
+  const anycast = usePoll<AnycastResponse>(layers.anycast || selPop !== null ? "/api/v1/anycast/" : null, 2000);
+  const planes = usePoll<Dataplanes>("/api/v1/dataplanes/", 5000);
+  const stats = usePoll<StatsResponse>(selPop === null ? null : `/api/v1/stats/backends/?pop=${selPop}`, 2000);
+  const anycastData = mergeObserved(pollData(anycast), shell.observed);
+
+  const role = shell.me?.role ?? null;
+  const canAct = role === "operator" || role === "admin";
+  const firstService = [...store.t.services.keys()][0] ?? null;
+  const firstPrefix = [...store.t.prefixes.keys()][0] ?? null;
+
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      const target = e.target as HTMLElement | null;
+      const typing = target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" || target.tagName === "SELECT");
+      if (e.key === "/" && !typing && !dialog) { e.preventDefault(); searchRef.current?.focus(); }
+      else if (e.key === "Escape" && !dialog && !typing) {
+        if (selBackend !== null) setSelBackend(null);
+        else if (selPop !== null || selRegion !== null) { setSelPop(null); setSelRegion(null); }
+      }
+    };
+    window.addEventListener("keydown", onKey);
+    return () => window.removeEventListener("keydown", onKey);
+  }, [dialog, selPop, selRegion, selBackend]);
+
+  useEffect(() => {
+    if (!toast) return;
+    const t = window.setTimeout(() => setToast(null), 6000);
+    return () => window.clearTimeout(t);
+  }, [toast]);
+
+  const openPop = (id: number) => { setSelPop(id); setSelRegion(null); setSelBackend(null); setFocusPool(null); };
+  const pick = (h: Hit) => {
+    if (h.type === "region") { setSelRegion(h.id); setSelPop(null); setSelBackend(null); }
+    else if (h.type === "pop") openPop(h.id);
+    else if (h.type === "pool") { const p = store.t.pools.get(h.id); if (p) { openPop(p.pop_id); setFocusPool(p.id); } }
+    else {
+      const b = store.t.backends.get(h.id);
+      const pop = b ? store.popOfBackend(b) : undefined;
+      if (pop) { openPop(pop.id); setSelBackend(h.id); }
+    }
+  };
+  const pop = selPop === null ? undefined : store.t.pops.get(selPop);
+  // For measurements (browser tests): when the first picture with data is on screen.
+  const loaded = store.version !== null;
+  useEffect(() => { if (loaded) performance.mark("steering:first-render"); }, [loaded]);
+  // The latest picture drawn, replaced (not accumulated) so a long session does not grow the buffer.
+  const drawn = useRef<number | null>(null);
+  useEffect(() => {
+    if (store.version === drawn.current) return;
+    drawn.current = store.version;
+    performance.clearMarks("steering:render");
+    performance.mark("steering:render", { detail: { version: store.version } });
+  });
+
+  return (
+    <>
+      <header class="bar">
+        <span class="product">steering</span>
+        <Search onPick={pick} inputRef={searchRef} />
+        <div class="toggles" role="group" aria-label="Map layers">
+          {LAYERS.map((l) => (
+            <button key={l.key} data-testid="layer-toggle" data-layer={l.key} aria-pressed={layers[l.key]} title={l.title}
+              onClick={() => setLayers({ ...layers, [l.key]: !layers[l.key] })}>
+              <span aria-hidden="true">{layers[l.key] ? "☑" : "☐"}</span> {l.label}
+            </button>
+          ))}
+        </div>
+        <LiveStatus conn={shell.conn} />
+        <span class="version" title="state version of the picture shown">v{store.version ?? "—"}</span>
+        <DataplaneStatus planes={planes} />
+        <span class="spacer" />
+        {shell.me && <span class="me">{shell.me.username} <span class="role" data-testid="role">{role ?? "no role"}</span></span>}
+        <a href="/api/docs/">API</a>
+        <form method="post" action="/accounts/logout/" class="signout">
+          <input type="hidden" name="csrfmiddlewaretoken" value={csrf()} />
+          <button type="submit">Sign out</button>
+        </form>
+      </header>
+      {shell.banner && (
+        <div class={`banner ${shell.banner.kind}`} role="alert">
+          {shell.banner.text} {shell.banner.link && <a href={shell.banner.link.href}>{shell.banner.link.text}</a>}
+        </div>
+      )}
+      <main class="layout">
+        <div class="left">
+          <div class="map-wrap">
+            {store.version === null ? <p class="muted loading">Loading topology…</p> : (
+              <WorldMap layers={layers} selectedPop={selPop} onSelectPop={openPop}
+                dnsService={dnsService ?? firstService} dns={pollData(dns)} anycastPrefix={prefix ?? firstPrefix} anycast={anycastData} />
+            )}
+            <Legend layers={layers} dns={dns} anycast={anycast} anycastData={anycastData}
+              dnsService={dnsService ?? firstService} setDnsService={setDnsService} prefix={prefix ?? firstPrefix} setPrefix={setPrefix} />
+          </div>
+          <div class="bottom">
+            <Operations canAct={canAct} onAction={setDialog} stats={pollData(stats)} />
+            <Timeline version={store.version} history={history} />
+          </div>
+        </div>
+        <aside class="right">
+          {pop ? (
+            <PopPanel key={pop.id} pop={pop} canAct={canAct} selectedBackend={selBackend} focusPool={focusPool}
+              onSelectBackend={setSelBackend} onAction={setDialog} onClose={() => setSelPop(null)} onHistory={showHistory}
+              anycast={anycastData?.pops[String(pop.id)]} anycastMissing={anycast.kind === "missing"} stats={stats} />
+          ) : (
+            <Overview region={selRegion} onPop={openPop} canAct={canAct} onAction={setDialog} onRegion={setSelRegion}
+              dns={pollData(dns)} dnsOn={layers.dns} dnsService={dnsService ?? firstService} />
+          )}
+        </aside>
+      </main>
+      {dialog && <ActionDialog req={dialog} onClose={() => setDialog(null)} onDone={setToast} />}
+      <div class="toast" role="status" aria-live="polite" data-testid="toast" hidden={!toast}>{toast}</div>
+    </>
+  );
+}
+
+function csrf(): string {
+  const m = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]*)/);
+  return m?.[1] ? decodeURIComponent(m[1]) : "";
+}
+
+/** Pushed observations (WebSocket) are newer than the last poll: lay them over it. */
+function mergeObserved(base: AnycastResponse | undefined, pushed: Map<number, Observed>): AnycastResponse | undefined {
+  if (!pushed.size) return base;
+  const pops = { ...(base?.pops ?? {}) };
+  for (const [id, m] of pushed) {
+    const cur = pops[String(id)];
+    if (cur && cur.observed_at !== null && (m.at ?? 0) < cur.observed_at) continue;
+    pops[String(id)] = {
+      desired: m.desired ?? cur?.desired ?? [], observed: m.observed ?? [], observed_at: m.at ?? null,
+      agent: "connected", reason: cur?.reason ?? "",
+    };
+  }
+  return { pops };
+}
+
+function LiveStatus({ conn }: { conn: ConnState }) {
+  const text = { connecting: "◌ connecting…", live: "● live", offline: "○ offline: reconnecting" }[conn];
+  return <span class="conn" data-testid="live-status" data-state={conn} role="status" aria-live="polite"
+    title={conn === "offline" ? "The live feed is down: figures may be out of date; the view resyncs when it returns." : undefined}>{text}</span>;
+}
+
+function DataplaneStatus({ planes }: { planes: PollState<Dataplanes> }) {
+  const data = pollData(planes);
+  let body;
+  if (planes.kind === "missing") body = <span class="muted">data planes: status not available on this server</span>;
+  else if (!data) body = <span class="muted">data planes: {planes.kind === "error" ? planes.message : "checking…"}</span>;
+  else {
+    body = Object.entries(data).map(([name, l]) => (
+      <span key={name} class={l.connected ? "ok" : "err"} title={l.detail} data-layer={name} data-connected={String(l.connected)}>
+        {l.connected ? "✓" : "✕"} {name}{l.connected ? "" : " not connected"}
+      </span>
+    ));
+  }
+  const down = data ? Object.values(data).filter((l) => !l.connected).length : 0;
+  return <span class={`dataplanes${down ? " some-down" : ""}`} data-testid="dataplane-status" role="status">{body}</span>;
+}
+
+function Legend(p: {
+  layers: Record<Layer, boolean>; dns: PollState<DnsAnswers>; anycast: PollState<AnycastResponse>; anycastData: AnycastResponse | undefined;
+  dnsService: number | null; setDnsService: (id: number) => void; prefix: number | null; setPrefix: (id: number) => void;
+}) {
+  const svc = p.dnsService === null ? undefined : store.t.services.get(p.dnsService);
+  const dnsData = pollData(p.dns);
+  const live = svc && dnsData?.connected ? dnsData.services[String(svc.id)] : undefined;
+  const pfx = p.prefix === null ? undefined : store.t.prefixes.get(p.prefix);
+  return (
+    <div class="legend">
+      {p.layers.dns && (
+        <div class="legend-row" data-testid="legend-dns">
+          <b>DNS</b>
+          <select aria-label="Service shown on the DNS layer" value={p.dnsService ?? ""} onChange={(e) => p.setDnsService(Number(e.currentTarget.value))}>
+            {[...store.t.services.values()].map((s) => <option key={s.id} value={s.id}>{s.fqdn}</option>)}
+          </select>
+          {svc && <span>{svc.dns_policy} · TTL {svc.ttl} s</span>}
+          <span>{p.dns.kind === "missing" ? <span class="err">✕ answer figures not available (endpoint missing)</span>
+            : !dnsData ? <span class="muted">…</span>
+              : !dnsData.connected ? <span class="err" data-testid="dns-disconnected">✕ PowerDNS not connected: live shares unknown</span>
+                : <span class="ok">✓ live: {live ? `${fmt.format(live.qps)} q/s, ${live.total} answers in ${dnsData.window_seconds} s` : "no answers"}</span>}</span>
+        </div>
+      )}
+      {p.layers.anycast && (
+        <div class="legend-row" data-testid="legend-anycast">
+          <b>Anycast</b>
+          <select aria-label="Prefix shown on the anycast layer" value={p.prefix ?? ""} onChange={(e) => p.setPrefix(Number(e.currentTarget.value))}>
+            {[...store.t.prefixes.values()].map((x) => <option key={x.id} value={x.id}>{x.prefix}</option>)}
+          </select>
+          <AnycastSummary prefix={pfx?.prefix} state={p.anycast} data={p.anycastData} />
+        </div>
+      )}
+      {p.layers.local && (
+        <div class="legend-row">
+          <b>Local</b>
+          {["up", "down", "stale", "unknown", "draining", "drained", "maint"].map((k) => <Badge key={k} state={k} />)}
+        </div>
+      )}
+    </div>
+  );
+}
+
+function AnycastSummary({ prefix, state, data }: { prefix: string | undefined; state: PollState<AnycastResponse>; data: AnycastResponse | undefined }) {
+  const pops = [...store.t.pops.values()];
+  const desired = pops.filter((p) => { const a = data?.pops[String(p.id)]; return a && prefix ? a.desired.includes(prefix) : p.announce === "announce"; });
+  if (state.kind === "missing" && !data) return <span>{desired.length} PoPs announce (desired) · <span class="err">✕ observed routes not available (endpoint missing)</span></span>;
+  if (!data) return <span>{desired.length} PoPs announce (desired) · <span class="muted">observed: …</span></span>;
+  const observed = pops.filter((p) => prefix && data.pops[String(p.id)]?.observed.includes(prefix));
+  const absent = pops.filter((p) => (data.pops[String(p.id)]?.agent ?? "absent") !== "connected");
+  return <span>{desired.length} desired · {observed.length} observed{absent.length ? <span class="err"> · ✕ {absent.length} agents not connected</span> : <span class="ok"> · ✓ all agents connected</span>}
+    <span class="muted"> · cells: catchment of each announcing PoP; squares: client networks → nearest</span></span>;
+}
+
+function Overview(p: {
+  region: number | null; onPop: (id: number) => void; canAct: boolean; onAction: (r: ActionRequest) => void; onRegion: (id: number | null) => void;
+  dns: DnsAnswers | undefined; dnsOn: boolean; dnsService: number | null;
+}) {
+  const regions = [...store.t.regions.values()].filter((r) => p.region === null || r.id === p.region).sort((a, b) => a.slug.localeCompare(b.slug));
+  const svc = p.dnsService === null ? undefined : store.t.services.get(p.dnsService);
+  return (
+    <section class="overview" aria-label="Regions and PoPs">
+      {p.region !== null && <button class="link back" onClick={() => p.onRegion(null)}>← all regions</button>}
+      {p.dnsOn && svc && <DnsTable service={svc.id} dns={p.dns} />}
+      {regions.map((r) => {
+        const pops = [...(store.popsByRegion.get(r.id) ?? [])].map((id) => store.t.pops.get(id)!).filter(Boolean).sort((a, b) => a.slug.localeCompare(b.slug));
+        const act = (kind: ActionRequest["kind"]) => () => p.onAction({ kind, target: { type: "region", id: r.id, name: r.slug } });
+        return (
+          <div key={r.id} class="region" data-testid="region" data-region={r.slug}>
+            <h3><button class="link region-name" onClick={() => p.onRegion(r.id)} title="Show this region (and its actions)">{r.name}</button> <span class="muted">{r.slug}</span> {r.admin_state !== "ready" && <Badge state={r.admin_state} />}
+              {p.canAct && p.region === r.id && (
+                <span class="pool-actions">
+                  <button class="small" onClick={act("drain")}>Drain region</button>
+                  <button class="small" onClick={act("undrain")}>Undrain</button>
+                  <button class="small" onClick={act("maintenance")}>Maint</button>
+                </span>
+              )}
+            </h3>
+            <table class="pop-list">
+              <tbody>
+                {pops.map((pop) => {
+                  const s = store.summary(pop.id);
+                  return (
+                    <tr key={pop.id} class={store.isFlashing(`pop:${pop.id}`) ? "flash" : undefined}>
+                      <td><button class="link" onClick={() => p.onPop(pop.id)}>{pop.slug}</button> <span class="muted">{pop.city}</span></td>
+                      <td><Badge state={s.health === "degraded" ? "down" : s.health} label={s.health} /></td>
+                      <td>{pop.admin_state !== "ready" ? <Badge state={pop.admin_state} /> : null} {pop.announce === "withdraw" ? <Badge state="withdraw" /> : null}</td>
+                      <td class="num" title="backends up / total">{s.counts.up}/{s.total} up</td>
+                      {s.counts.down > 0 ? <td class="num" style={{ color: colourOf("down") }}>▼ {s.counts.down}</td> : <td />}
+                    </tr>
+                  );
+                })}
+              </tbody>
+            </table>
+          </div>
+        );
+      })}
+    </section>
+  );
+}
+
+function DnsTable({ service, dns }: { service: number; dns: DnsAnswers | undefined }) {
+  const svc = store.t.services.get(service)!;
+  const vips = [...store.t.vips.values()].filter((v) => v.service_id === service);
+  const total = vips.filter((v) => v.enabled).reduce((s, v) => s + v.weight, 0);
+  const live = dns?.connected ? dns.services[String(service)] : undefined;
+  return (
+    <div class="dns-table">
+      <h3>DNS answers for {svc.fqdn} <span class="muted">{svc.dns_policy} · TTL {svc.ttl} s</span></h3>
+      <table>
+        <thead><tr><th scope="col">region</th><th scope="col">VIP</th><th class="num" scope="col">weight</th><th class="num" scope="col">prio</th><th class="num" scope="col">configured</th><th class="num" scope="col">answered (60 s)</th></tr></thead>
+        <tbody>
+          {vips.map((v) => {
+            const r = store.t.regions.get(v.region_id);
+            const l = live?.regions[String(v.region_id)];
+            return (
+              <tr key={v.id}>
+                <td>{r?.slug}</td><td class="mono">{v.address}{v.enabled ? "" : " (disabled)"}</td><td class="num">{v.weight}</td><td class="num">{v.priority}</td>
+                <td class="num">{v.enabled && total ? `${fmt.format((100 * v.weight) / total)} %` : "—"}</td>
+                <td class="num">{l ? `${fmt.format(l.share * 100)} % (${l.answers})` : dns && !dns.connected ? "not connected" : "—"}</td>
+              </tr>
+            );
+          })}
+        </tbody>
+      </table>
+    </div>
+  );
+}

@@ -1,0 +1,317 @@
+// The PoP panel: anycast and DNS at a glance, each pool with its backends in one dense, sortable
+// table (health with a latency sparkline, admin state, configured → effective weight and why,
+// share of the pool, live sessions), and the actions an operator may take.
+
+import { useEffect, useRef, useState } from "preact/hooks";
+import type { AnycastPop, Backend, BackendStats, Pool, PoP, StatsResponse } from "../api";
+import { pollData, type PollState } from "../poll";
+import { samples } from "../samples";
+import { store } from "../store";
+import type { ActionRequest } from "./actions";
+import { ago, Badge, fmt } from "./common";
+
+type SortKey = "name" | "health" | "admin" | "weight" | "eff" | "share" | "sessions" | "rate";
+const HEALTH_ORDER: Record<string, number> = { down: 0, stale: 1, unknown: 2, up: 3 };
+const ADMIN_ORDER: Record<string, number> = { maint: 0, draining: 1, drained: 2, ready: 3 };
+
+export interface PanelProps {
+  pop: PoP;
+  canAct: boolean;
+  selectedBackend: number | null;
+  focusPool: number | null;
+  onSelectBackend: (id: number | null) => void;
+  onAction: (req: ActionRequest) => void;
+  onClose: () => void;
+  /** Filter the audit timeline to this text (an object's history). */
+  onHistory: (q: string) => void;
+  anycast: AnycastPop | undefined;
+  anycastMissing: boolean;
+  /** GET /api/v1/stats/backends/?pop=<id>, polled by the app (operations use it too). */
+  stats: PollState<StatsResponse>;
+}
+
+/** Share of the pool's traffic: effective weight over the pool's total (backups only when no primary serves). */
+export function shares(backends: Backend[]): Map<number, { share: number; total: number; backupOnly: boolean }> {
+  const primaries = backends.filter((b) => !b.backup);
+  const primaryTotal = primaries.reduce((s, b) => s + b.effective_weight, 0);
+  const useBackups = primaryTotal === 0;
+  const set = useBackups ? backends.filter((b) => b.backup) : primaries;
+  const total = set.reduce((s, b) => s + b.effective_weight, 0);
+  const out = new Map<number, { share: number; total: number; backupOnly: boolean }>();
+  for (const b of backends) {
+    const counts = b.backup === useBackups;
+    out.set(b.id, { share: counts && total > 0 ? b.effective_weight / total : 0, total, backupOnly: useBackups });
+  }
+  return out;
+}
+
+export function PopPanel(p: PanelProps) {
+  const { pop } = p;
+  const region = store.t.regions.get(pop.region_id);
+  const stats = p.stats;
+  const statsData = pollData(stats);
+  const [sort, setSort] = useState<{ key: SortKey; dir: 1 | -1 }>({ key: "name", dir: 1 });
+  const pools = store.poolsOf(pop.id);
+  const summary = store.summary(pop.id);
+  const ref = useRef<HTMLElement>(null);
+
+  useEffect(() => {
+    if (p.focusPool === null) return;
+    ref.current?.querySelector(`[data-pool-id="${p.focusPool}"]`)?.scrollIntoView({ block: "start" });
+  }, [p.focusPool]);
+  useEffect(() => {
+    if (p.selectedBackend === null) return;
+    ref.current?.querySelector(`[data-backend="${p.selectedBackend}"]`)?.scrollIntoView({ block: "nearest" });
+  }, [p.selectedBackend]);
+
+  const statsNote = stats.kind === "missing" ? "session figures: not available on this server (HAProxy stats endpoint missing)"
+    : stats.kind === "error" ? `session figures: ${stats.message}`
+      : statsData && !statsData.connected ? "session figures: HAProxy not connected" : null;
+  const act = (kind: ActionRequest["kind"]) => () => p.onAction({ kind, target: { type: "pop", id: pop.id, name: pop.slug } });
+  return (
+    <section class="pop-panel" data-testid="pop-panel" data-pop={pop.slug} aria-label={`PoP ${pop.name}`} ref={ref}>
+      <header class="panel-head">
+        <div class="title-row">
+          <h2>{pop.name} <span class="muted">{pop.slug} · {pop.city} · {region?.name ?? "?"}</span></h2>
+          <span>
+            <button class="link" onClick={() => p.onHistory(pop.slug)}>History</button>{" "}
+            <button class="icon" onClick={p.onClose} aria-label="Close PoP panel" title="Close (Esc)">✕</button>
+          </span>
+        </div>
+        <div class="badges">
+          <Badge state={summary.health === "degraded" ? "down" : summary.health} label={summary.health} />
+          <Badge state={pop.admin_state} />
+          <Badge state={pop.announce} />
+          {summary.panic && <Badge state="panic" />}
+          <span class="muted">{summary.total} backends · {summary.counts.up} up · {summary.counts.down} down · capacity {fmt.format(summary.capacity)} req/s</span>
+        </div>
+        {p.canAct && (
+          <div class="actions">
+            <button data-testid="pop-action-drain" onClick={act("drain")}>Drain PoP</button>
+            <button data-testid="pop-action-undrain" onClick={act("undrain")}>Undrain</button>
+            <button data-testid="pop-action-maintenance" onClick={act("maintenance")}>Maintenance</button>
+            <button data-testid="action-withdraw" onClick={act("withdraw")}>Withdraw</button>
+            <button data-testid="action-announce" onClick={act("announce")}>Announce</button>
+          </div>
+        )}
+        <AnycastLine pop={pop} a={p.anycast} missing={p.anycastMissing} />
+        {statsNote && <div class="note" role="status">{statsNote}</div>}
+      </header>
+      <div class="pools">
+        {pools.length === 0 && <p class="muted">No pools in this PoP.</p>}
+        {pools.map((pool) => <PoolBlock key={pool.id} {...p} pool={pool} sort={sort} setSort={setSort} stats={statsData?.connected ? statsData.backends : undefined} />)}
+      </div>
+      {p.selectedBackend !== null && store.t.backends.get(p.selectedBackend) && (
+        <BackendDetail backend={store.t.backends.get(p.selectedBackend)!} onClose={() => p.onSelectBackend(null)} onHistory={p.onHistory} />
+      )}
+    </section>
+  );
+}
+
+function AnycastLine({ pop, a, missing }: { pop: PoP; a: AnycastPop | undefined; missing: boolean }) {
+  if (!a) {
+    return <div class="anycast-line"><span class="label">anycast</span> desired: <Badge state={pop.announce} />
+      <span class="muted"> · observed: {missing ? "not available (anycast endpoint missing)" : "no report"}</span></div>;
+  }
+  const same = [...a.desired].sort().join() === [...a.observed].sort().join();
+  return (
+    <div class="anycast-line">
+      <span class="label">anycast</span> desired {a.desired.length ? a.desired.join(", ") : "none"} ·
+      observed {a.agent === "absent" ? "no agent" : a.observed.length ? a.observed.join(", ") : "none"}{" "}
+      {a.agent !== "absent" && (same ? <span class="ok">✓ in sync</span> : <span class="err">✕ differs</span>)}
+      <span class="muted"> · agent {a.agent}{a.observed_at ? `, ${ago(a.observed_at)}` : ""}{a.reason ? ` · ${a.reason}` : ""}</span>
+    </div>
+  );
+}
+
+function PoolBlock(p: Omit<PanelProps, "stats"> & { pool: Pool; sort: { key: SortKey; dir: 1 | -1 }; setSort: (s: { key: SortKey; dir: 1 | -1 }) => void; stats: Record<string, BackendStats> | undefined }) {
+  const { pool, sort } = p;
+  const service = store.t.services.get(pool.service_id);
+  const backends = store.backendsOf(pool.id);
+  const share = shares(backends);
+  const stat = (b: Backend) => p.stats?.[String(b.id)];
+  const val = (b: Backend): number | string => {
+    switch (sort.key) {
+      case "name": return b.name;
+      case "health": return HEALTH_ORDER[b.health] ?? 9;
+      case "admin": return ADMIN_ORDER[b.admin_state] ?? 9;
+      case "weight": return b.weight;
+      case "eff": return b.effective_weight;
+      case "share": return share.get(b.id)?.share ?? 0;
+      case "sessions": return stat(b)?.sessions ?? -1;
+      case "rate": return stat(b)?.session_rate ?? -1;
+    }
+  };
+  backends.sort((a, b) => {
+    const x = val(a), y = val(b);
+    const c = typeof x === "string" ? x.localeCompare(String(y), undefined, { numeric: true }) : x - (y as number);
+    return (c || a.name.localeCompare(b.name, undefined, { numeric: true })) * sort.dir;
+  });
+  const th = (key: SortKey, label: string, cls?: string, title?: string) => (
+    <th scope="col" class={cls} aria-sort={sort.key === key ? (sort.dir === 1 ? "ascending" : "descending") : "none"} title={title}>
+      <button class="sort" onClick={() => p.setSort({ key, dir: sort.key === key ? (-sort.dir as 1 | -1) : 1 })}>
+        {label}{sort.key === key ? (sort.dir === 1 ? " ▴" : " ▾") : ""}
+      </button>
+    </th>
+  );
+  const act = (kind: ActionRequest["kind"]) => () => p.onAction({ kind, target: { type: "pool", id: pool.id, name: `${store.t.pops.get(pool.pop_id)?.slug}/${pool.slug}` } });
+  const totalEff = backends.filter((b) => !b.backup).reduce((s, b) => s + b.effective_weight, 0);
+  return (
+    <div class={`pool${store.isFlashing(`pool:${pool.id}`) ? " flash" : ""}`} data-pool-id={pool.id} data-testid="pool">
+      <div class="pool-head">
+        <strong>{pool.slug}</strong>
+        <span class="muted">{service ? service.fqdn : `service #${pool.service_id}`} · {pool.mode} · {pool.algorithm} · Σ eff {totalEff}</span>
+        {pool.admin_state !== "ready" && <Badge state={pool.admin_state} />}
+        {pool.in_panic && <Badge state="panic" />}
+        {p.canAct && (
+          <span class="pool-actions">
+            <button class="small" onClick={act("drain")} title="Drain every backend of the pool">Drain pool</button>
+            <button class="small" onClick={act("undrain")}>Undrain</button>
+            <button class="small" onClick={act("maintenance")}>Maint</button>
+          </span>
+        )}
+      </div>
+      {backends.length === 0 ? <p class="muted">No backends in this pool.</p> : (
+        <table class="backends">
+          <thead>
+            <tr>
+              {th("name", "backend")}
+              {th("health", "health · latency")}
+              {th("admin", "admin")}
+              {th("weight", "w", "num", "configured weight")}
+              {th("eff", "eff", "num", "effective weight (hover a value for why)")}
+              {th("share", "share", "num", "share of the pool's new traffic")}
+              {th("sessions", "sess", "num", "current sessions (HAProxy)")}
+              {th("rate", "/s", "num", "new sessions per second (HAProxy)")}
+              {p.canAct && <th scope="col"><span class="sr-only">actions</span></th>}
+            </tr>
+          </thead>
+          <tbody>
+            {backends.map((b) => (
+              <BackendRow key={b.id} b={b} share={share.get(b.id)!} stats={stat(b)} canAct={p.canAct}
+                selected={p.selectedBackend === b.id} onSelect={p.onSelectBackend} onAction={p.onAction} path={`${store.t.pops.get(pool.pop_id)?.slug}/${pool.slug}/${b.name}`} />
+            ))}
+          </tbody>
+        </table>
+      )}
+    </div>
+  );
+}
+
+/** 33%, 8.3%, 0%: whole percent above 10 so the column stays narrow. */
+function sharePct(x: number): string {
+  const v = x * 100;
+  return `${v >= 10 || v === 0 ? Math.round(v) : v.toFixed(1)}%`;
+}
+
+function BackendRow({ b, share, stats, canAct, selected, onSelect, onAction, path }: {
+  b: Backend; share: { share: number; total: number; backupOnly: boolean }; stats: BackendStats | undefined; canAct: boolean;
+  selected: boolean; onSelect: (id: number | null) => void; onAction: (r: ActionRequest) => void; path: string;
+}) {
+  const why = `${b.name} gets ${fmt.format(share.share * 100)} % of new connections: effective weight ${b.effective_weight} of ` +
+    `${share.total} in the pool${share.backupOnly ? " (backups serve: no primary left)" : ""}${b.backup && !share.backupOnly ? " (backup: only used when no primary serves)" : ""}. ` +
+    `Effective weight: ${b.effective_weight_reason}.`;
+  const act = (kind: ActionRequest["kind"]) => (e: Event) => {
+    e.stopPropagation();
+    onAction({ kind, target: { type: "backend", id: b.id, name: path }, weight: b.weight });
+  };
+  return (
+    <tr data-testid="backend-row" data-backend={b.id} data-health={b.health} data-admin-state={b.admin_state}
+      class={`${selected ? "selected" : ""}${store.isFlashing(`backend:${b.id}`) ? " flash" : ""}`}
+      onClick={() => onSelect(selected ? null : b.id)}>
+      <td class="name">
+        <button class="link" onClick={(e) => { e.stopPropagation(); onSelect(selected ? null : b.id); }} aria-expanded={selected}
+          title={`${b.address}:${b.port}${b.version ? ` · version ${b.version}` : ""}`}>{b.name}</button>
+        {b.backup && <span class="tag">backup</span>}
+      </td>
+      <td class="health"><span class="cell"><Badge state={b.health} /><Sparkline id={b.id} width={48} /></span></td>
+      <td><Badge state={b.admin_state} /></td>
+      <td class="num">{b.weight}</td>
+      <td class={`num${b.effective_weight !== b.weight ? " differs" : ""}`} title={b.effective_weight_reason}>{b.effective_weight}</td>
+      <td class="num" title={why} data-testid="share">{sharePct(share.share)}</td>
+      <td class="num">{stats ? fmt.format(stats.sessions) : "—"}</td>
+      <td class="num">{stats ? fmt.format(stats.session_rate) : "—"}</td>
+      {canAct && (
+        <td class="row-actions">
+          <button class="small" data-testid="action-drain" onClick={act("drain")} title="Drain">Drain</button>
+          <button class="small" data-testid="action-undrain" onClick={act("undrain")} title="Undrain">Undrain</button>
+          <button class="small" data-testid="action-maintenance" onClick={act("maintenance")} title="Maintenance">Maint</button>
+          <button class="small" data-testid="action-weight" onClick={act("weight")} title="Change weight">Wt</button>
+        </td>
+      )}
+    </tr>
+  );
+}
+
+/** Latency of the last probes, newest right; failed probes as red ticks. Fetches only while on screen. */
+function Sparkline({ id, width = 56, height = 14 }: { id: number; width?: number; height?: number }) {
+  const ref = useRef<SVGSVGElement>(null);
+  const [, setN] = useState(0);
+  useEffect(() => {
+    const el = ref.current;
+    if (!el) return;
+    let unwatch: (() => void) | null = null;
+    const io = new IntersectionObserver((entries) => {
+      const visible = entries.some((e) => e.isIntersecting);
+      if (visible && !unwatch) unwatch = samples.watch(id, () => setN((n) => n + 1));
+      if (!visible && unwatch) { unwatch(); unwatch = null; }
+    });
+    io.observe(el);
+    return () => { io.disconnect(); unwatch?.(); };
+  }, [id]);
+  const s = samples.get(id);
+  const list = s ? [...s.samples].reverse() : [];
+  const max = Math.max(1, ...list.map((x) => x.latency_ms));
+  const step = list.length > 1 ? width / (list.length - 1) : width;
+  const pts = list.map((x, i) => `${(i * step).toFixed(1)},${(height - 1 - (x.latency_ms / max) * (height - 2)).toFixed(1)}`).join(" ");
+  const last = list[list.length - 1];
+  const label = last ? `last probe ${last.result} ${fmt.format(last.latency_ms)} ms, max ${fmt.format(max)} ms over ${list.length} probes` : "no probe results yet";
+  return (
+    <svg ref={ref} class="spark" width={width} height={height} role="img" aria-label={label} data-testid="sparkline">
+      <title>{label}</title>
+      {list.length > 1 && <polyline points={pts} fill="none" stroke="#8fb8ff" stroke-width="1.2" />}
+      {list.map((x, i) => !x.ok && <line key={i} x1={i * step} x2={i * step} y1={0} y2={height} stroke="#d64545" stroke-width="1.5" />)}
+    </svg>
+  );
+}
+
+function BackendDetail({ backend: b, onClose, onHistory }: { backend: Backend; onClose: () => void; onHistory: (q: string) => void }) {
+  const [, setN] = useState(0);
+  useEffect(() => {
+    samples.select(b.id);
+    const un = samples.watch(b.id, () => setN((n) => n + 1));
+    return () => { samples.select(null); un(); };
+  }, [b.id]);
+  const s = samples.get(b.id);
+  const last = s?.samples[0];
+  const share = shares(store.backendsOf(b.pool_id)).get(b.id);
+  return (
+    <aside class="backend-detail" data-testid="backend-detail" aria-label={`Backend ${b.name}`}>
+      <div class="title-row">
+        <h3>{b.name} <span class="muted mono">{b.address}:{b.port}</span></h3>
+        <button class="icon" onClick={onClose} aria-label="Close backend details">✕</button>
+      </div>
+      <div>Weight: configured {b.weight} → effective {b.effective_weight} <span class="muted">({b.effective_weight_reason})</span></div>
+      {share && <div>Share: {sharePct(share.share)} of the pool's new connections: effective weight {b.effective_weight} of {share.total}
+        {b.backup ? (share.backupOnly ? " (backups serve: no primary left)" : " (backup: used only when no primary serves)") : ""}</div>}
+      <div><button class="link" onClick={() => onHistory(b.name)}>History of {b.name} in the timeline</button></div>
+      {s ? (
+        <>
+          <div>Health <Badge state={b.health} /> · prober: {s.counters.health}, {s.counters.ok_streak} ok / {s.counters.fail_streak} failed in a row
+            {s.counters.rise !== null && ` (rise ${s.counters.rise}, fall ${s.counters.fall}, every ${s.counters.interval_seconds} s)`}
+            {!s.probed && " · not probed (pool has no monitor)"}</div>
+          {last && <div>Last probe: {last.result} {last.detail} in {fmt.format(last.latency_ms)} ms, {ago(last.time)}</div>}
+          <Sparkline id={b.id} width={300} height={36} />
+          {s.events.length > 0 && (
+            <ul class="events">
+              {s.events.slice(0, 5).map((e, i) => (
+                <li key={i}>{new Date(e.time).toLocaleTimeString()} <Badge state={e.from_health} /> → <Badge state={e.to_health} />{" "}
+                  <span class="muted mono">{Object.entries(e.evidence).map(([k, v]) => `${k}=${String(v)}`).join(" ")}</span></li>
+              ))}
+            </ul>
+          )}
+        </>
+      ) : <div class="muted">Loading probe results…</div>}
+    </aside>
+  );
+}
