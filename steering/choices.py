@@ -117,6 +117,8 @@ STATE_STYLES: tuple[StateStyle, ...] = (
     StateStyle("down", "down", "▼", "#d64545", "failing health checks"),
     StateStyle("unknown", "unknown", "?", "#8a8f98", "not checked yet"),
     StateStyle("stale", "stale", "◌", "#b58a00", "no check results arriving; last known state kept"),
+    # A PoP or pool, not a backend: some of its backends down, the rest serving.
+    StateStyle("degraded", "degraded", "◆", "#e07a1f", "some backends down; the rest carry the traffic"),
     StateStyle("ready", "ready", "●", "#2e9e44", "in service"),
     StateStyle("draining", "draining", "◐", "#d98a00", "no new traffic; existing sessions finishing"),
     StateStyle("drained", "drained", "○", "#5f6b7a", "out of service, no sessions"),

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from steering import capacity
 from steering.models import VIP, AnycastPrefix, Backend, ClientNetwork, Monitor, Operation, Pool, PoP, Region, Service
-from steering.services.audit import snapshot
+from steering.services.audit import SKIP_FIELDS, jsonable, snapshot
 
 # Delta "type" -> (model, topology key)
 TYPES: dict[str, tuple[type[models.Model], str]] = {
@@ -55,6 +55,31 @@ def represent(obj: models.Model, *, pools_in_panic: set[int] | None = None) -> d
     if isinstance(obj, Operation):
         data.pop("params", None)
     return data
+
+
+def represent_rows(model: type[models.Model], qs: models.QuerySet[Any], *,
+                   pools_in_panic: set[int]) -> list[dict[str, Any]]:
+    """`represent` for a whole queryset, from value rows instead of model instances: the same
+    dicts (a test holds them equal), several times faster for the 20,000 backends of a big fleet."""
+    names = [f.attname for f in model._meta.concrete_fields if f.name not in SKIP_FIELDS]
+    out = []
+    now = timezone.now()
+    for row in qs.values_list(*names):
+        data = {name: jsonable(value) for name, value in zip(names, row, strict=True)}
+        if model is Backend:
+            ready_since = row[names.index("ready_since")]
+            explained = capacity.explain_effective_weight(capacity.WeightInputs(
+                weight=data["weight"], admin_state=data["admin_state"], health=data["health"],
+                slow_start_seconds=data["slow_start_seconds"],
+                seconds_since_ready=(now - ready_since).total_seconds() if ready_since else None,
+                pool_in_panic=data["pool_id"] in pools_in_panic,
+            ))
+            data["effective_weight"] = explained.effective
+            data["effective_weight_reason"] = explained.reason
+        if model is Operation:
+            data.pop("params", None)
+        out.append(data)
+    return out
 
 
 def represent_many(type_key: str, ids: Iterable[int]) -> dict[int, dict[str, Any]]:

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from steering.choices import STATE_STYLES
 from steering.models import Operation, Pool
-from steering.representation import TYPES, represent
+from steering.representation import TYPES, represent_rows
 from steering.services.audit import current_version
 
 
@@ -25,6 +25,6 @@ def topology_snapshot() -> dict[str, Any]:
             # Running operations and the latest finished ones, not the whole history.
             recent = list(Operation.objects.order_by("-id").values_list("pk", flat=True)[:20])
             qs = qs.filter(Q(status="running") | Q(pk__in=recent))
-        body[key] = [represent(obj, pools_in_panic=panic) for obj in qs.order_by("pk")]
+        body[key] = represent_rows(model, qs.order_by("pk"), pools_in_panic=panic)
     body["states"] = [style.__dict__ for style in STATE_STYLES]
     return body

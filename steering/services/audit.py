@@ -15,10 +15,10 @@ from steering.models import Change, StateVersion
 from steering.services.context import Actor
 
 # Fields that are bookkeeping, not state an operator reasons about.
-_SKIP_FIELDS = frozenset({"created_at", "updated_at"})
+SKIP_FIELDS = frozenset({"created_at", "updated_at"})
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, (datetime.datetime, datetime.date)):
         return value.isoformat()
     if isinstance(value, decimal.Decimal):
@@ -32,9 +32,9 @@ def snapshot(obj: models.Model) -> dict[str, Any]:
     """The object's own fields as JSON-safe values (foreign keys as ids): a Change's before/after."""
     data: dict[str, Any] = {}
     for f in obj._meta.concrete_fields:
-        if f.name in _SKIP_FIELDS:
+        if f.name in SKIP_FIELDS:
             continue
-        data[f.attname] = _jsonable(getattr(obj, f.attname))
+        data[f.attname] = jsonable(getattr(obj, f.attname))
     return data
 
 

@@ -284,7 +284,7 @@ function Overview(p: {
                   return (
                     <tr key={pop.id} class={store.isFlashing(`pop:${pop.id}`) ? "flash" : undefined}>
                       <td><button class="link" onClick={() => p.onPop(pop.id)}>{pop.slug}</button> <span class="muted">{pop.city}</span></td>
-                      <td><Badge state={s.health === "degraded" ? "down" : s.health} label={s.health} /></td>
+                      <td><Badge state={s.health} label={s.health} /></td>
                       <td>{pop.admin_state !== "ready" ? <Badge state={pop.admin_state} /> : null} {pop.announce === "withdraw" ? <Badge state="withdraw" /> : null}</td>
                       <td class="num" title="backends up / total">{s.counts.up}/{s.total} up</td>
                       {s.counts.down > 0 ? <td class="num" style={{ color: colourOf("down") }}>▼ {s.counts.down}</td> : <td />}

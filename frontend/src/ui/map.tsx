@@ -33,14 +33,13 @@ function useSize(ref: { current: Element | null }): { w: number; h: number } {
   return size;
 }
 
-const HEALTH_COLOUR: Record<string, string> = { degraded: "down" };
-
+// "degraded" is in the one state table (steering/choices.py), like every other state.
 function markerColour(health: string): string {
-  return colourOf(HEALTH_COLOUR[health] ?? health);
+  return colourOf(health);
 }
 
 function markerSymbol(health: string): string {
-  return health === "degraded" ? "◆" : symbolOf(health);
+  return symbolOf(health);
 }
 
 interface MarkerProps {

@@ -79,7 +79,7 @@ export function PopPanel(p: PanelProps) {
           </span>
         </div>
         <div class="badges">
-          <Badge state={summary.health === "degraded" ? "down" : summary.health} label={summary.health} />
+          <Badge state={summary.health} label={summary.health} />
           <Badge state={pop.admin_state} />
           <Badge state={pop.announce} />
           {summary.panic && <Badge state="panic" />}
