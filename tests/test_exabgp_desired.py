@@ -33,10 +33,9 @@ def test_a_healthy_pop_announces_every_prefix_it_serves() -> None:
 @pytest.mark.parametrize(("facts", "reason"), [
     ({"announce": "withdraw"}, "operator withdrew"),
     ({"admin_state": "maint"}, "PoP in maintenance"),
-    ({"admin_state": "draining"}, "PoP draining"),
     ({"admin_state": "drained"}, "PoP drained"),
     ({"region_admin_state": "maint"}, "region ap-south in maintenance"),
-    ({"region_admin_state": "draining", "region": ""}, "region draining"),
+    ({"region_admin_state": "drained", "region": ""}, "region drained"),
 ])
 def test_a_site_out_of_service_withdraws_everything_and_says_why(facts: dict[str, str], reason: str) -> None:
     d = decide(pop(**facts))
@@ -44,6 +43,19 @@ def test_a_site_out_of_service_withdraws_everything_and_says_why(facts: dict[str
     assert d.reason == reason
     assert {p.reason for p in d.prefixes} == {reason}
     assert d.withdrawn == ("198.51.100.0/24", "203.0.113.0/24")
+
+
+@pytest.mark.parametrize("facts", [{"admin_state": "draining"}, {"region_admin_state": "draining"}])
+def test_a_draining_site_keeps_announcing_while_its_backends_serve(facts: dict[str, str]) -> None:
+    # A layered drain withdraws anycast as its own step, after DNS: "draining" alone must not.
+    d = decide(pop(**facts))
+    assert d.desired == ("198.51.100.0/24", "203.0.113.0/24")
+
+
+def test_a_draining_site_withdraws_once_its_backends_stop_taking_traffic() -> None:
+    gone = (ServiceFacts("api", "198.51.100.0/24", usable_backends=0, backends=4),
+            ServiceFacts("static", "203.0.113.0/24", usable_backends=0, backends=2))
+    assert decide(pop(admin_state="draining", services=gone)).desired == ()
 
 
 def test_the_operators_withdrawal_wins_over_other_reasons() -> None:

@@ -1,7 +1,7 @@
 """Which anycast prefixes a PoP should announce, and why (pure: no Django, DESIGN §2).
 
 A PoP announces the prefix of each service it has pools for when the operator has not withdrawn
-it, the PoP and its region are in service (admin state ready), and every service on that prefix
+it, the PoP and its region are in service (ready, or draining: see IN_SERVICE), and every service on that prefix
 has healthy capacity here (some backend with effective weight > 0). Packets for a prefix land
 wherever it is announced whatever service they are for, so one service without capacity
 withdraws a prefix it shares with others: better the next PoP than a blackhole.
@@ -65,13 +65,20 @@ def sort_prefixes(prefixes: Iterable[str]) -> tuple[str, ...]:
     return tuple(str(n) for n in sorted(nets, key=lambda n: (n.version, n.network_address, n.prefixlen)))
 
 
+# A draining site still carries its open sessions, and a layered drain withdraws anycast as its
+# own step, after DNS has emptied (services/layered.py): withdrawing as soon as the site turns
+# "draining" would move packets before resolvers move, the very order a layered drain exists to
+# keep. A plain drain withdraws anyway once its backends stop taking traffic (no usable backends).
+IN_SERVICE = frozenset({"ready", "draining"})
+
+
 def _site_blocker(pop: PopFacts) -> str | None:
     """Why the whole PoP withdraws, or None when the site itself may announce."""
     if pop.announce != "announce":
         return "operator withdrew"
-    if pop.admin_state != "ready":
+    if pop.admin_state not in IN_SERVICE:
         return f"PoP {ADMIN_WORDS.get(pop.admin_state, pop.admin_state)}"
-    if pop.region_admin_state != "ready":
+    if pop.region_admin_state not in IN_SERVICE:
         word = ADMIN_WORDS.get(pop.region_admin_state, pop.region_admin_state)
         return f"region {pop.region} {word}" if pop.region else f"region {word}"
     return None
