@@ -1,0 +1,150 @@
+"""A layered drain of a region against all three real data planes at once, on loopback:
+
+PowerDNS (our remote backend) stops answering with the region's VIPs first; only after the TTL
+wait does BIRD lose the PoP's anycast routes (ExaBGP + our agent); then HAProxy drains the PoP's
+servers (our HAProxy agent); an undrain brings every layer back. The 1 s sweeper is called by the
+test (the same function Celery beat runs), so each step is observed before the next one starts.
+Waits are bounded polls on a condition, never timed assertions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from steering.dataplane.exabgp.lab import Bird, ExaBGPProcess, agent_command, speakers_for
+from steering.dataplane.haproxy.agent import HAProxyAgent
+from steering.dataplane.haproxy.runtime import Runtime
+from steering.management.commands.seed_demo import seed
+from steering.models import VIP, Backend, Change, Operation, PoP, Region, Service
+from steering.services.actions import do_undrain
+from steering.services.context import Actor
+from steering.services.layered import do_layered_drain
+from steering.services.operations import sweep_due
+from steering.services.tokens import do_create_token
+from steering.services.topology import do_update
+from tests.conftest import make_user
+from tests.processes import stop_process_group
+from tests.test_exabgp_live import require_binaries
+from tests.test_gslb_pdns import Stack, gslb, stack  # noqa: F401  (fixtures: the GSLB server and PowerDNS)
+from tests.test_haproxy_live import free_port
+from tests.test_haproxy_render import haproxy_binary
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+OPERATOR = Actor(name="otto", source="api")
+EU_VIPS = {"192.0.2.30", "203.0.113.30"}
+PREFIXES = {"198.51.100.0/24", "203.0.113.0/24"}
+DEADLINE = 60.0
+
+
+def until(condition: Callable[[], Any], what: str, *, step: Callable[[], Any] = lambda: None) -> Any:
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        step()
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+class Planes:
+    def __init__(self, dns: Stack, bird: Bird, haproxy: HAProxyAgent, pop: PoP) -> None:
+        self.dns, self.bird, self.haproxy, self.pop = dns, bird, haproxy, pop
+
+    def answers(self, n: int = 60) -> set[str]:
+        """Every A record PowerDNS hands out over n queries of each service (weighted: sample)."""
+        seen: set[str] = set()
+        for _ in range(n):
+            seen |= set(self.dns.addresses("api.example.net."))
+            seen |= set(self.dns.addresses("static.example.net.", ecs=("198.18.2.0", 24)))  # a European resolver
+        return seen
+
+    def routes(self) -> set[str]:
+        return self.bird.routes("pop_" + self.pop.slug)
+
+    def server_states(self) -> set[str]:
+        self.haproxy.tick()
+        runtime = Runtime(self.haproxy.links[self.pop.slug].socket)
+        try:
+            return {s.state for s in runtime.show_servers_state()}
+        except Exception:
+            return set()
+
+
+@pytest.fixture
+def planes(request: pytest.FixtureRequest, live_server: Any, tmp_path: Path) -> Iterator[Planes]:
+    require_binaries()
+    haproxy_binary()
+    seed(Actor.system("test"))
+    for service in Service.objects.all():  # a 1 s TTL keeps the DNS wait step short
+        do_update(service, {"ttl": 1}, actor=Actor.system("test"), reason="short TTL for the test")
+    pop = PoP.objects.get(slug="fra1")
+    dns = request.getfixturevalue("stack")()  # imported from test_gslb_pdns: starts PowerDNS on our data
+    _, raw = do_create_token(make_user("agent-fra1", "operator"), name="exabgp fra1", role="operator",
+                             actor=Actor.system("test"))
+    token_file = tmp_path / "agent.token"
+    token_file.write_text(raw + "\n")
+    speaker = speakers_for([pop.slug])[0]
+    bird = Bird(tmp_path / "bird", [speaker])
+    exabgp: ExaBGPProcess | None = None
+    port = free_port()
+    agent = HAProxyAgent([pop.slug], spawn=True, directory=tmp_path / "haproxy", reconcile_seconds=3600,
+                         binds=lambda p, services: {s.slug: ("127.0.0.1", port + i) for i, s in enumerate(services)})
+    try:
+        bird.start()
+        exabgp = ExaBGPProcess(tmp_path / "exabgp", speaker, router_port=bird.port,
+                               agent=agent_command(pop.slug, f"http://127.0.0.1:{live_server.thread.port}",
+                                                   token_file)).start()
+        yield Planes(dns, bird, agent, pop)
+    finally:
+        agent.stop()
+        if exabgp is not None and exabgp.proc is not None:
+            exabgp.stop()
+            stop_process_group(exabgp.proc)
+        if bird.proc is not None:
+            stop_process_group(bird.proc)
+        bird.stop()
+
+
+def test_a_layered_region_drain_leaves_dns_then_anycast_then_haproxy_and_comes_back(planes: Planes) -> None:
+    region = Region.objects.get(slug="eu-west")
+    # Before: every layer carries Europe.
+    until(lambda: planes.routes() == PREFIXES, "BIRD to learn fra1's prefixes")
+    assert EU_VIPS <= planes.answers()
+    until(lambda: planes.server_states() == {"ready"}, "fra1's HAProxy with every server ready")
+
+    op, impact = do_layered_drain(region, actor=OPERATOR, reason="eu-west maintenance window", ttl_factor=1.0,
+                                  grace_seconds=30, force=True, force_reason="test: the survivors are tiny")
+    assert op is not None and impact["plan"]["wait_seconds"] == 1
+
+    # 1. DNS first: the region's VIPs leave the answers while anycast and HAProxy still carry it.
+    until(lambda: not (planes.answers(30) & EU_VIPS), "PowerDNS to stop answering with eu-west")
+    assert planes.routes() == PREFIXES
+    assert planes.server_states() == {"ready"}
+
+    # 2. After the TTL wait the sweeper withdraws anycast: BIRD loses fra1's routes; HAProxy still serves.
+    until(lambda: Operation.objects.get(pk=op.pk).steps[2]["status"] == "done", "the anycast step",
+          step=lambda: (time.sleep(0.3), sweep_due()))
+    until(lambda: planes.routes() == set(), "BIRD to lose fra1's prefixes")
+
+    # 3. Then the local drain reaches HAProxy, and with no sessions the drains finish early.
+    until(lambda: planes.server_states() <= {"drain", "maint"} and planes.server_states(), "HAProxy to drain fra1")
+    until(lambda: Operation.objects.get(pk=op.pk).status == "succeeded", "the layered drain to finish",
+          step=lambda: (planes.haproxy.tick(), sweep_due()))
+    assert set(Backend.objects.filter(pool__pop=planes.pop).values_list("admin_state", flat=True)) == {"drained"}
+    until(lambda: planes.server_states() == {"maint"}, "HAProxy to hold fra1's servers in maintenance")
+    assert not VIP.objects.filter(region=region, enabled=True).exists()
+    actions = set(Change.objects.filter(operation_id=op.pk).values_list("action", flat=True))
+    assert {"vip.disable", "pop.withdraw", "backend.drain", "backend.drained"} <= actions, actions
+
+    # Undrain: every layer comes back.
+    do_undrain(region, actor=OPERATOR, reason="window over")
+    until(lambda: planes.routes() == PREFIXES, "BIRD to learn fra1's prefixes again")
+    until(lambda: EU_VIPS <= planes.answers(), "PowerDNS to answer with eu-west again")
+    until(lambda: planes.server_states() == {"ready"}, "HAProxy to take fra1's servers back")
