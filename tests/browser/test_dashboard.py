@@ -95,6 +95,24 @@ def test_login_shows_the_demo_pops_and_each_layer_toggles(open_page, operator):
     assert_not_reloaded(page)
 
 
+def test_the_map_and_search_work_from_the_keyboard(open_page, operator):
+    seed_demo()
+    page = open_page()
+    login(page, operator.username, password_of(operator.username))
+    expect(marker(page, "sin1")).to_be_visible()
+    # A marker takes focus (Tab order) and Enter opens its PoP.
+    marker(page, "sin1").focus()
+    expect(marker(page, "sin1")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(pop_panel(page, "sin1")).to_be_visible()
+    # "/" then a name then Enter at once: the first hit opens, even before the list re-renders.
+    page.keyboard.press("/")
+    expect(page.locator("[data-testid=search]")).to_be_focused()
+    page.keyboard.type("maa1")
+    page.keyboard.press("Enter")
+    expect(pop_panel(page, "maa1")).to_be_visible()
+
+
 def test_an_operator_drains_a_backend_from_the_ui_and_watches_it_drain(open_page, operator, orm, celery_stack,
                                                                          demo_backends):
     seed_demo()

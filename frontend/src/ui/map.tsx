@@ -56,7 +56,8 @@ const Marker = memo(function Marker(p: MarkerProps) {
   return (
     <g class={`pop-marker${p.selected ? " selected" : ""}${p.flash ? " flash-svg" : ""}`} data-testid="pop-marker"
       data-pop={pop.slug} data-health={summary.health} data-admin-state={admin} transform={`translate(${p.x},${p.y})`}
-      tabIndex={0} role="button" aria-label={title} aria-pressed={p.selected}
+      // Lower-case on purpose: SVG keeps an attribute's case, and only "tabindex" makes a <g> focusable.
+      tabindex={0} role="button" aria-label={title} aria-pressed={p.selected}
       onClick={() => p.onSelect(pop.id)}
       onKeyDown={(e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); p.onSelect(pop.id); } }}>
       <title>{title}</title>

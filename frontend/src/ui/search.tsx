@@ -60,7 +60,12 @@ export function Search({ onPick, inputRef }: { onPick: (hit: Hit) => void; input
         onKeyDown={(e) => {
           if (e.key === "ArrowDown") { e.preventDefault(); setActive((a) => Math.min(a + 1, hits.length - 1)); }
           else if (e.key === "ArrowUp") { e.preventDefault(); setActive((a) => Math.max(a - 1, 0)); }
-          else if (e.key === "Enter") { e.preventDefault(); pick(hits[active] ?? hits[0]); }
+          else if (e.key === "Enter") {
+            // From the input's value now, not the last render's hits: Enter can beat the re-render.
+            e.preventDefault();
+            const now = find(e.currentTarget.value);
+            pick(now[Math.min(active, now.length - 1)] ?? now[0]);
+          }
           else if (e.key === "Escape") { setQ(""); setOpen(false); e.currentTarget.blur(); }
         }} />
       {hits.length > 0 && (
