@@ -9,7 +9,6 @@ and the commit-to-answer time is printed (bench/README.md keeps the figure).
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -31,9 +30,9 @@ from django.db import transaction
 
 from steering.gslb.counters import HEARTBEAT_KEY, KEY_PREFIX
 from steering.gslb.pdnsconf import pdns_command, pdns_server_binary, write_config
-from steering.models import VIP, Backend, Region
+from steering.models import VIP, Backend, Region, StateVersion
 from steering.services.actions import do_drain
-from steering.services.audit import bump_version
+from steering.services.audit import bump_version, current_version
 from steering.services.context import Actor
 from steering.services.effects import VERSION_KEY, _redis, publish_after_commit
 from steering.services.health import do_record_health
@@ -41,24 +40,9 @@ from steering.services.topology import do_update
 from tests import factories as f
 from tests.conftest import IN_CI
 from tests.processes import ROOT, stop_process_group, subprocess_env
+from tests.support import free_port, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 def pdns_binary() -> str:
@@ -91,9 +75,13 @@ class Stack:
 
     def publish(self) -> int:
         """Announce the test's data as a new state version, as every service action does."""
-        # Versions restart with each test's fresh DB, and Redis only moves up: start it over.
+        # Versions restart with each test's fresh DB, and Redis only moves up: start it over, past
+        # whatever the server already serves (an earlier test may have left the same number, and
+        # the server rebuilds only when the version moves).
+        served = int((_get_json(self.health_url) or {}).get("snapshot_version") or 0)
         _redis().delete(VERSION_KEY)
         with transaction.atomic():
+            StateVersion.objects.update_or_create(pk=1, defaults={"value": max(current_version(), served)})
             version = bump_version()
         publish_after_commit(version, [])
         wait_for(lambda: (_get_json(self.health_url) or {}).get("snapshot_version") == version,

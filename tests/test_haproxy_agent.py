@@ -26,7 +26,8 @@ from steering.services.actions import do_drain
 from steering.services.context import Actor
 from steering.services.operations import sweep_due
 from tests import factories as f
-from tests.test_haproxy_live import NameServer, free_port, wait_for
+from tests.support import free_port, wait_for
+from tests.test_haproxy_live import NameServer
 from tests.test_haproxy_render import haproxy_binary
 
 OPERATOR = Actor(name="otto", source="api")

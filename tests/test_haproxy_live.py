@@ -11,14 +11,12 @@ import datetime
 import http.server
 import os
 import signal
-import socket
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,23 +34,8 @@ from steering.dataplane.stats import read_backend_stats
 from steering.models import Backend, Change, Pool, PoP
 from tests import factories as f
 from tests.processes import stop_process_group
+from tests.support import free_port, wait_for
 from tests.test_haproxy_render import haproxy_binary
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 class _QuietServer(http.server.ThreadingHTTPServer):

@@ -29,9 +29,9 @@ from steering.services.tokens import do_create_token
 from steering.services.topology import do_update
 from tests.conftest import make_user
 from tests.processes import stop_process_group
+from tests.support import free_port
 from tests.test_exabgp_live import require_binaries
 from tests.test_gslb_pdns import Stack, gslb, stack  # noqa: F401  (fixtures: the GSLB server and PowerDNS)
-from tests.test_haproxy_live import free_port
 from tests.test_haproxy_render import haproxy_binary
 
 pytestmark = pytest.mark.django_db(transaction=True)

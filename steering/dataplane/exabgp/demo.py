@@ -13,12 +13,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from steering.dataplane.exabgp.lab import (
     Bird,
@@ -28,6 +26,7 @@ from steering.dataplane.exabgp.lab import (
     exabgp_binary,
     speakers_for,
 )
+from steering.lifecycle import StopRequest
 
 logger = logging.getLogger("steering.exabgp.demo")
 TOKEN_NAME = "exabgp-demo"
@@ -125,14 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s anycast-demo %(message)s")
     args.dir.mkdir(parents=True, exist_ok=True)
-    stopping = False
-
-    def stop(*_: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stop = StopRequest()
     supervisor: Supervisor | None = None
     try:
         pops, raw = issue_agent_token()
@@ -152,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             supervisor.stop()
         supervisor = None
     try:
-        while not stopping:
+        while not stop():
             if supervisor is not None:
                 supervisor.check()
             time.sleep(0.5)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import signal
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
 from steering.dataplane.haproxy.agent import HAProxyAgent
+from steering.lifecycle import StopRequest
 
 
 class Command(BaseCommand):
@@ -24,17 +24,10 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         agent = HAProxyAgent(options["pops"], spawn=options["spawn"], reconcile_seconds=options["reconcile_seconds"],
                              stats_seconds=options["stats_seconds"])
-        stopping = False
-
-        def stop(*_: Any) -> None:
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
+        stop = StopRequest()
         self.stdout.write(f"haproxy agent: {'spawning and ' if options['spawn'] else ''}driving "
                           f"{', '.join(options['pops']) if options['pops'] else 'every PoP'}")
         try:
-            agent.run(lambda: stopping)
+            agent.run(stop)
         finally:
             agent.stop()

@@ -24,6 +24,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from config.embedded import PrivateRedis
 from steering.dataplane.exabgp.demo import anycast_layer
 from steering.gslb.demo import dns_layer
+from steering.lifecycle import StopRequest
 
 
 class Command(BaseCommand):
@@ -89,23 +90,16 @@ class Command(BaseCommand):
                         redis.stop()
                     raise SystemExit(f"setup step {' '.join(step)} failed")
         procs: dict[str, subprocess.Popen[bytes]] = {}
-        stopping = False
-
-        def stop(*_: Any) -> None:
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
+        stop = StopRequest()
         try:
             for name, cmd in commands.items():
                 procs[name] = subprocess.Popen(cmd, env=env, start_new_session=True)
             self._announce(host, port, env["REDIS_URL"], redis is not None, notes)
-            while not stopping:
+            while not stop():
                 for name, proc in procs.items():
                     if proc.poll() is not None:
                         self.stderr.write(f"{name} exited with {proc.returncode}; stopping everything")
-                        stopping = True
+                        stop.set()
                         break
                 time.sleep(0.5)
         finally:
