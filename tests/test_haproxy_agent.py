@@ -282,3 +282,43 @@ def test_the_demo_backends_answer_slowly_or_with_a_status_when_asked() -> None:
         assert asyncio.run(one_request("127.0.0.1", free_port(), "/", timeout=5)) == 0  # nobody listens
     finally:
         demo.stop()
+
+
+def test_demo_traffic_asks_dns_as_resolvers_from_the_client_networks_would() -> None:
+    import asyncio
+
+    import dns.edns
+    import dns.message
+
+    from steering.management.commands.demo_traffic import dns_queries
+
+    seen: list[dns.message.Message] = []
+
+    class Responder(asyncio.DatagramProtocol):
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            query = dns.message.from_wire(data)
+            seen.append(query)
+            self.transport.sendto(dns.message.make_response(query).to_wire(), addr)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(Responder, local_addr=("127.0.0.1", 0))
+        port = transport.get_extra_info("sockname")[1]
+        stop = asyncio.Event()
+        task = asyncio.create_task(dns_queries(stop, port, 200.0, ["api.example.net"], ["198.18.2.0/24", "2001:db8::/48"]))
+        deadline = loop.time() + 20
+        while len(seen) < 40 and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        stop.set()
+        await task
+        transport.close()
+
+    asyncio.run(run())
+    assert len(seen) >= 40
+    assert {q.question[0].name.to_text() for q in seen} == {"api.example.net."}
+    subnets = {o.address for q in seen for o in q.options if isinstance(o, dns.edns.ECSOption)}
+    assert subnets == {"198.18.2.0"}           # only the IPv4 client network, as a /24 ECS
+    assert any(not q.options for q in seen)    # and plain queries, answered by weight

@@ -1,4 +1,5 @@
-"""A small traffic generator for the demo: steady HTTP requests through each PoP's HAProxy.
+"""A small traffic generator for the demo: steady HTTP requests through each PoP's HAProxy, and
+DNS queries to the demo's PowerDNS (so the DNS layer shows how answers are handed out).
 
 It reads where the frontends are from the HAProxy agents' reports (Redis), so it follows PoPs
 as they come and go, and only ever connects to loopback. Requests ask the demo backends to
@@ -15,9 +16,11 @@ import random
 import signal
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from steering.dataplane.haproxy.agent import read_agent_reports
+from steering.models import ClientNetwork, Service
 
 
 def _loopback(address: str) -> bool:
@@ -52,15 +55,23 @@ class Command(BaseCommand):
         parser.add_argument("--rps", type=float, default=6.0, help="Mean requests per second per frontend.")
         parser.add_argument("--mean-ms", type=float, default=2000.0, help="Mean time a backend takes to answer.")
         parser.add_argument("--max-open", type=int, default=800, help="Cap on open requests overall.")
+        parser.add_argument("--dns-qps", type=float, default=10.0, help="DNS queries per second (0: none).")
+        parser.add_argument("--dns-port", type=int, default=settings.STEERING_DNS_PORT,
+                            help="The demo PowerDNS on 127.0.0.1.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        asyncio.run(self._run(options["rps"], options["mean_ms"], options["max_open"]))
+        asyncio.run(self._run(options["rps"], options["mean_ms"], options["max_open"], options["dns_qps"],
+                              options["dns_port"]))
 
-    async def _run(self, rps: float, mean_ms: float, max_open: int) -> None:
+    async def _run(self, rps: float, mean_ms: float, max_open: int, dns_qps: float, dns_port: int) -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        if dns_qps > 0:
+            subnets = await asyncio.to_thread(lambda: list(ClientNetwork.objects.values_list("cidr", flat=True)))
+            names = await asyncio.to_thread(lambda: list(Service.objects.values_list("fqdn", flat=True)))
+            loop.create_task(dns_queries(stop, dns_port, dns_qps, names, subnets))
         from steering.services.effects import _redis
 
         redis = _redis()
@@ -97,6 +108,34 @@ class Command(BaseCommand):
         for task in list(open_requests):
             task.cancel()
         self.stdout.write(json.dumps({"stopped": True, "open": len(open_requests)}))
+
+
+async def dns_queries(stop: asyncio.Event, port: int, qps: float, names: list[str], subnets: list[str]) -> None:
+    """Queries to the demo PowerDNS on loopback, half from "resolvers" in the demo's client networks
+    (EDNS client subnet), half without (weighted answers). Without dnspython (a dev requirement),
+    or without PowerDNS answering, it stays quiet."""
+    try:
+        import dns.asyncquery
+        import dns.edns
+        import dns.message
+    except ImportError:
+        return
+    ipv4 = [n for n in subnets if ":" not in n]
+    while not stop.is_set() and names:
+        name = random.choice(names)
+        options: list[dns.edns.Option] | None = None
+        if ipv4 and random.random() < 0.5:
+            net = ipaddress.ip_network(random.choice(ipv4))
+            options = [dns.edns.ECSOption(str(net.network_address), min(net.prefixlen, 24))]
+        query = dns.message.make_query(name, "A", use_edns=0 if options else None, options=options)
+        try:
+            await dns.asyncquery.udp(query, "127.0.0.1", port=port, timeout=1)
+        except Exception:  # PowerDNS not (yet) up: the demo says so elsewhere
+            await asyncio.sleep(1)
+        try:
+            await asyncio.wait_for(stop.wait(), random.expovariate(qps))
+        except TimeoutError:
+            pass
 
 
 def _poisson(mean: float) -> int:
