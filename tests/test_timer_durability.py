@@ -74,6 +74,8 @@ def test_drains_complete_on_time_across_a_worker_sigkill(tmp_path):
         assert len(completions) == 1, f"{b.name}: {len(completions)} completions audited"
         deadline_at = timezone.datetime.fromisoformat(completions[0].before["drain_deadline"])
         lateness.append((completions[0].time - deadline_at).total_seconds())
+    print(f"drain completion after deadline: median {sorted(lateness)[len(lateness) // 2]:.2f} s, "
+          f"max {max(lateness):.2f} s over {len(lateness)}")
     assert min(lateness) >= 0, lateness  # never early
     assert max(lateness) <= 2.0, (f"latest completion {max(lateness):.2f} s after its deadline: {[round(x, 2) for x in lateness]}\n"
                                   f"{worker.log()[-2500:]}")
