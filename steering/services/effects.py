@@ -6,12 +6,14 @@ browsers recover by noticing the version gap and refetching the topology.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import threading
 import time
 from collections import defaultdict
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 
@@ -83,6 +85,39 @@ def _warn(what: str, version: int, exc: Exception) -> None:
         logger.warning("could not %s for version %s: %s (live clients will resync)", what, version, exc)
 
 
+class _GroupSender:
+    """Channel-layer sends from sync code on one long-lived event loop per process.
+
+    channels-redis keeps its Redis connections per event loop, and async_to_sync runs each call
+    on a fresh loop: every publish paid a new connection (~7-25 ms). One loop in a daemon thread
+    keeps them; a send waits for its own completion, so sends from a thread stay in order.
+    A forked child (Celery prefork) gets its own loop: threads do not survive a fork.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = 0
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="live-sender", daemon=True).start()
+                self._loop, self._pid = loop, os.getpid()
+            return self._loop
+
+    def send(self, group: str, message: dict[str, Any], timeout: float = 5.0) -> None:
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), self._running_loop())
+        future.result(timeout)
+
+
+_sender = _GroupSender()
+
+
 def publish_after_commit(version: int, deltas: list[dict[str, Any]]) -> None:
     try:
         _redis().eval(_MAX_SCRIPT, 1, VERSION_KEY, version)
@@ -91,9 +126,7 @@ def publish_after_commit(version: int, deltas: list[dict[str, Any]]) -> None:
         return
     try:
         message = build_delta(version, deltas)
-        layer = get_channel_layer()
-        if layer is not None:
-            async_to_sync(layer.group_send)(LIVE_GROUP, {"type": "live.delta", "delta": message})
+        _sender.send(LIVE_GROUP, {"type": "live.delta", "delta": message})
     except Exception as exc:
         _warn("publish the live delta", version, exc)
 
@@ -103,8 +136,6 @@ def publish_observed(message: dict[str, Any]) -> None:
 
     Not a state change: no version, no audit. The consumer forwards `message` as-is."""
     try:
-        layer = get_channel_layer()
-        if layer is not None:
-            async_to_sync(layer.group_send)(LIVE_GROUP, {"type": "live.observed", "message": message})
+        _sender.send(LIVE_GROUP, {"type": "live.observed", "message": message})
     except Exception as exc:
         _warn("publish an observation", 0, exc)
