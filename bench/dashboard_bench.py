@@ -106,16 +106,9 @@ def free_port() -> int:
 
 
 def setup_django(tmp: Path, redis_url: str) -> None:
-    os.environ.update({"STEERING_VAR_DIR": str(tmp), "REDIS_URL": redis_url,
-                       "DJANGO_SETTINGS_MODULE": "config.settings", "LOG_LEVEL": "WARNING"})
-    os.environ.pop("DATABASE_URL", None)
-    import django
+    from probe_bench import setup_django as setup  # bench/ is on sys.path when a bench runs as a script
 
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    call_command("collectstatic", "--noinput", verbosity=0)
+    setup(tmp, redis_url, collectstatic=True)
 
 
 def make_fleet(pops: int, backends: int) -> dict[str, Any]:

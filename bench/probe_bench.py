@@ -95,7 +95,8 @@ def haproxy_config(tmp: Path, count: int, port: int, interval: float) -> Path:
     return path
 
 
-def setup_django(tmp: Path, redis_url: str) -> None:
+def setup_django(tmp: Path, redis_url: str, *, collectstatic: bool = False) -> None:
+    """A bench's own Django: SQLite in `tmp`, the given Redis, migrated (and static files for a UI bench)."""
     os.environ.update({"STEERING_VAR_DIR": str(tmp), "REDIS_URL": redis_url,
                        "DJANGO_SETTINGS_MODULE": "config.settings", "LOG_LEVEL": "WARNING"})
     os.environ.pop("DATABASE_URL", None)
@@ -105,6 +106,8 @@ def setup_django(tmp: Path, redis_url: str) -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    if collectstatic:
+        call_command("collectstatic", "--noinput", verbosity=0)
 
 
 def make_fleet(count: int, port: int, interval: float) -> list[int]:

@@ -14,13 +14,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 10.0, *, interval: float = 0.02,
+             step: Callable[[], Any] | None = None) -> Any:
     """Poll until `condition()` is truthy and return it; fail saying what never happened.
-    A generous deadline for "eventually", never a timed assertion."""
+    A generous deadline for "eventually", never a timed assertion. `step` runs before each look
+    (a test driving the sweeper or an agent pass itself)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if step is not None:
+            step()
         value = condition()
         if value:
             return value
-        time.sleep(0.02)
+        time.sleep(interval)
     raise AssertionError(f"gave up waiting for {what}")

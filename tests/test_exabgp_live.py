@@ -42,6 +42,7 @@ from steering.services.tokens import do_create_token, do_revoke_token
 from tests import factories as f
 from tests.conftest import IN_CI, make_user, token_client
 from tests.processes import stop_process_group, subprocess_env
+from tests.support import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -77,14 +78,11 @@ class Lab:
         return self.bird.routes(self.protocol)
 
     def wait(self, condition: Callable[[], Any], what: str) -> Any:
-        deadline = time.monotonic() + DEADLINE
-        while time.monotonic() < deadline:
-            value = condition()
-            if value:
-                return value
-            time.sleep(0.2)
-        raise AssertionError(f"gave up waiting for {what}; router has {self.routes()}\n"
-                             f"--- exabgp log ---\n{self.exabgp.log()[-4000:]}\n--- bird log ---\n{self.bird.log()[-2000:]}")
+        try:
+            return wait_for(condition, what, DEADLINE, interval=0.2)  # birdc is a process: not too often
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; router has {self.routes()}\n--- exabgp log ---\n"
+                                 f"{self.exabgp.log()[-4000:]}\n--- bird log ---\n{self.bird.log()[-2000:]}") from exc
 
     def wait_routes(self, expected: set[str]) -> None:
         self.wait(lambda: self.routes() == expected, f"router table {sorted(expected)}")

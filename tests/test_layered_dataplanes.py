@@ -29,7 +29,7 @@ from steering.services.tokens import do_create_token
 from steering.services.topology import do_update
 from tests.conftest import make_user
 from tests.processes import stop_process_group
-from tests.support import free_port
+from tests.support import free_port, wait_for
 from tests.test_exabgp_live import require_binaries
 from tests.test_gslb_pdns import Stack, gslb, stack  # noqa: F401  (fixtures: the GSLB server and PowerDNS)
 from tests.test_haproxy_render import haproxy_binary
@@ -42,15 +42,8 @@ PREFIXES = {"198.51.100.0/24", "203.0.113.0/24"}
 DEADLINE = 60.0
 
 
-def until(condition: Callable[[], Any], what: str, *, step: Callable[[], Any] = lambda: None) -> Any:
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        step()
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"gave up waiting for {what}")
+def until(condition: Callable[[], Any], what: str, *, step: Callable[[], Any] | None = None) -> Any:
+    return wait_for(condition, what, DEADLINE, interval=0.1, step=step)
 
 
 class Planes:
