@@ -54,13 +54,13 @@ def set_flags(figures: Mapping[int, HasRates], rule: FiveXXRule, *, redis: Any) 
             changed.append(backend_id)
             pipe.hset(KEY.format(id=backend_id), "flag_5xx", "1" if now_flagged else "0")
     pipe.execute()
+    from steering.services.effects import publish_observed
+
     for backend_id in changed:
         f = figures[backend_id]
         flagged = rule.spiking(f)
         if flagged:
             logger.warning("backend %s: 5xx spike (%.1f/s of %.1f sessions/s)", backend_id, f.rate_5xx, f.session_rate)
-        from steering.services.effects import publish_observed
-
         publish_observed({"type": "observed", "layer": "local", "backend": backend_id, "flag_5xx": flagged,
                           "rate_5xx": round(f.rate_5xx, 2), "session_rate": round(f.session_rate, 2),
                           "at": time.time()})

@@ -63,6 +63,22 @@ def beat(client: Any, now: float | None = None) -> None:
     client.set(HEARTBEAT_KEY, repr(now if now is not None else time.time()))
 
 
+def fresh(heartbeat: Any, now: float) -> bool:
+    """Is a heartbeat value (unix time, as bytes or str) recent enough to call the server up?"""
+    try:
+        return heartbeat is not None and now - float(heartbeat) <= HEARTBEAT_FRESH_SECONDS
+    except ValueError:
+        return False
+
+
+def is_connected(client: Any, now: float | None = None) -> bool:
+    try:
+        heartbeat = client.get(HEARTBEAT_KEY)
+    except Exception:
+        return False
+    return fresh(heartbeat, time.time() if now is None else now)
+
+
 def read_answers(client: Any, now: float | None = None) -> dict[str, Any]:
     """The /api/v1/dns/answers/ body: answers in the last 60 s by service and region."""
     now = time.time() if now is None else now
@@ -75,10 +91,7 @@ def read_answers(client: Any, now: float | None = None) -> dict[str, Any]:
         heartbeat, *buckets = pipe.execute()
     except Exception:  # no figures is a state to show ("not connected"), not an error
         return {"connected": False, "window_seconds": WINDOW_SECONDS, "services": {}}
-    try:
-        connected = heartbeat is not None and now - float(heartbeat) <= HEARTBEAT_FRESH_SECONDS
-    except ValueError:
-        connected = False
+    connected = fresh(heartbeat, now)
     totals: dict[str, dict[str, int]] = {}
     for bucket in buckets:
         for field, value in bucket.items():

@@ -204,7 +204,8 @@ def sweep_stale(*, now: float | None = None) -> list[int]:
     from steering.models import Pool
 
     r = _redis()
-    record_queued(r)  # a safety net: transitions whose recorder task was lost (a killed worker) land here
+    if outbox.pending(r):  # a safety net: transitions whose recorder task was lost (a killed worker)
+        record_queued(r)
     now = time.time() if now is None else now
     due = store.due_stale(r, now=now)
 

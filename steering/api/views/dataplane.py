@@ -20,7 +20,6 @@ from steering.dataplane.stats import read_backend_stats
 from steering.models import Backend, PoP
 
 FRESH_SECONDS = 5.0
-GSLB_HEARTBEAT_KEY = "steering:gslb:heartbeat"
 
 
 def _redis() -> Any:
@@ -88,11 +87,9 @@ def layer_status() -> dict[str, dict[str, Any]]:
     local = {"connected": bool(up), "pops": up,
              "detail": (f"HAProxy answering in {len(up)} of {len(pops)} PoPs" if up else
                         "no HAProxy agent reporting: the local layer is not connected (run manage.py haproxy_agent)")}
-    try:
-        heartbeat = redis.get(GSLB_HEARTBEAT_KEY)
-    except Exception:
-        heartbeat = None
-    dns_up = _fresh(heartbeat, now)
+    from steering.gslb.counters import is_connected
+
+    dns_up = is_connected(redis, now)
     dns = {"connected": dns_up,
            "detail": "the PowerDNS remote backend is answering" if dns_up else
                      "no GSLB server reporting: the DNS layer is not connected (run manage.py gslb_server)"}

@@ -118,7 +118,8 @@ class HAProxyAgent:
         moved = version != self.version
         if moved or now - self.last_sync >= self.sync_seconds:
             close_old_connections()
-            self.discover()
+            if moved or not self.links:  # a new PoP is a change, so it moves the version
+                self.discover()
             self.version = version
             self.last_sync = now
             for link in self.links.values():
