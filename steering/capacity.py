@@ -24,6 +24,10 @@ class WeightInputs:
     slow_start_seconds: int = 0
     seconds_since_ready: float | None = None
     pool_in_panic: bool = False
+    # Outlier ejection (steering.services.outliers): seconds until it may return, None when not
+    # ejected; the reason is the evidence ("14 x 5xx in 10 s").
+    ejected_seconds_left: float | None = None
+    ejection_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,10 @@ def explain_effective_weight(inputs: WeightInputs) -> WeightExplanation:
     """The weight a data plane should use for new traffic, and why.
 
     - draining / drained / maintenance: 0 (draining keeps its sessions, takes nothing new)
+    - ejected by live traffic (outlier ejection): 0 until its ejection time is over, even in a
+      panic (the ejection is bounded on its own: never more than the pool's share, never below
+      its minimum healthy capacity); when the time is over the weight returns by itself, so a
+      stopped outlier task can never keep capacity out
     - down: 0, unless the pool is in panic (most of it looks down at once, so the prober is
       suspected and everyone keeps serving)
     - unknown and stale keep their weight: no evidence is not evidence of failure
@@ -47,6 +55,11 @@ def explain_effective_weight(inputs: WeightInputs) -> WeightExplanation:
         return WeightExplanation(0, f"admin state {inputs.admin_state}")
     if weight == 0:
         return WeightExplanation(0, "configured weight 0")
+    left = inputs.ejected_seconds_left
+    if left is not None and left > 0:
+        why = inputs.ejection_reason or "failing live traffic"
+        return WeightExplanation(0, f"ejected by live traffic: {why}; back in {math.ceil(left)} s "
+                                    "unless the prober finds it down")
     if inputs.health == "down":
         if inputs.pool_in_panic:
             return WeightExplanation(weight, "down, but pool in panic: kept in service")

@@ -81,9 +81,24 @@ class OperationStatus(models.TextChoices):
     SUCCEEDED = "succeeded", "succeeded"
     ABORTED = "aborted", "aborted"
     FAILED = "failed", "failed"
+    # Finished in the desired state, but a data plane never acknowledged it (see DataplaneState).
+    UNCONFIRMED = "unconfirmed", "unconfirmed"
 
 
-OPERATION_FINAL_STATES = frozenset({OperationStatus.SUCCEEDED, OperationStatus.ABORTED, OperationStatus.FAILED})
+OPERATION_FINAL_STATES = frozenset({OperationStatus.SUCCEEDED, OperationStatus.ABORTED, OperationStatus.FAILED,
+                                    OperationStatus.UNCONFIRMED})
+
+
+class DataplaneLayer(models.TextChoices):
+    """The three layers that steer traffic, as their agents name themselves."""
+
+    LOCAL = "local", "local (HAProxy)"
+    DNS = "dns", "DNS (PowerDNS)"
+    ANYCAST = "anycast", "anycast (ExaBGP)"
+
+
+# Layers that run at a PoP (an agent bound to a PoP serves these); DNS is one fleet-wide layer.
+POP_LAYERS = (DataplaneLayer.LOCAL, DataplaneLayer.ANYCAST)
 
 
 class ChangeSource(models.TextChoices):
@@ -97,9 +112,12 @@ class Role(models.TextChoices):
     VIEWER = "viewer", "viewer"
     OPERATOR = "operator", "operator"
     ADMIN = "admin", "admin"
+    # A data-plane agent's token, bound to one PoP (or to the DNS layer): it reads that scope's
+    # desired state and reports for it, nothing else. Ranked below viewer so no other check passes.
+    AGENT = "agent", "agent"
 
 
-ROLE_RANK = {Role.VIEWER: 1, Role.OPERATOR: 2, Role.ADMIN: 3}
+ROLE_RANK = {Role.AGENT: 0, Role.VIEWER: 1, Role.OPERATOR: 2, Role.ADMIN: 3}
 
 
 @dataclass(frozen=True)

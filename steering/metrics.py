@@ -5,7 +5,8 @@ Celery prefork children (and workers on other hosts) each count their probes int
 those hashes at scrape time in the web process. That works across hosts and restarts, needs no
 shared directory or PROMETHEUS_MULTIPROC_DIR cleanup (prometheus_client's multiprocess mode),
 and costs the web process one Redis round trip per scrape. Backends by health and pools in
-panic come from the DB (one GROUP BY). Nothing here names a host, URL or credential.
+panic come from the DB (one GROUP BY); outlier ejections (steering.services.outliers) count into a
+Redis hash the same way. Nothing here names a host, URL or credential.
 """
 
 from __future__ import annotations
@@ -80,6 +81,37 @@ class SteeringCollector:
         panic = GaugeMetricFamily("steering_pools_in_panic", "Pools in panic (most backends look down).")
         panic.add_metric([], float(Pool.objects.filter(in_panic=True).count()))
         yield panic
+        yield from _outlier_metrics()
+
+
+def _outlier_metrics() -> Iterator[Metric]:
+    """Passive verdicts (steering.services.outliers): ejections by rule, their ends, the bounds."""
+    from steering.models import Pool
+    from steering.services import outliers
+
+    counters = outliers.metrics_counters()
+    ejections = CounterMetricFamily("steering_outlier_ejections", "Backends ejected by live traffic, by rule "
+                                    "(observed: HAProxy's observe took it out; consecutive; share).", labels=["rule"])
+    for rule in ("observed", "consecutive", "share"):
+        ejections.add_metric([rule], counters.get(f"eject:{rule}", 0.0))
+    yield ejections
+    ends = CounterMetricFamily("steering_outlier_ejection_ends", "Ejections ended: cleared (back in), confirmed "
+                               "(the prober found it down), off (policy turned off).", labels=["how"])
+    for how in ("cleared", "confirmed", "off"):
+        ends.add_metric([how], counters.get(f"end:{how}", 0.0))
+    yield ends
+    entered = CounterMetricFamily("steering_outlier_panics", "Times a pool's bounds held failing backends in.")
+    entered.add_metric([], counters.get("panic", 0.0))
+    yield entered
+    held = GaugeMetricFamily("steering_outlier_held_back", "Failing backends the bounds keep in service (last pass).")
+    held.add_metric([], counters.get("held_now", 0.0))
+    yield held
+    ejected = GaugeMetricFamily("steering_backends_ejected", "Backends ejected by live traffic now.")
+    ejected.add_metric([], float(outliers.ejected_now()))
+    yield ejected
+    in_panic = GaugeMetricFamily("steering_pools_outlier_panic", "Pools whose ejection bounds hold failing backends in.")
+    in_panic.add_metric([], float(Pool.objects.filter(outlier_panic=True).count()))
+    yield in_panic
 
 
 REGISTRY = CollectorRegistry(auto_describe=False)

@@ -31,9 +31,26 @@ TYPES: dict[str, tuple[type[models.Model], str]] = {
 }
 
 
+def ejection_left(ejected_at: Any, ejected_until: Any, now: Any) -> float | None:
+    """Seconds of outlier ejection left, None when the backend is not ejected."""
+    if ejected_at is None or ejected_until is None:
+        return None
+    left = (ejected_until - now).total_seconds()
+    return left if left > 0 else None
+
+
+_EJECTION_FIELDS = frozenset({"ejected_at", "ejected_until", "ejection_reason"})
+
+
 def weight_inputs(backend: Backend, *, pool_in_panic: bool, now: Any = None) -> capacity.WeightInputs:
     now = now or timezone.now()
     since = (now - backend.ready_since).total_seconds() if backend.ready_since else None
+    left, reason = None, ""
+    # A queryset narrowed with .only() that left the ejection out must not cost a query per row:
+    # it reads as "not ejected", which is safe (an ejection never takes a pool's last capacity).
+    if not (_EJECTION_FIELDS & backend.get_deferred_fields()):
+        left = ejection_left(backend.ejected_at, backend.ejected_until, now)
+        reason = backend.ejection_reason if left is not None else ""
     return capacity.WeightInputs(
         weight=backend.weight,
         admin_state=backend.admin_state,
@@ -41,6 +58,8 @@ def weight_inputs(backend: Backend, *, pool_in_panic: bool, now: Any = None) -> 
         slow_start_seconds=backend.slow_start_seconds,
         seconds_since_ready=since,
         pool_in_panic=pool_in_panic,
+        ejected_seconds_left=left,
+        ejection_reason=reason,
     )
 
 
@@ -68,11 +87,13 @@ def represent_rows(model: type[models.Model], qs: models.QuerySet[Any], *,
         data = {name: jsonable(value) for name, value in zip(names, row, strict=True)}
         if model is Backend:
             ready_since = row[names.index("ready_since")]
+            left = ejection_left(row[names.index("ejected_at")], row[names.index("ejected_until")], now)
             explained = capacity.explain_effective_weight(capacity.WeightInputs(
                 weight=data["weight"], admin_state=data["admin_state"], health=data["health"],
                 slow_start_seconds=data["slow_start_seconds"],
                 seconds_since_ready=(now - ready_since).total_seconds() if ready_since else None,
                 pool_in_panic=data["pool_id"] in pools_in_panic,
+                ejected_seconds_left=left, ejection_reason=data["ejection_reason"] if left is not None else "",
             ))
             data["effective_weight"] = explained.effective
             data["effective_weight_reason"] = explained.reason

@@ -11,6 +11,8 @@ from typing import Any
 
 from steering.choices import ROLE_RANK, Role
 
+HUMAN_ROLES = (Role.VIEWER.value, Role.OPERATOR.value, Role.ADMIN.value)
+
 
 def user_role(user: Any) -> str | None:
     if user is None or not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", False):
@@ -20,7 +22,8 @@ def user_role(user: Any) -> str | None:
     cached = getattr(user, "_steering_role", "unset")
     if cached != "unset":
         return cached  # type: ignore[no-any-return]
-    names = set(user.groups.filter(name__in=[r.value for r in Role]).values_list("name", flat=True))
+    # Only the human roles come from groups: "agent" is a token's role, never a person's.
+    names = set(user.groups.filter(name__in=HUMAN_ROLES).values_list("name", flat=True))
     role = max(names, key=lambda n: ROLE_RANK[Role(n)], default=None)
     user._steering_role = role
     return role

@@ -57,7 +57,10 @@ def test_every_demo_pop_renders_a_config_haproxy_accepts(db: Any, tmp_path: Path
         web = next(p for p in spec.pools if p.slug == "api-web")
         assert f"use_backend {pci.proxy} if r{pci.id}_path" in text
         assert f"default_backend {web.proxy}" in text
-        assert " check" not in text  # we probe ourselves
+        # We probe ourselves: HAProxy's check only serves `observe` (it never takes a server out on
+        # its own, fall 1000) and brings back one that its live traffic took out.
+        assert "option httpchk" not in text and " fall 1000" in text
+        assert "retries 3" in text and "option redispatch 1" in text and "observe layer4" in text
         assert rendered.warnings == ()
 
 
@@ -88,7 +91,7 @@ def test_edge_cases_render_valid_configs(db: Any, tmp_path: Path) -> None:
     spare = next(p for p in spec.pools if p.slug == "spare")
     assert f"use_backend {spare.proxy} if {{ nbsrv({web.proxy}) eq 0 }}" in text
     assert "hash-type consistent" in text  # source hashing that accepts runtime-added servers
-    lines = {line.split()[1]: line for line in text.splitlines() if line.strip().startswith("server ")}
+    lines = {line.split()[1]: line.split(" check ")[0] for line in text.splitlines() if line.strip().startswith("server ")}
     assert lines["ready-1"].endswith("weight 3")
     assert lines["drain-1"].endswith("weight 0")
     assert "disabled" in lines["drained-1"] and "disabled" in lines["maint-1"]
@@ -111,12 +114,15 @@ def test_a_tcp_frontend_cannot_route_by_path_and_says_so(db: Any, tmp_path: Path
     assert any("match rules not applied" in w for w in rendered.warnings)
 
 
-def test_binds_must_be_loopback() -> None:
+def test_frontends_bind_the_address_the_model_gives_and_refuse_only_a_malformed_one() -> None:
+    # The product binds a fleet's VIPs (here a documentation address, as data: nothing is started).
     spec = PopSpec("p", (ServiceSpec("api", "http"),), (PoolSpec(1, "web", "api", "http", "roundrobin"),))
-    with pytest.raises(ValueError, match="not loopback"):
-        render(spec, socket_path="/tmp/x.sock", binds={"api": ("0.0.0.0", 80)})
-    with pytest.raises(ValueError, match="not loopback"):
-        render(spec, socket_path="/tmp/x.sock", binds={"api": ("192.0.2.1", 80)})
+    rendered = render(spec, socket_path="/tmp/x.sock", binds={"api": ("192.0.2.1", 443), })
+    assert "bind 192.0.2.1:443" in rendered.text
+    assert "bind [2001:db8::1]:443" in render(spec, socket_path="/tmp/x.sock",
+                                              binds={"api": ("2001:db8::1", 443)}).text
+    with pytest.raises(ValueError, match="not an IP address"):
+        render(spec, socket_path="/tmp/x.sock", binds={"api": ("vip.example", 80)})
 
 
 def _state(name: str, state: int = 0, weight: int = 100) -> ServerState:
@@ -178,18 +184,54 @@ def test_rates_come_from_counter_deltas_and_a_restart_gives_none() -> None:
     assert figures(None, Sample(3, 5, 0, 1.0), last_second_rate=2).session_rate == 2.0
 
 
-def test_the_applied_state_lives_in_redis() -> None:
-    import uuid
+def test_the_applied_state_survives_the_agents_restart_on_local_disk(tmp_path: Any) -> None:
+    import os
+    import stat
 
-    from steering.dataplane.haproxy.apply import RedisAppliedStore
+    from steering.agents.haproxy import FileAppliedStore
 
-    store = RedisAppliedStore()
-    pop = f"test-{uuid.uuid4().hex}"
-    try:
-        assert store.get(pop) is None
-        store.put(pop, {"pool-1-web/a": Want(DRAIN, 0), "pool-1-web/b": Want(READY, 7)})
-        assert RedisAppliedStore().get(pop) == {"pool-1-web/a": Want(DRAIN, 0), "pool-1-web/b": Want(READY, 7)}
-        with store.lock(pop):
-            assert not RedisAppliedStore().lock(pop).acquire(blocking=False)  # one pass per PoP at a time
-    finally:
-        store.client.delete(RedisAppliedStore.KEY.format(pop=pop))
+    path = tmp_path / "applied.json"
+    store = FileAppliedStore(path)
+    assert store.get("bom1") is None
+    store.put("bom1", {"pool-1-web/a": Want(DRAIN, 0), "pool-1-web/b": Want(READY, 7)})
+    assert FileAppliedStore(path).get("bom1") == {"pool-1-web/a": Want(DRAIN, 0), "pool-1-web/b": Want(READY, 7)}
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_passive_health_settings_render_per_pool_and_haproxy_accepts_them(tmp_path: Path) -> None:
+    from steering.dataplane.haproxy.model import pop_spec_from_dict, pop_spec_to_dict
+
+    servers = (ServerSpec("a", "127.0.0.1", 8080, 10, READY), ServerSpec("b", "127.0.0.1", 8081, 10, MAINT))
+    pools = (
+        PoolSpec(1, "web", "api", "http", "roundrobin", servers=servers),                        # the defaults
+        PoolSpec(2, "pci", "api", "http", "leastconn", match_path_prefix="/payments", rule_priority=1, servers=servers,
+                 retries=1, redispatch=False, retry_on="conn-failure 503", observe="off", error_limit=9),
+        PoolSpec(3, "l4", "tcp", "tcp", "roundrobin", servers=servers, error_limit=3),
+        PoolSpec(4, "none", "other", "http", "roundrobin", servers=servers, retries=0, retry_on=""),
+    )
+    spec = PopSpec("p", (ServiceSpec("api", "http"), ServiceSpec("tcp", "tcp"), ServiceSpec("other", "http")), pools)
+    assert pop_spec_from_dict(pop_spec_to_dict(spec)) == spec  # the settings travel to the agent too
+    text = render(spec, socket_path=str(tmp_path / "x.sock"), binds=binds(spec)).text
+    haproxy_check(text, tmp_path)
+    sections = {block.split("\n", 1)[0]: block for block in text.split("\n\n")}
+    web, pci, l4, none = (sections[f"backend {p.proxy}"] for p in pools)
+    # Defaults: retry a refused connection elsewhere, replay a request whose server died (idempotent only).
+    assert "retries 3" in web and "option redispatch 1" in web
+    assert "retry-on conn-failure empty-response response-timeout" in web
+    assert "http-request disable-l7-retry unless { method GET HEAD OPTIONS TRACE PUT DELETE }" in web
+    assert web.count("check observe layer4 error-limit 5 on-error mark-down") == 2 and " fall 1000" in web
+    assert "disabled check observe" in web  # a server in maintenance keeps its words, unused until it is back
+    # Per pool: fewer retries on the same server, 503 replayed, no observe.
+    assert "retries 1" in pci and "no option redispatch" in pci and "retry-on conn-failure 503" in pci
+    assert "observe" not in pci and " check" not in pci
+    # TCP: retries and redispatch apply, retry-on is HTTP only.
+    assert "retries 3" in l4 and "option redispatch 1" in l4 and "retry-on" not in l4 and "error-limit 3" in l4
+    # No retries at all: nothing to redispatch or replay.
+    assert "retries 0" in none and "redispatch" not in none and "retry-on" not in none
+
+
+def test_a_retry_on_word_that_could_break_the_config_is_refused() -> None:
+    bad = PoolSpec(1, "web", "api", "http", "roundrobin", retry_on="conn-failure }")
+    spec = PopSpec("p", (ServiceSpec("api", "http"),), (bad,))
+    with pytest.raises(ValueError, match="retry-on"):
+        render(spec, socket_path="/tmp/x.sock", binds={"api": ("127.0.0.1", 20000)})

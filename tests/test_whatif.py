@@ -140,7 +140,10 @@ def test_nothing_lands_on_a_removed_or_weightless_target(case):
     weight = {b.id: b.weight for b in fleet.backends}
     for r in result.receivers:
         if r.type == "backend" and r.load_after > r.load_before + 1e-9:
-            assert weight[r.id] > 0 and not (action.target_type == "backend" and r.id == action.target_id and action.kind != "weight")
+            # A weight change may give a weightless target its first traffic (0 -> 1): its new weight counts.
+            reweighted = action.kind == "weight" and action.target_type == "backend" and r.id == action.target_id
+            assert (weight[r.id] > 0 or (reweighted and (action.new_weight or 0) > 0)) and not (
+                action.target_type == "backend" and r.id == action.target_id and action.kind != "weight")
         if r.type == "pop":
             leaving = {action.target_id} if action.target_type == "pop" else {
                 p.id for p in fleet.pops if p.region_id == action.target_id} if action.target_type == "region" else set()

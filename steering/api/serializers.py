@@ -102,6 +102,13 @@ class MonitorSerializer(BaseModelSerializer):
         return attrs
 
 
+# Passive health per pool (steering.models.Pool): the data plane's retries and observe, and the
+# control plane's outlier ejection. Ranges come from the model's validators (400 with field errors).
+PASSIVE_HEALTH_FIELDS = ("retries", "redispatch", "retry_on", "observe", "error_limit", "outlier_detection",
+                         "outlier_failure_percent", "outlier_window_seconds", "outlier_min_requests",
+                         "outlier_ejection_seconds", "outlier_max_ejection_seconds", "outlier_max_ejected_percent")
+
+
 class PoolSerializer(BaseModelSerializer):
     pop_slug = serializers.CharField(source="pop.slug", read_only=True)
 
@@ -110,10 +117,28 @@ class PoolSerializer(BaseModelSerializer):
         fields = [*COMMON_READ_ONLY, "pop", "pop_slug", "service", "slug", "mode", "match_host",
                   "match_path_prefix", "rule_priority", "algorithm", "monitor", "backup_pool",
                   "min_healthy_percent", "panic_threshold_percent", "admin_state", "in_panic",
-                  "default_grace_seconds", "expected_rps"]
-        read_only_fields = [*COMMON_READ_ONLY, "admin_state", "in_panic"]
+                  "default_grace_seconds", "expected_rps", *PASSIVE_HEALTH_FIELDS, "outlier_panic",
+                  "outlier_panic_reason"]
+        read_only_fields = [*COMMON_READ_ONLY, "admin_state", "in_panic", "outlier_panic", "outlier_panic_reason"]
         read_only_hints = {"in_panic": "Set by the health engine.",
-                           "admin_state": "Changed by the drain, undrain and maintenance actions."}
+                           "admin_state": "Changed by the drain, undrain and maintenance actions.",
+                           "outlier_panic": "Set by outlier ejection when its bounds keep failing backends in.",
+                           "outlier_panic_reason": "Set by outlier ejection."}
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        instance = self.instance
+
+        def value(name: str) -> Any:
+            if name in attrs:
+                return attrs[name]
+            if instance is not None:
+                return getattr(instance, name)
+            return Pool._meta.get_field(name).default  # type: ignore[union-attr]
+
+        if value("outlier_max_ejection_seconds") < value("outlier_ejection_seconds"):
+            raise serializers.ValidationError({"outlier_max_ejection_seconds": [
+                "The longest ejection cannot be shorter than the first (outlier_ejection_seconds)."]})
+        return attrs
 
 
 class BackendSerializer(BaseModelSerializer):
@@ -126,12 +151,15 @@ class BackendSerializer(BaseModelSerializer):
         fields = [*COMMON_READ_ONLY, "pool", "name", "path", "address", "port", "weight", "effective_weight",
                   "effective_weight_reason", "admin_state", "health", "health_changed_at", "backup",
                   "capacity_rps", "slow_start_seconds", "ready_since", "drain_started_at", "drain_deadline",
-                  "version", "operation"]
+                  "version", "operation", "ejected_at", "ejected_until", "ejection_count", "ejection_reason"]
         read_only_fields = [*COMMON_READ_ONLY, "admin_state", "health", "health_changed_at", "ready_since",
-                            "drain_started_at", "drain_deadline", "operation"]
+                            "drain_started_at", "drain_deadline", "operation", "ejected_at", "ejected_until",
+                            "ejection_count", "ejection_reason"]
         read_only_hints = {
             "admin_state": "Changed by the drain, undrain and maintenance actions.",
             "health": "Set by the health checks.",
+            **{name: "Set by outlier ejection (live traffic)." for name in
+               ("ejected_at", "ejected_until", "ejection_count", "ejection_reason")},
         }
 
     def _explained(self, obj: Backend) -> capacity.WeightExplanation:

@@ -1,17 +1,26 @@
-"""Passive health: a backend whose share of 5xx answers spikes is flagged.
+"""Passive health: what live traffic says about a backend. Pure rules here, no Django.
 
-Active probes ask "does /healthz answer?"; real traffic can disagree (a backend passing its
-check while failing half its requests). The flag is evidence shown beside the backend and
-pushed live, not a health transition: one verdict (the prober's) steers traffic, and operators
-decide what a 5xx spike means (DESIGN §1: healthy for new traffic and alive are different things).
+Active probes ask "does /healthz answer?"; real traffic can disagree (a backend passing its check
+while failing half its requests, or one that died a second ago and will not be probed for a few
+more). Two signals come from the data plane's figures (steering.dataplane.stats):
+
+- the 5xx flag (`FiveXXRule`, `set_flags`): one sample's 5xx rate against its session rate,
+  stored beside the figures and pushed live as it flips. Evidence shown beside the backend.
+- the outlier verdict (`OutlierPolicy`, `Track`, `judge`): the cumulative counters over a window,
+  per backend. steering.services.outliers acts on it: ejects the backend (effective weight 0, so
+  every data plane stops sending it new traffic), bounded by `choose` so passive verdicts can
+  never empty a pool, audited as system:outlier, and confirmed (down) or cleared (back in) by the
+  active prober. HAProxy's own `observe layer4` (rendered per pool) is the first responder: it
+  takes a server out after `error_limit` failed connections in a row; the verdict reads that too.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from steering.dataplane.stats import KEY
@@ -65,3 +74,203 @@ def set_flags(figures: Mapping[int, HasRates], rule: FiveXXRule, *, redis: Any) 
                           "rate_5xx": round(f.rate_5xx, 2), "session_rate": round(f.session_rate, 2),
                           "at": time.time()})
     return changed
+
+
+# --- outlier detection ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutlierPolicy:
+    """A pool's outlier settings (steering.models.Pool.outlier_*, error_limit, min_healthy_percent).
+
+    Defaults follow Envoy's outlier detection where it has one: 5 consecutive failures, 30 s
+    base ejection growing with each repeat up to 300 s, at most 10 % of the pool ejected."""
+
+    consecutive_failures: int = 5
+    failure_percent: int = 25
+    window_seconds: float = 10.0
+    min_requests: int = 10
+    ejection_seconds: int = 30
+    max_ejection_seconds: int = 300
+    max_ejected_percent: int = 10
+    min_healthy_percent: int = 50
+
+
+@dataclass(frozen=True)
+class Point:
+    """One sample of a backend's cumulative counters (HAProxy's, since it started)."""
+
+    at: float
+    stot: int        # attempts sent to it
+    errors: int      # failed attempts (connection errors, broken responses, retried, redispatched)
+    http_5xx: int    # 5xx answers
+    down: int = 0    # HAProxy's observe has it down (1) at this sample
+
+    def as_list(self) -> list[float]:
+        return [self.at, self.stot, self.errors, self.http_5xx, self.down]
+
+
+@dataclass
+class Track:
+    """A backend's recent samples (one window and one baseline) and its failure streak.
+
+    `streak` counts failed attempts in consecutive samples that saw no success; a sample with a
+    success resets it (the counters cannot tell the order within one sample, so a success there
+    is taken as breaking the run: the share rule and HAProxy's own observe catch the rest).
+    `went_down`: HAProxy's observe took it out while we watched (a sample in service, then one
+    down). A backend already down when first seen (e.g. just back from an ejection, HAProxy's
+    check not yet through) is old news, not a new verdict: the prober decides that one."""
+
+    points: list[Point] = field(default_factory=list)
+    streak: int = 0
+    went_down: bool = False
+
+    def add(self, p: Point, *, keep_seconds: float) -> bool:
+        """Add a newer sample; False when it is not newer than the last one (already seen)."""
+        if self.points and p.at <= self.points[-1].at:
+            return False
+        if not p.down:
+            self.went_down = False
+        elif self.points and not self.points[-1].down:
+            self.went_down = True
+        if self.points:
+            last = self.points[-1]
+            if p.stot < last.stot or p.errors < last.errors or p.http_5xx < last.http_5xx:
+                self.points, self.streak = [p], 0  # counters went back: HAProxy restarted
+                return True
+            failed = (p.errors - last.errors) + (p.http_5xx - last.http_5xx)
+            succeeded = (p.stot - last.stot) - failed
+            self.streak = 0 if succeeded > 0 else self.streak + failed
+        self.points.append(p)
+        # Keep the window plus one older sample as its baseline.
+        cutoff = p.at - keep_seconds
+        while len(self.points) > 2 and self.points[1].at <= cutoff:
+            self.points.pop(0)
+        return True
+
+    def window(self, now: float, seconds: float) -> tuple[int, int, int, float]:
+        """(attempts, failed attempts, 5xx, seconds covered) over the last `seconds`."""
+        if len(self.points) < 2:
+            return 0, 0, 0, 0.0
+        latest = self.points[-1]
+        base = self.points[0]
+        for p in self.points:
+            if p.at <= now - seconds:
+                base = p
+        if base is latest:
+            return 0, 0, 0, 0.0
+        return (latest.stot - base.stot, latest.errors - base.errors, latest.http_5xx - base.http_5xx,
+                latest.at - base.at)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"p": [p.as_list() for p in self.points], "s": self.streak, "d": int(self.went_down)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Track:
+        if not data:
+            return cls()
+        try:
+            points = [Point(float(x[0]), int(x[1]), int(x[2]), int(x[3]), int(x[4]) if len(x) > 4 else 0)
+                      for x in data.get("p", [])]
+            return cls(points, int(data.get("s", 0)), bool(data.get("d", 0)))
+        except (TypeError, ValueError, IndexError):
+            return cls()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    rule: str          # "observed" (HAProxy took it out) | "consecutive" | "share"
+    reason: str        # what the map, the panel and the audit say
+    severity: float    # worst first when the bound lets only some go
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "reason": self.reason}
+
+
+def judge(policy: OutlierPolicy, track: Track, *, now: float) -> Verdict | None:
+    """Does live traffic say this backend is an outlier? None: no (or not enough evidence)."""
+    if track.went_down:
+        return Verdict("observed", f"HAProxy took it out after {policy.consecutive_failures} failed connections "
+                                   "in a row (observe layer4)", 3.0)
+    if policy.consecutive_failures > 0 and track.streak >= policy.consecutive_failures:
+        return Verdict("consecutive", f"{track.streak} failed requests in a row", 2.0)
+    attempts, errors, http_5xx, span = track.window(now, policy.window_seconds)
+    failed = min(attempts, errors + http_5xx)
+    if attempts >= policy.min_requests and failed > 0 and failed * 100 >= policy.failure_percent * attempts:
+        parts = [f"{http_5xx} × 5xx"] if http_5xx else []
+        if errors:
+            parts.append(f"{errors} failed attempts")
+        return Verdict("share", f"{' + '.join(parts)} in {max(1, round(span))} s "
+                                f"({round(100 * failed / attempts)}% of {attempts} requests)", failed / attempts)
+    return None
+
+
+def ejection_seconds(policy: OutlierPolicy, count: int) -> int:
+    """How long the `count`-th ejection in a row lasts: base × count, capped (Envoy's rule)."""
+    return int(min(policy.max_ejection_seconds, policy.ejection_seconds * max(1, count)))
+
+
+@dataclass(frozen=True)
+class Member:
+    """A primary backend of a pool as the bound sees it."""
+
+    id: int
+    capacity: float     # requests/s it can carry (0: not declared)
+    serving: bool       # takes new traffic now (effective weight > 0)
+    ejected: bool = False
+
+
+@dataclass(frozen=True)
+class Choice:
+    eject: tuple[int, ...]
+    held: tuple[int, ...]             # verdicts the bounds kept in service
+    why_held: str = ""
+    limit: int = 0                    # how many may be ejected at once in this pool
+
+
+def ejection_limit(members: int, max_ejected_percent: int) -> int:
+    """At most this many of `members` ejected at once: the share, rounded down, but at least one
+    when the share is above 0 (as Envoy does), so a small pool can still lose its one bad backend."""
+    if max_ejected_percent <= 0 or members <= 0:
+        return 0
+    return max(1, math.floor(members * max_ejected_percent / 100))
+
+
+def choose(members: Sequence[Member], candidates: Iterable[int], policy: OutlierPolicy) -> Choice:
+    """Which candidates (worst first) may be ejected: never more than the pool's share at once,
+    never below its minimum healthy capacity, never its last serving backend."""
+    by_id = {m.id: m for m in members}
+    declared = bool(members) and all(m.capacity > 0 for m in members)
+
+    def cap(m: Member) -> float:
+        return m.capacity if declared else 1.0
+
+    total = sum(cap(m) for m in members)
+    serving = sum(cap(m) for m in members if m.serving and not m.ejected)
+    serving_count = sum(1 for m in members if m.serving and not m.ejected)
+    limit = ejection_limit(len(members), policy.max_ejected_percent)
+    ejected = sum(1 for m in members if m.ejected)
+    floor = total * policy.min_healthy_percent / 100
+    eject: list[int] = []
+    held: list[int] = []
+    why = ""
+    for cid in candidates:
+        m = by_id.get(cid)
+        if m is None or m.ejected:
+            continue
+        loses = cap(m) if m.serving else 0.0
+        if ejected >= limit:
+            held.append(cid)
+            why = why or (f"at most {policy.max_ejected_percent}% of the pool may be ejected at once "
+                          f"({limit} of {len(members)})")
+        elif m.serving and (serving_count <= 1 or serving - loses < floor - 1e-9):
+            held.append(cid)
+            unit = "req/s" if declared else "backends"
+            why = why or (f"ejecting would leave {serving - loses:g} of {total:g} {unit} serving, below the pool's "
+                          f"minimum healthy {policy.min_healthy_percent}%")
+        else:
+            eject.append(cid)
+            ejected += 1
+            serving -= loses
+            serving_count -= 1 if m.serving else 0
+    return Choice(tuple(eject), tuple(held), why, limit)

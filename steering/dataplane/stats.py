@@ -1,9 +1,11 @@
 """Live per-backend figures from the data plane, kept in Redis (never in the relational DB).
 
-The HAProxy stats collector writes one hash per backend every 1-2 s; drains read it to
-suggest a grace period (sessions / completion rate + buffer) and to finish early when a
-draining backend's sessions reach zero. Figures older than MAX_AGE_SECONDS are ignored:
-stale numbers must not end a drain.
+The HAProxy stats collector writes one hash per backend every 1-2 s (every field of
+`steering.dataplane.haproxy.stats.Figures`, plus `updated_at`); drains read it to suggest a grace
+period (sessions / completion rate + buffer) and to finish early when a draining backend's
+sessions reach zero; the outlier policy (steering.services.outliers) reads the cumulative
+counters to judge live traffic over a window. Figures older than MAX_AGE_SECONDS are ignored:
+stale numbers must not end a drain nor eject anyone.
 """
 
 from __future__ import annotations
@@ -24,9 +26,20 @@ class BackendStats:
     updated_at: float         # unix time of the sample
     rate_5xx: float = 0.0     # HTTP 5xx answers per second
     flag_5xx: bool = False    # passive health: 5xx spiking (steering.dataplane.passive)
+    # Cumulative counters since HAProxy started (they go back to 0 when it restarts), for windows:
+    stot: int = 0             # attempts: sessions sent to the server, failed ones included
+    hrsp_5xx: int = 0         # HTTP 5xx answers
+    errors: int = 0           # failed attempts: connection errors, broken responses, retries, redispatches
+    rate_errors: float = 0.0  # failed attempts per second
+    observed_down: int = 0    # 1 when HAProxy's own live-traffic watch (observe) has it down
 
     def fresh(self, now: float | None = None) -> bool:
         return (now or time.time()) - self.updated_at <= MAX_AGE_SECONDS
+
+
+# The fields a writer stores (flag_5xx is steering.dataplane.passive's).
+WRITTEN_FIELDS = ("sessions", "completion_rate", "session_rate", "updated_at", "rate_5xx", "stot", "hrsp_5xx",
+                  "errors", "rate_errors", "observed_down")
 
 
 def _redis():  # type: ignore[no-untyped-def]
@@ -36,12 +49,11 @@ def _redis():  # type: ignore[no-untyped-def]
 
 
 def write_backend_stats(backend_id: int, stats: BackendStats) -> None:
-    _redis().hset(KEY.format(id=backend_id), mapping={
-        "sessions": stats.sessions,
-        "completion_rate": stats.completion_rate,
-        "session_rate": stats.session_rate,
-        "updated_at": stats.updated_at,
-    })
+    _redis().hset(KEY.format(id=backend_id), mapping={name: getattr(stats, name) for name in WRITTEN_FIELDS})
+
+
+def _int(row: dict[bytes, bytes], key: bytes) -> int:
+    return int(float(row.get(key, 0) or 0))  # a JSON client may send 12.0 for 12
 
 
 def read_backend_stats(backend_ids: Iterable[int]) -> dict[int, BackendStats]:
@@ -63,12 +75,17 @@ def read_backend_stats(backend_ids: Iterable[int]) -> dict[int, BackendStats]:
             continue
         try:
             stats = BackendStats(
-                sessions=int(row[b"sessions"]),
+                sessions=int(float(row[b"sessions"])),
                 completion_rate=float(row[b"completion_rate"]),
                 session_rate=float(row.get(b"session_rate", 0) or 0),
                 updated_at=float(row[b"updated_at"]),
                 rate_5xx=float(row.get(b"rate_5xx", 0) or 0),
                 flag_5xx=row.get(b"flag_5xx") == b"1",
+                stot=_int(row, b"stot"),
+                hrsp_5xx=_int(row, b"hrsp_5xx"),
+                errors=_int(row, b"errors"),
+                rate_errors=float(row.get(b"rate_errors", 0) or 0),
+                observed_down=_int(row, b"observed_down"),
             )
         except (KeyError, ValueError):
             continue

@@ -2,6 +2,7 @@
 
 from steering.models.audit import Change
 from steering.models.base import StateVersion
+from steering.models.dataplane import DataplaneState
 from steering.models.health import HealthEvent
 from steering.models.idempotency import IdempotencyRecord
 from steering.models.monitor import Monitor
@@ -16,6 +17,7 @@ __all__ = [
     "ApiToken",
     "Backend",
     "Change",
+    "DataplaneState",
     "ClientNetwork",
     "HealthEvent",
     "IdempotencyRecord",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
@@ -12,6 +13,31 @@ from steering.models.topology import PoP, Service
 from steering.validators import validate_address_or_hostname, validate_hostname, validate_path_prefix
 
 PERCENT_VALIDATORS = [MinValueValidator(0), MaxValueValidator(100)]
+
+# HAProxy `retry-on` keywords we render (steering.dataplane.haproxy.render). Only these: each is a
+# failure after which the request can be replayed elsewhere; L7 ones are replayed for idempotent
+# methods only (the rendered `http-request disable-l7-retry` says so).
+RETRY_ON_KEYWORDS = ("conn-failure", "empty-response", "junk-response", "response-timeout", "0rtt-rejected",
+                     "404", "408", "425", "500", "502", "503", "504")
+DEFAULT_RETRY_ON = "conn-failure empty-response response-timeout"
+
+
+def validate_retry_on(value: str) -> None:
+    words = value.split()
+    unknown = [w for w in words if w not in RETRY_ON_KEYWORDS]
+    if unknown:
+        raise ValidationError(f"Unknown retry-on keyword(s): {', '.join(unknown)}. "
+                              f"Use any of: {' '.join(RETRY_ON_KEYWORDS)} (or leave empty: connection failures only).")
+    if len(set(words)) != len(words):
+        raise ValidationError("Each retry-on keyword at most once.")
+
+
+class Observe(models.TextChoices):
+    """HAProxy watching live traffic (`observe`): layer 4 takes a server out after consecutive
+    failed connections. HTTP-status verdicts are the control plane's, bounded (steering.services.outliers)."""
+
+    OFF = "off", "off"
+    LAYER4 = "layer4", "layer 4 (failed connections)"
 
 
 class Pool(TrackedModel):
@@ -37,6 +63,53 @@ class Pool(TrackedModel):
     # Configured expectation of load (req/s), used by the capacity guard until measured rates exist.
     expected_rps = models.PositiveIntegerField(default=0)
 
+    # --- passive health in the data plane (HAProxy): a failed request is replayed elsewhere ----
+    retries = models.PositiveSmallIntegerField(
+        default=3, validators=[MaxValueValidator(10)],
+        help_text="Attempts after the first when a connection fails (HAProxy `retries`); 0 disables.")
+    redispatch = models.BooleanField(
+        default=True, help_text="Retry on another server, never the one that just failed (`option redispatch 1`).")
+    retry_on = models.CharField(
+        max_length=200, blank=True, default=DEFAULT_RETRY_ON, validators=[validate_retry_on],
+        help_text="HAProxy `retry-on` keywords, space separated (L7 pools). Anything past a refused "
+                  "connection is replayed for idempotent methods only.")
+    observe = models.CharField(
+        max_length=8, choices=Observe.choices, default=Observe.LAYER4,
+        help_text="HAProxy watches live traffic: `layer4` takes a server out after `error_limit` "
+                  "consecutive failed connections, and puts it back once it accepts connections again.")
+    error_limit = models.PositiveSmallIntegerField(
+        default=5, validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Consecutive failures before HAProxy (observe) and the outlier policy act.")
+    # --- outlier ejection (steering.services.outliers): the control plane's passive verdicts ----
+    outlier_detection = models.BooleanField(
+        default=True,
+        help_text="Eject backends that fail live traffic (consecutive failures, or a share of 5xx and failed "
+                  "attempts over a window).")
+    outlier_failure_percent = models.PositiveSmallIntegerField(
+        default=25, validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Eject when 5xx answers and failed attempts reach this share of a backend's requests "
+                  "over the window.")
+    outlier_window_seconds = models.PositiveSmallIntegerField(
+        default=10, validators=[MinValueValidator(2), MaxValueValidator(300)],
+        help_text="The window the failure share is measured over.")
+    outlier_min_requests = models.PositiveIntegerField(
+        default=10, validators=[MinValueValidator(1), MaxValueValidator(1_000_000)],
+        help_text="Fewer requests than this in the window: too little evidence for the share rule.")
+    outlier_ejection_seconds = models.PositiveIntegerField(
+        default=30, validators=[MinValueValidator(1), MaxValueValidator(3600)],
+        help_text="First ejection's length; each repeat adds as much again (Envoy's base ejection time).")
+    outlier_max_ejection_seconds = models.PositiveIntegerField(
+        default=300, validators=[MinValueValidator(1), MaxValueValidator(86400)],
+        help_text="An ejection never lasts longer than this.")
+    outlier_max_ejected_percent = models.PositiveSmallIntegerField(
+        default=10, validators=PERCENT_VALIDATORS,
+        help_text="At most this share of the pool's backends ejected at once (at least one, as in Envoy); "
+                  "0 only watches (verdicts shown, nobody ejected). The pool's min_healthy_percent of "
+                  "its capacity always stays in.")
+    # Set by steering.services.outliers: more backends fail live traffic than the bounds let it eject.
+    outlier_panic = models.BooleanField(default=False, editable=False)
+    outlier_panic_reason = models.CharField(max_length=300, blank=True, default="", editable=False)
+
     class Meta:
         ordering = ["pop_id", "rule_priority", "slug"]
         constraints = [
@@ -54,6 +127,16 @@ class Pool(TrackedModel):
                 condition=models.Q(min_healthy_percent__lte=100, panic_threshold_percent__lte=100),
                 name="%(app_label)s_%(class)s_percent_range",
                 violation_error_message="Percentages must be between 0 and 100.",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(retries__lte=10, error_limit__gte=1, error_limit__lte=100,
+                                   outlier_failure_percent__gte=1, outlier_failure_percent__lte=100,
+                                   outlier_max_ejected_percent__lte=100, outlier_window_seconds__gte=2,
+                                   outlier_ejection_seconds__gte=1,
+                                   outlier_max_ejection_seconds__gte=models.F("outlier_ejection_seconds")),
+                name="%(app_label)s_%(class)s_passive_health_range",
+                violation_error_message="Passive health settings out of range (and the longest ejection "
+                                        "cannot be shorter than the first).",
             ),
         ]
 
@@ -76,7 +159,17 @@ class Backend(TrackedModel):
     ready_since = models.DateTimeField(null=True, blank=True, help_text="When it last returned to ready (slow start).")
     drain_started_at = models.DateTimeField(null=True, blank=True)
     drain_deadline = models.DateTimeField(null=True, blank=True)
+    # The state version that carried the drain: the PoP's HAProxy confirms the drain by
+    # acknowledging this version (or a later one), and only then may the drain complete.
+    drain_version = models.BigIntegerField(null=True, blank=True, editable=False)
     version = models.CharField(max_length=64, blank=True, help_text="Software version deployed on it.")
+    # Outlier ejection (steering.services.outliers): out of new traffic while ejected_until is ahead,
+    # whatever the prober says; ejected_at is cleared when it returns (ejected_until then tells when).
+    ejected_at = models.DateTimeField(null=True, blank=True, editable=False)
+    ejected_until = models.DateTimeField(null=True, blank=True, editable=False)
+    ejection_count = models.PositiveIntegerField(default=0, editable=False,
+                                                 help_text="Ejections in a row; each lasts longer.")
+    ejection_reason = models.CharField(max_length=300, blank=True, default="", editable=False)
     operation = models.ForeignKey(
         "steering.Operation", on_delete=models.SET_NULL, null=True, blank=True, related_name="backends",
         help_text="The operation currently acting on this backend.",

@@ -30,6 +30,9 @@ class ApiToken(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100)
     role = models.CharField(max_length=16, choices=Role.choices)
+    # Agent tokens only: the PoP whose data planes the agent serves; none means the DNS layer.
+    pop = models.ForeignKey("steering.PoP", on_delete=models.CASCADE, null=True, blank=True,
+                            related_name="agent_tokens")
     digest = models.CharField(max_length=64, unique=True, editable=False)
     # The first characters, shown in lists so people can tell tokens apart; never enough to use.
     hint = models.CharField(max_length=12, editable=False)
@@ -47,10 +50,24 @@ class ApiToken(models.Model):
                 name="%(app_label)s_%(class)s_unique_live_name_per_user",
                 violation_error_message="This user already has a live token with that name.",
             ),
+            models.CheckConstraint(
+                condition=models.Q(role=Role.AGENT) | models.Q(pop__isnull=True),
+                name="%(app_label)s_%(class)s_only_agents_bound_to_pop",
+                violation_error_message="Only an agent token is bound to a PoP.",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.hint}…)"
+
+    @property
+    def is_agent(self) -> bool:
+        return self.role == Role.AGENT
+
+    @property
+    def agent_scope(self) -> str:
+        """What an agent token may serve: a PoP's slug, or "dns" for the DNS layer."""
+        return self.pop.slug if self.pop_id else "dns"
 
     @property
     def is_usable(self) -> bool:

@@ -1,10 +1,20 @@
 """Render a complete haproxy.cfg for one PoP from plain data (no Django).
 
 Choices worth knowing:
-- No `check` on servers: we probe ourselves (steering.health) and hand HAProxy the result as the
-  effective weight. A second, independent health view in HAProxy would pull servers out on its
-  own when most of a pool looks down, which is exactly what our panic mode refuses to do, and
-  operators would see two verdicts that disagree.
+- No active health checks of HAProxy's own: we probe ourselves (steering.health) and hand HAProxy
+  the result as the effective weight. A second, independent prober in HAProxy would pull servers
+  out on its own when most of a pool looks down, which is exactly what our panic mode refuses to
+  do, and operators would see two verdicts that disagree.
+- Passive health, per pool (PoolSpec.retries, redispatch, retry_on, observe, error_limit):
+  `retries` + `option redispatch 1` retry a failed connection on ANOTHER server, `retry-on` also
+  replays a request whose server died under it (empty response, timeout) but only for idempotent
+  methods (`http-request disable-l7-retry` for the rest), so a backend that dies costs clients
+  nothing. `observe layer4` + `error-limit` + `on-error mark-down` take a server out of rotation
+  after that many failed connections in a row, within milliseconds. HAProxy needs `check` for
+  observe; its check here is a plain TCP connect that only brings a server back once it accepts
+  connections again (`fall` so high it never takes one out by itself): HAProxy judges live
+  traffic only, the prober stays the one active verdict. The control plane reads HAProxy's
+  verdict and the live counters and decides ejections, bounded (steering.services.outliers).
 - Every `balance` is dynamic, so the Runtime API can `add server` (HAProxy 2.6 needs it).
 - Draining cannot be written in a config, so a draining server renders as `weight 0` (no new
   sessions, open ones finish): after a restart `apply` treats weight 0 and `drain` as the same.
@@ -21,8 +31,14 @@ from steering.dataplane.haproxy.model import ALGORITHMS, DRAIN, MAINT, PoolSpec,
 
 DEFAULT_TIMEOUTS = {
     "connect": "5s", "client": "60s", "server": "60s", "queue": "10s",
-    "http-request": "10s", "http-keep-alive": "10s", "client-fin": "5s", "tunnel": "1h",
+    "http-request": "10s", "http-keep-alive": "10s", "client-fin": "5s", "tunnel": "1h", "check": "2s",
 }
+
+# RFC 9110 §9.2.2: requests with these methods may be replayed automatically.
+IDEMPOTENT_METHODS = ("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE")
+# HAProxy's check when `observe` is on: it runs only to put a server HAProxy took out back in
+# (every `downinter`, `rise` successes); `fall` is high enough that checks never take one out.
+OBSERVE_CHECK = "inter 10s fastinter 1s downinter 1s rise 2 fall 1000"
 
 
 @dataclass(frozen=True)
@@ -46,15 +62,28 @@ def server_address(address: str, port: int) -> str:
     return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
 
 
-def check_loopback_bind(service: str, bind: tuple[str, int]) -> str:
+def bind_address(service: str, bind: tuple[str, int]) -> str:
+    """A frontend's `bind` word: the address the model gives the service at this PoP (its VIP),
+    whatever network it is in; only a malformed one is refused."""
     host, port = bind
-    ip = ipaddress.ip_address(host)
-    if not ip.is_loopback:
-        raise ValueError(f"service {service}: bind {host} is not loopback (DESIGN §6: loopback only)")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError as exc:
+        raise ValueError(f"service {service}: bind {host!r} is not an IP address") from exc
+    if not 0 < port < 65536:
+        raise ValueError(f"service {service}: bind port {port} is out of range")
     return server_address(host, port)
 
 
-def server_line(s: ServerSpec) -> str:
+def observe_words(pool: PoolSpec) -> str:
+    """A server's passive-health words for this pool ("" when observe is off). The agent can give a
+    server it adds at runtime the same words (then `enable health` it): `add server` takes them."""
+    if pool.observe != "layer4":
+        return ""
+    return f"check observe layer4 error-limit {int(pool.error_limit)} on-error mark-down {OBSERVE_CHECK}"
+
+
+def server_line(s: ServerSpec, passive: str = "") -> str:
     # weight 0 for drain: the config cannot say "drain", and weight 0 takes no new sessions either.
     weight = 0 if s.state == DRAIN else s.weight
     words = [f"server {s.name} {server_address(s.address, s.port)} weight {weight}"]
@@ -62,7 +91,29 @@ def server_line(s: ServerSpec) -> str:
         words.append("backup")
     if s.state == MAINT:
         words.append("disabled")
+    if passive:
+        words.append(passive)
     return "    " + " ".join(words)
+
+
+def retry_lines(pool: PoolSpec, mode: str) -> list[str]:
+    """retries, redispatch and (HTTP) retry-on for a pool, from its settings."""
+    retries = max(0, int(pool.retries))
+    lines = [f"    retries {retries}"]
+    if retries and pool.redispatch:
+        lines.append("    option redispatch 1")  # every retry on another server than the one that failed
+    elif retries:
+        lines.append("    no option redispatch")
+    words = pool.retry_on.split()
+    if mode == "http" and retries and words:
+        for word in words:
+            if not word.replace("-", "").isalnum():
+                raise ValueError(f"pool {pool.slug}: unusable retry-on keyword {word!r}")
+        lines.append(f"    retry-on {' '.join(words)}")
+        if any(w != "conn-failure" for w in words):
+            # A request that reached its server is replayed only when replaying cannot do harm.
+            lines.append(f"    http-request disable-l7-retry unless {{ method {' '.join(IDEMPOTENT_METHODS)} }}")
+    return lines
 
 
 def frontend_mode(service: ServiceSpec, pools: list[PoolSpec]) -> str:
@@ -91,7 +142,7 @@ def _rule_lines(pool: PoolSpec) -> tuple[list[str], str]:
 
 def render(spec: PopSpec, *, socket_path: str, binds: Mapping[str, tuple[str, int]],
            timeouts: Mapping[str, str] | None = None, maxconn: int = 4096) -> Rendered:
-    """haproxy.cfg for `spec`. `binds` maps service slug -> (loopback address, port)."""
+    """haproxy.cfg for `spec`. `binds` maps service slug -> (address, port) its frontend binds."""
     warnings: list[str] = list(spec.notes)
     if "'" in socket_path or any(c.isspace() for c in socket_path):
         raise ValueError(f"unusable socket path {socket_path!r}")
@@ -124,7 +175,7 @@ def render(spec: PopSpec, *, socket_path: str, binds: Mapping[str, tuple[str, in
             if p.mode == "http" and mode == "tcp":
                 warnings.append(f"pool {p.slug}: L7 pool behind a TCP frontend; served as TCP, match rules not applied")
         out += [f"frontend {service.frontend}", f"    mode {mode}",
-                f"    bind {check_loopback_bind(service.slug, binds[service.slug])}"]
+                f"    bind {bind_address(service.slug, binds[service.slug])}"]
         if mode == "http":
             out.append("    option http-keep-alive")
         default = next((p for p in pools if not p.has_rule), None) if mode == "http" else pools[0]
@@ -155,7 +206,9 @@ def render(spec: PopSpec, *, socket_path: str, binds: Mapping[str, tuple[str, in
         out += [f"backend {p.proxy}", f"    mode {mode}", f"    balance {ALGORITHMS.get(p.algorithm, 'roundrobin')}"]
         if p.algorithm == "source":
             out.append("    hash-type consistent")  # static hashing would refuse runtime-added servers
-        out += [server_line(s) for s in p.servers]
+        out += retry_lines(p, mode)
+        passive = observe_words(p)
+        out += [server_line(s, passive) for s in p.servers]
         out.append("")
     return Rendered("\n".join(out) + "\n", tuple(warnings))
 

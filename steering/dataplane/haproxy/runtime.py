@@ -57,6 +57,12 @@ class ServerStat:
     hrsp_5xx: int        # HTTP 5xx responses since start (0 in TCP mode)
     status: str
     weight: int
+    # Failed attempts since start (passive health): connection errors, broken responses, and the
+    # attempts retried on this server or redispatched away from it.
+    econ: int = 0
+    eresp: int = 0
+    wretr: int = 0
+    wredis: int = 0
 
 
 class Runtime:
@@ -122,7 +128,8 @@ class Runtime:
         return [
             ServerStat(backend=r["pxname"], name=r["svname"], scur=num(r, "scur"), stot=num(r, "stot"),
                        rate=num(r, "rate"), hrsp_5xx=num(r, "hrsp_5xx"), status=r.get("status", ""),
-                       weight=num(r, "weight"))
+                       weight=num(r, "weight"), econ=num(r, "econ"), eresp=num(r, "eresp"), wretr=num(r, "wretr"),
+                       wredis=num(r, "wredis"))
             for r in rows
             if r.get("svname") not in ("FRONTEND", "BACKEND", None) and r.get("pxname")
         ]

@@ -1,0 +1,387 @@
+"""Outlier ejection: live traffic takes a failing backend out, bounded, audited, and confirmed or
+cleared by the active prober. The only writer of Backend.ejected_* and Pool.outlier_panic*.
+
+Every second (steering.tasks.outliers) `tick`:
+
+1. reads each serving backend's cumulative counters from the data plane's figures in Redis
+   (steering.dataplane.stats, written by the PoP's HAProxy agent) into a small per-backend window
+   kept in Redis (`Track`: never a DB row per sample) and asks `passive.judge`: did HAProxy's own
+   observe take it out, did it fail `error_limit` requests in a row, or did 5xx answers and failed
+   attempts reach the pool's share over its window?
+2. for a pool with verdicts, under the pool's row lock: `passive.choose` picks the worst ones the
+   bounds allow (at most `outlier_max_ejected_percent` of the pool at once, at least one as in
+   Envoy; never below `min_healthy_percent` of its capacity; never its last serving backend) and
+   ejects them: `ejected_until` = now + base × (ejections in a row), capped. The effective weight
+   (steering.capacity) is 0 until then, so HAProxy, DNS, anycast, the what-if and the explainer
+   all see it. One Change per ejection, actor system:outlier. Verdicts the bounds hold back put
+   the pool in "outlier panic" (audited once when entered and once when over, shown on the map):
+   the rest keep serving and the operator is told which bound held.
+3. ends ejections: the prober finding the backend down confirms the verdict (the ejection ends,
+   health keeps it out, audited); when the time is over the backend comes back (cleared, audited,
+   slow start if it has one) unless the prober has it down. If this task stops, the effective
+   weight still returns by itself when `ejected_until` passes: a passive verdict can delay
+   capacity, never keep it.
+
+The DB is written only on a transition (eject, end, panic in or out).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from steering import capacity
+from steering.choices import AdminState, Health
+from steering.dataplane.passive import (
+    Choice,
+    Member,
+    OutlierPolicy,
+    Point,
+    Track,
+    Verdict,
+    choose,
+    ejection_seconds,
+    judge,
+)
+from steering.dataplane.stats import read_backend_stats
+from steering.models import Backend, Pool
+from steering.representation import ejection_left
+from steering.services.audit import ChangeSet, snapshot
+from steering.services.context import Actor
+
+logger = logging.getLogger(__name__)
+
+OUTLIER = Actor.system("outlier")
+TRACKS_KEY = "steering:outlier:tracks"        # hash: backend id -> Track JSON
+HELD_KEY = "steering:outlier:held"            # hash: pool id -> unix time verdicts were last held back
+METRICS_KEY = "steering:metrics:outlier"      # hash: counters and gauges for /metrics
+LOCK_KEY = "steering:outlier:lock"
+
+_FIELDS = ("pk", "pool_id", "name", "weight", "admin_state", "health", "slow_start_seconds", "ready_since", "backup",
+           "capacity_rps", "ejected_at", "ejected_until", "ejection_count", "ejection_reason")
+
+
+def policy_of(pool: Pool) -> OutlierPolicy:
+    return OutlierPolicy(
+        consecutive_failures=pool.error_limit, failure_percent=pool.outlier_failure_percent,
+        window_seconds=float(pool.outlier_window_seconds), min_requests=pool.outlier_min_requests,
+        ejection_seconds=pool.outlier_ejection_seconds, max_ejection_seconds=pool.outlier_max_ejection_seconds,
+        max_ejected_percent=pool.outlier_max_ejected_percent, min_healthy_percent=pool.min_healthy_percent,
+    )
+
+
+@dataclass(frozen=True)
+class _Row:
+    pk: int
+    pool_id: int
+    name: str
+    weight: int
+    admin_state: str
+    health: str
+    slow_start_seconds: int
+    ready_since: datetime.datetime | None
+    backup: bool
+    capacity_rps: int
+    ejected_at: datetime.datetime | None
+    ejected_until: datetime.datetime | None
+    ejection_count: int
+    ejection_reason: str
+
+    def ejection_left(self, when: datetime.datetime) -> float | None:
+        return ejection_left(self.ejected_at, self.ejected_until, when)
+
+    def serving(self, when: datetime.datetime, in_panic: bool) -> bool:
+        """Takes new traffic now, by the one effective-weight function."""
+        since = (when - self.ready_since).total_seconds() if self.ready_since else None
+        return capacity.effective_weight(capacity.WeightInputs(
+            weight=self.weight, admin_state=self.admin_state, health=self.health,
+            slow_start_seconds=self.slow_start_seconds, seconds_since_ready=since, pool_in_panic=in_panic,
+            ejected_seconds_left=self.ejection_left(when))) > 0
+
+
+def _members(rows: Iterable[_Row], when: datetime.datetime, in_panic: bool) -> list[Member]:
+    return [Member(r.pk, float(r.capacity_rps), r.serving(when, in_panic), r.ejection_left(when) is not None)
+            for r in rows if not r.backup]
+
+
+def _redis() -> Any:
+    from steering.services.effects import _redis as client
+
+    return client()
+
+
+def _count(redis: Any, counts: Counter[str]) -> None:
+    if not counts:
+        return
+    try:
+        pipe = redis.pipeline(transaction=False)
+        for name, n in counts.items():
+            pipe.hincrbyfloat(METRICS_KEY, name, n)
+        pipe.execute()
+    except Exception as exc:  # metrics never stop a verdict
+        logger.warning("outliers: could not count %s: %s", dict(counts), exc)
+
+
+# --- the tick ------------------------------------------------------------------------------------
+
+
+def tick(*, now: float | None = None) -> dict[str, int]:
+    """One pass: detect, eject within the bounds, end what is due. Safe to run in parallel (a Redis
+    lock makes one pass at a time; every write is a compare-and-set under row locks anyway)."""
+    redis = _redis()
+    lock = redis.lock(LOCK_KEY, timeout=30)
+    if not lock.acquire(blocking=False):
+        return {"skipped": 1}
+    try:
+        return _tick(redis, time.time() if now is None else now)
+    finally:
+        try:
+            lock.release()
+        except Exception:
+            pass  # expired while we ran: the next pass takes it
+
+
+def _tick(redis: Any, at: float) -> dict[str, int]:
+    when = datetime.datetime.fromtimestamp(at, tz=datetime.UTC)
+    result: Counter[str] = Counter()
+    pools = {p.pk: p for p in Pool.objects.filter(Q(outlier_detection=True) | Q(outlier_panic=True))}
+    # Ends first: a backend whose ejection is over is judged again only on figures sampled after it.
+    result.update(_end_ejections(when, redis))
+    rows = [_Row(*r) for r in Backend.objects.filter(pool_id__in=[p for p, x in pools.items() if x.outlier_detection])
+            .values_list(*_FIELDS).order_by("pool_id", "pk")]
+    verdicts = _detect(redis, pools, rows, at, when)
+    held_pools: set[int] = set()
+    for pool_id in sorted(verdicts):
+        choice = _eject(pool_id, verdicts[pool_id], when)
+        result["ejected"] += len(choice.eject)
+        result["held"] += len(choice.held)
+        if choice.held:
+            held_pools.add(pool_id)
+    if held_pools:
+        redis.hset(HELD_KEY, mapping={str(pid): at for pid in held_pools})
+    result["panic_over"] = _end_panics(pools, held_pools, redis, at)
+    try:
+        redis.hset(METRICS_KEY, "held_now", result["held"])
+    except Exception:
+        pass
+    return {k: v for k, v in result.items() if v}
+
+
+def _detect(redis: Any, pools: dict[int, Pool], rows: Sequence[_Row], at: float,
+            when: datetime.datetime) -> dict[int, list[tuple[int, Verdict]]]:
+    """Verdicts by pool (worst first) for the serving primaries, from their figures and windows."""
+    judged = [r for r in rows if not r.backup and r.admin_state == AdminState.READY and r.ejected_at is None
+              and r.serving(when, pools[r.pool_id].in_panic)]
+    ids = [r.pk for r in judged]
+    figures = read_backend_stats(ids)
+    raw = redis.hmget(TRACKS_KEY, ids) if ids else []
+    tracks: dict[int, Track] = {}
+    for bid, blob in zip(ids, raw, strict=True):
+        try:
+            tracks[bid] = Track.from_json(json.loads(blob) if blob else None)
+        except ValueError:
+            tracks[bid] = Track()
+    changed: dict[str, str] = {}
+    verdicts: dict[int, list[tuple[int, Verdict]]] = {}
+    for r in judged:
+        f = figures.get(r.pk)
+        if f is None:
+            continue  # no fresh figures: no evidence either way
+        if r.ejected_until is not None and f.updated_at <= r.ejected_until.timestamp():
+            continue  # sampled before it came back: evidence already acted on
+        pool = pools[r.pool_id]
+        policy = policy_of(pool)
+        track = tracks[r.pk]
+        point = Point(f.updated_at, f.stot, f.errors, f.hrsp_5xx, int(bool(f.observed_down)))
+        if track.add(point, keep_seconds=policy.window_seconds):
+            changed[str(r.pk)] = json.dumps(track.to_json(), separators=(",", ":"))
+        verdict = judge(policy, track, now=at)
+        if verdict is not None:
+            verdicts.setdefault(r.pool_id, []).append((r.pk, verdict))
+    pipe = redis.pipeline(transaction=False)
+    if changed:
+        pipe.hset(TRACKS_KEY, mapping=changed)
+    # Only serving backends keep a window: one that left (drained, ejected, deleted) starts afresh.
+    keep = {str(i) for i in ids}
+    gone = [k for k in (x.decode() if isinstance(x, bytes) else x for x in redis.hkeys(TRACKS_KEY)) if k not in keep]
+    if gone:
+        pipe.hdel(TRACKS_KEY, *gone)
+    pipe.execute()
+    for items in verdicts.values():
+        items.sort(key=lambda item: (-item[1].severity, item[0]))
+    return verdicts
+
+
+def _eject(pool_id: int, verdicts: list[tuple[int, Verdict]], when: datetime.datetime) -> Choice:
+    """Eject what the bounds allow, under the pool's lock; enter outlier panic if they held any."""
+    redis = _redis()
+    ejected_rules: Counter[str] = Counter()
+    with transaction.atomic():
+        pool = Pool.objects.select_for_update().filter(pk=pool_id, outlier_detection=True).first()
+        if pool is None:
+            return Choice((), ())
+        backends = {b.pk: b for b in Backend.objects.select_for_update().filter(pool=pool).order_by("pk")}
+        rows = [_Row(*(getattr(b, f) for f in _FIELDS)) for b in backends.values()]
+        policy = policy_of(pool)
+        by_id = dict(verdicts)
+        # Re-checked under the lock: still ready, serving and not ejected (another pass may have won).
+        fresh = {r.pk for r in rows if r.admin_state == AdminState.READY and r.ejection_left(when) is None
+                 and r.serving(when, pool.in_panic)}
+        choice = choose(_members(rows, when, pool.in_panic), [bid for bid, _ in verdicts if bid in fresh], policy)
+        changes: ChangeSet | None = None
+        for bid in choice.eject:
+            b = backends[bid]
+            verdict = by_id[bid]
+            # Ejections in a row: the count starts over once it stayed in for the longest ejection.
+            last_end = b.ejected_until
+            quiet = last_end is not None and (when - last_end).total_seconds() > policy.max_ejection_seconds
+            count = 1 if quiet or last_end is None else b.ejection_count + 1
+            seconds = ejection_seconds(policy, count)
+            before = snapshot(b)
+            b.ejected_at = when
+            b.ejected_until = when + datetime.timedelta(seconds=seconds)
+            b.ejection_count = count
+            b.ejection_reason = verdict.reason[:300]
+            b.revision += 1
+            b.save(update_fields=["ejected_at", "ejected_until", "ejection_count", "ejection_reason", "revision",
+                                  "updated_at"])
+            changes = changes or ChangeSet(OUTLIER, "")
+            changes.record("backend.eject", b, before=before, after=snapshot(b), related=pool,
+                           reason=f"ejected by live traffic: {verdict.reason}; out for {seconds} s "
+                                  f"(ejection {count} in a row), then back unless the prober finds it down")
+            ejected_rules[f"eject:{verdict.rule}"] += 1
+        if choice.held and not pool.outlier_panic:
+            names = ", ".join(backends[bid].name for bid in choice.held[:5]) + ("…" if len(choice.held) > 5 else "")
+            why = (f"{len(choice.held)} more backend(s) fail live traffic ({names}) but stay in: {choice.why_held}; "
+                   "the active prober decides for them")[:300]
+            before = snapshot(pool)
+            pool.outlier_panic, pool.outlier_panic_reason = True, why
+            pool.revision += 1
+            pool.save(update_fields=["outlier_panic", "outlier_panic_reason", "revision", "updated_at"])
+            changes = changes or ChangeSet(OUTLIER, "")
+            changes.record("pool.outlier_panic", pool, before=before, after=snapshot(pool), reason=why)
+            ejected_rules["panic"] += 1
+    if choice.eject:
+        logger.warning("pool %s: ejected %s by live traffic", pool_id, list(choice.eject))
+        try:
+            redis.hdel(TRACKS_KEY, *[str(b) for b in choice.eject])
+        except Exception:
+            pass
+    _count(redis, ejected_rules)
+    return choice
+
+
+def _end_ejections(when: datetime.datetime, redis: Any) -> Counter[str]:
+    """Confirmed (the prober has it down), cleared (time over), or the policy was turned off."""
+    rows = list(Backend.objects.filter(ejected_at__isnull=False)
+                .values_list("pk", "pool_id", "health", "ejected_until", "pool__outlier_detection", "pool__in_panic"))
+    due: dict[int, dict[int, str]] = {}
+    for pk, pool_id, health, until, detecting, in_panic in rows:
+        over = until is None or until <= when
+        if not detecting:
+            due.setdefault(pool_id, {})[pk] = "off"
+        elif health == Health.DOWN and (over or not in_panic):
+            due.setdefault(pool_id, {})[pk] = "confirmed"
+        elif over:
+            due.setdefault(pool_id, {})[pk] = "cleared"
+    counts: Counter[str] = Counter()
+    for pool_id in sorted(due):
+        wanted = due[pool_id]
+        with transaction.atomic():
+            pool = Pool.objects.select_for_update().filter(pk=pool_id).first()
+            if pool is None:
+                continue
+            changes: ChangeSet | None = None
+            for b in Backend.objects.select_for_update().filter(pool=pool, pk__in=wanted).order_by("pk"):
+                if b.ejected_at is None:
+                    continue  # another pass ended it
+                how = wanted[b.pk]
+                before = snapshot(b)
+                planned_end = b.ejected_until
+                b.ejected_at = None
+                b.ejected_until = min(when, planned_end) if planned_end else when
+                fields = ["ejected_at", "ejected_until", "revision", "updated_at"]
+                if how == "confirmed":
+                    action = "backend.eject_confirmed"
+                    why = f"the prober confirms the ejection ({b.ejection_reason}): health down, it stays out"
+                elif how == "off":
+                    action = "backend.eject_end"
+                    why = "outlier detection turned off for the pool: back in"
+                else:
+                    action = "backend.eject_end"
+                    prober = {str(Health.UP): "the prober passes it", str(Health.UNKNOWN): "no active check to ask",
+                              str(Health.STALE): "the prober's results are stale"}.get(b.health, b.health)
+                    why = f"back in: ejection over ({b.ejection_reason}); {prober}"
+                if how != "confirmed" and b.slow_start_seconds > 0:
+                    b.ready_since = when  # back gradually, as after an undrain
+                    fields.append("ready_since")
+                    why += f"; slow start over {b.slow_start_seconds} s"
+                b.revision += 1
+                b.save(update_fields=fields)
+                changes = changes or ChangeSet(OUTLIER, "")
+                changes.record(action, b, before=before, after=snapshot(b), related=pool, reason=why[:2000])
+                counts[f"end:{how}"] += 1
+    if counts:
+        ended = [str(pk) for items in due.values() for pk in items]
+        try:
+            redis.hdel(TRACKS_KEY, *ended)
+        except Exception:
+            pass
+        _count(redis, counts)
+    return Counter({"returned": counts["end:cleared"] + counts["end:off"], "confirmed": counts["end:confirmed"]})
+
+
+def _end_panics(pools: dict[int, Pool], held_now: set[int], redis: Any, at: float) -> int:
+    """A pool leaves outlier panic once no verdict was held back for a whole window."""
+    in_panic = [p for p in pools.values() if p.outlier_panic and p.pk not in held_now]
+    if not in_panic:
+        return 0
+    held_at = redis.hmget(HELD_KEY, [str(p.pk) for p in in_panic])
+    ended = 0
+    for pool, last in zip(in_panic, held_at, strict=True):
+        quiet_for = at - float(last) if last else float("inf")
+        if pool.outlier_detection and quiet_for < pool.outlier_window_seconds:
+            continue
+        with transaction.atomic():
+            locked = Pool.objects.select_for_update().filter(pk=pool.pk, outlier_panic=True).first()
+            if locked is None:
+                continue
+            before = snapshot(locked)
+            locked.outlier_panic, locked.outlier_panic_reason = False, ""
+            locked.revision += 1
+            locked.save(update_fields=["outlier_panic", "outlier_panic_reason", "revision", "updated_at"])
+            why = ("outlier panic over: no backend held back by the bounds for "
+                   f"{pool.outlier_window_seconds} s" if pool.outlier_detection else
+                   "outlier panic over: outlier detection turned off")
+            ChangeSet(OUTLIER, "").record("pool.outlier_panic_end", locked, before=before, after=snapshot(locked),
+                                          reason=why)
+        redis.hdel(HELD_KEY, str(pool.pk))
+        ended += 1
+    return ended
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+
+def ejected_now(now: datetime.datetime | None = None) -> int:
+    when = now or timezone.now()
+    return Backend.objects.filter(ejected_at__isnull=False, ejected_until__gt=when).count()
+
+
+def metrics_counters() -> dict[str, float]:
+    """What the tick counted (for /metrics): eject:<rule>, end:<how>, panic, held_now."""
+    try:
+        raw = _redis().hgetall(METRICS_KEY)
+    except Exception:
+        return {}
+    return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
