@@ -162,6 +162,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 2.0,
         "options": {"expires": 2.0},
     },
+    # Outlier ejection (steering.services.outliers): live traffic's verdicts from the data plane's
+    # figures, bounded per pool, confirmed or cleared by the prober.
+    "outlier-tick": {
+        "task": "steering.outlier_tick",
+        "schedule": 1.0,
+        "options": {"expires": 1.0},
+    },
     "purge-idempotency-records": {
         "task": "steering.purge_idempotency_records",
         "schedule": 3600.0,
@@ -224,6 +231,11 @@ SPECTACULAR_SETTINGS = {
 # --- steering --------------------------------------------------------------------------
 # Networks a backend may live in (probes go nowhere else). Loopback by default.
 STEERING_PROBE_ALLOWLIST = envlist("STEERING_PROBE_ALLOWLIST", ["127.0.0.0/8", "::1/128"])
+# Where backend names are resolved (steering.resolve reads the same variable): "system" (the
+# system resolver, as a fleet needs) or "hosts" (the hosts file only: never a DNS query).
+STEERING_RESOLVER = envstr("STEERING_RESOLVER", "system").lower()
+if STEERING_RESOLVER not in ("system", "hosts"):
+    raise ImproperlyConfigured(f"STEERING_RESOLVER must be system or hosts, not {STEERING_RESOLVER!r}")
 STEERING_DEFAULT_GRACE_SECONDS = envint("STEERING_DEFAULT_GRACE_SECONDS", 30, minimum=0)
 STEERING_MAX_WAIT_SECONDS = envint("STEERING_MAX_WAIT_SECONDS", 60, minimum=1, maximum=600)
 STEERING_IDEMPOTENCY_TTL_SECONDS = envint("STEERING_IDEMPOTENCY_TTL_SECONDS", 86400, minimum=60)
@@ -239,6 +251,13 @@ STEERING_GSLB_LISTEN = envstr("STEERING_GSLB_LISTEN", "127.0.0.1:8053")
 STEERING_GSLB_NAMESERVERS = envlist("STEERING_GSLB_NAMESERVERS", [])
 STEERING_GSLB_HOSTMASTER = envstr("STEERING_GSLB_HOSTMASTER", "")
 STEERING_GSLB_ZONE_TTL = envint("STEERING_GSLB_ZONE_TTL", 300, minimum=1, maximum=86400)
+# The agent contract: a drain completes only once its PoP's HAProxy acknowledged it
+# (STEERING_DATAPLANE_CONFIRM=0 turns that off for a control plane with no data planes, e.g. a
+# model-only test bench); without an acknowledgement within the timeout the drain ends
+# `unconfirmed`. Agents silent longer than FORGET no longer hold confirmation back.
+STEERING_DATAPLANE_CONFIRM = envbool("STEERING_DATAPLANE_CONFIRM", True)
+STEERING_DATAPLANE_ACK_TIMEOUT_SECONDS = envint("STEERING_DATAPLANE_ACK_TIMEOUT_SECONDS", 30, minimum=1, maximum=3600)
+STEERING_AGENT_FORGET_SECONDS = envint("STEERING_AGENT_FORGET_SECONDS", 600, minimum=10)
 # The demo's pdns_server (runstack) listens on 127.0.0.1 at this port.
 STEERING_DNS_PORT = envint("STEERING_DNS_PORT", 5353, minimum=1, maximum=65535)
 

@@ -142,6 +142,15 @@ STATE_STYLES: tuple[StateStyle, ...] = (
     StateStyle("drained", "drained", "○", "#5f6b7a", "out of service, no sessions"),
     StateStyle("maint", "maintenance", "■", "#7a5cc2", "forced out of service"),
     StateStyle("panic", "panic", "‼", "#ff2d55", "most of the pool looks down: serving anyway, prober suspected"),
+    # A backend, beside its health: live traffic took it out for a while (outlier ejection).
+    StateStyle("ejected", "ejected", "⏏", "#d0479b",
+               "taken out by live traffic for a while; the prober confirms (down) or it comes back"),
     StateStyle("announce", "announcing", "⇡", "#2e9e44", "anycast prefix announced"),
     StateStyle("withdraw", "withdrawn", "⇣", "#5f6b7a", "anycast prefix withdrawn"),
+    # A data plane's version against the desired one (steering.dataplane.status).
+    StateStyle("in_sync", "in sync", "✓", "#2e9e44", "the data plane runs the desired version"),
+    StateStyle("applying", "applying", "⟳", "#b58a00", "a newer version is on its way to the data plane"),
+    StateStyle("behind", "behind", "✗", "#d64545", "the data plane has not applied the desired version in time"),
+    StateStyle("refused", "refused", "✗", "#d64545", "the data plane refused the desired version (its error is shown)"),
+    StateStyle("absent", "no agent", "○", "#8a8f98", "no agent has reported for this data plane"),
 )

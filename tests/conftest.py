@@ -109,3 +109,37 @@ def db_vendor() -> str:
 def _fast_password_hashing(settings: Any) -> None:
     # PBKDF2's million rounds cost ~0.4 s a user; tests are not about password storage.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _model_only_drains(settings: Any) -> None:
+    """Most tests drive the control plane with no data plane behind it, so a drain there is
+    complete in the model alone. The product's default (confirmation on: a drain completes when
+    its PoP's HAProxy acknowledged it) is what tests of the agent contract set back."""
+    settings.STEERING_DATAPLANE_CONFIRM = False
+
+
+@pytest.fixture(autouse=True)
+def _no_dns_queries(monkeypatch: Any) -> None:
+    """Tests never ask a DNS server anything: names resolve through the hosts file only, unless a
+    test sets the system resolver with a stand-in getaddrinfo."""
+    from steering import resolve
+
+    monkeypatch.setattr(resolve, "MODE", "hosts")
+
+
+@pytest.fixture(autouse=True)
+def _no_figures_outlive_their_test() -> Iterator[None]:
+    """Backend ids are reused after each transactional flush; live figures a test left in Redis
+    (an agent's report) must not pass for the next test's measurements."""
+    yield
+    from steering.services.effects import _redis
+
+    try:
+        redis = _redis()
+        keys = list(redis.scan_iter(match="steering:stats:backend:*", count=1000))
+        if keys:
+            redis.delete(*keys)
+        redis.delete("steering:agents:seen")
+    except Exception:  # a test that stopped Redis on purpose
+        pass

@@ -41,6 +41,9 @@ def database_url_for_subprocess() -> str:
 
 def subprocess_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
+    # As in-process tests (conftest): drains complete in the model alone unless a test runs the
+    # data planes' agents and asks for their confirmation (STEERING_DATAPLANE_CONFIRM="1").
+    env.setdefault("STEERING_DATAPLANE_CONFIRM", "0")
     env.update(DATABASE_URL=database_url_for_subprocess(), REDIS_URL=settings.REDIS_URL,
                DJANGO_SETTINGS_MODULE="config.settings", PYTHONUNBUFFERED="1", **extra)
     return env
@@ -76,3 +79,49 @@ class CeleryProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+class WebProcess:
+    """The real ASGI app (`uvicorn config.asgi:application`) on a free loopback port, against the
+    test database and Redis; `stop()` then `start()` keeps the port (a control-plane outage)."""
+
+    def __init__(self, log_dir: Path, *, port: int | None = None, **env: str) -> None:
+        from tests.support import free_port
+
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_dir / f"uvicorn-{self.port}.log"
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> WebProcess:
+        import urllib.request
+
+        log = open(self.log_path, "ab")  # noqa: SIM115  (the child holds it; ours is closed below)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
+                 "--port", str(self.port), "--lifespan", "off", "--no-access-log"],
+                cwd=ROOT, env=subprocess_env(LOG_LEVEL="WARNING", **self.env), stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"uvicorn exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as r:  # noqa: S310 (loopback)
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"uvicorn did not answer /healthz within {timeout} s:\n{self.log()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process_group(self.proc)
+            self.proc = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from steering.api.serializers import StrictMixin
 from steering.choices import Role
-from steering.models import ApiToken, Operation
+from steering.models import ApiToken, Operation, PoP
 
 
 class ActionInput(StrictMixin, serializers.Serializer):  # type: ignore[type-arg]
@@ -71,10 +71,12 @@ class OperationSerializer(serializers.ModelSerializer):  # type: ignore[type-arg
 
 class TokenSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     user = serializers.CharField(source="user.username", read_only=True)
+    pop: serializers.SlugRelatedField = serializers.SlugRelatedField(slug_field="slug", read_only=True,  # type: ignore[type-arg]
+                                       help_text="Agent tokens: the PoP they serve (none: the DNS layer).")
 
     class Meta:
         model = ApiToken
-        fields = ["id", "user", "name", "role", "hint", "created_at", "expires_at", "last_used_at", "revoked_at"]
+        fields = ["id", "user", "name", "role", "pop", "hint", "created_at", "expires_at", "last_used_at", "revoked_at"]
         read_only_fields = fields
 
 
@@ -82,6 +84,8 @@ class TokenCreateInput(StrictMixin, serializers.Serializer):  # type: ignore[typ
     name = serializers.CharField(max_length=100)
     role = serializers.ChoiceField(choices=Role.choices)
     user = serializers.CharField(max_length=150, required=False, help_text="Username (default: yourself).")
+    pop = serializers.SlugRelatedField(slug_field="slug", queryset=PoP.objects.all(), required=False, allow_null=True,
+                                       help_text="Role agent only: the PoP the agent serves (omit for the DNS layer).")
     expires_in_days = serializers.IntegerField(min_value=1, max_value=3650, required=False)
 
     class Meta:

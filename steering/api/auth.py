@@ -20,15 +20,18 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
     def authenticate(self, request: Request) -> tuple[Any, ApiToken] | None:
-        header = authentication.get_authorization_header(request).decode("latin-1")
-        if not header:
-            return None
+        return self.authenticate_value(authentication.get_authorization_header(request).decode("latin-1"))
+
+    def authenticate_value(self, header: str) -> tuple[Any, ApiToken] | None:
+        """The user and token an `Authorization` header value names (None: not a bearer header)."""
         parts = header.split()
+        if not parts:  # empty, or only whitespace (e.g. a lone no-break space)
+            return None
         if parts[0].lower() != self.keyword.lower():
             return None
         if len(parts) != 2:
             raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <token>'.")
-        token = ApiToken.objects.select_related("user").filter(digest=hash_token(parts[1])).first()
+        token = ApiToken.objects.select_related("user", "pop").filter(digest=hash_token(parts[1])).first()
         if token is None:
             raise exceptions.AuthenticationFailed("Unknown token.")
         if token.revoked_at is not None:

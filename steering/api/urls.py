@@ -2,7 +2,8 @@ from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
 from steering.api import schema  # noqa: F401  (registers the OpenAPI auth extension before schema generation)
-from steering.api.views.anycast import AnycastDesiredView, AnycastReportView, AnycastView
+from steering.api.views.agent import AckView, DesiredView, ReportView
+from steering.api.views.anycast import AnycastView
 from steering.api.views.changes import ChangeViewSet
 from steering.api.views.dataplane import BackendStatsView, DataplanesView
 from steering.api.views.dns import DnsAnswersView
@@ -43,7 +44,8 @@ urlpatterns = [
     path("dataplanes/", DataplanesView.as_view(), name="dataplanes"),
     path("dns/answers/", DnsAnswersView.as_view(), name="dns-answers"),
     path("anycast/", AnycastView.as_view(), name="anycast"),
-    path("anycast/desired/", AnycastDesiredView.as_view(), name="anycast-desired"),
-    path("anycast/report/", AnycastReportView.as_view(), name="anycast-report"),
+    path("agent/desired/", DesiredView.as_view(), name="agent-desired"),
+    path("agent/ack/", AckView.as_view(), name="agent-ack"),
+    path("agent/report/", ReportView.as_view(), name="agent-report"),
     path("", include(router.urls)),
 ]

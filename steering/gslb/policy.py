@@ -312,3 +312,32 @@ def lookup(
             counted = tuple(dict.fromkeys(v.region_id for v in vips))
             fail_open = opened
     return Answer(tuple(records), service.id, counted, fail_open)
+
+
+# --- the wire form: the snapshot's inputs as JSON, as the GSLB server receives them ----------------
+
+def snapshot_inputs_to_dict(services: Sequence[Service], networks: Iterable[tuple[str, int]], *,
+                            nameservers: Sequence[str], hostmaster: str, zone_ttl: int) -> dict[str, Any]:
+    return {
+        "services": [{"id": s.id, "fqdn": s.fqdn, "policy": s.policy, "ttl": s.ttl,
+                      "vips": [vars(v) for v in s.vips],
+                      "healthy_regions": sorted(s.healthy_regions)} for s in services],
+        "networks": [[cidr, region] for cidr, region in networks],
+        "nameservers": list(nameservers),
+        "hostmaster": hostmaster,
+        "zone_ttl": zone_ttl,
+    }
+
+
+def snapshot_from_dict(data: Mapping[str, Any], version: int | None) -> Snapshot:
+    """Rebuild the snapshot from its wire form (raises KeyError/TypeError/ValueError when malformed)."""
+    services = [
+        Service(id=int(s["id"]), fqdn=str(s["fqdn"]), policy=str(s["policy"]), ttl=int(s["ttl"]),
+                vips=tuple(Vip(int(v["id"]), int(v["region_id"]), str(v["address"]), int(v.get("weight", 100)),
+                               int(v.get("priority", 1)), bool(v.get("enabled", True))) for v in s.get("vips", ())),
+                healthy_regions=frozenset(int(r) for r in s.get("healthy_regions", ())))
+        for s in data.get("services", ())
+    ]
+    networks = [(str(cidr), int(region)) for cidr, region in data.get("networks", ())]
+    return build_snapshot(services, networks, version=version, nameservers=tuple(data.get("nameservers", ())),
+                          hostmaster=str(data.get("hostmaster", "")), zone_ttl=int(data.get("zone_ttl", 300)))

@@ -7,6 +7,8 @@ function the local data plane and the what-if use (steering.capacity via represe
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.utils import timezone
 
@@ -26,6 +28,7 @@ def healthy_regions() -> dict[int, set[int]]:
                                pool__pop__region__admin_state=AdminState.READY)
         .select_related("pool", "pool__pop")
         .only("weight", "admin_state", "health", "slow_start_seconds", "ready_since",
+              "ejected_at", "ejected_until", "ejection_reason",
               "pool__service_id", "pool__in_panic", "pool__pop__region_id")
     )
     for b in backends.iterator(chunk_size=2000):
@@ -37,7 +40,24 @@ def healthy_regions() -> dict[int, set[int]]:
     return found
 
 
+def snapshot_inputs() -> dict[str, Any]:
+    """What the GSLB server needs to answer, as JSON: its part of the agent contract."""
+    services, networks = _inputs()
+    return policy.snapshot_inputs_to_dict(
+        services, networks, nameservers=settings.STEERING_GSLB_NAMESERVERS,
+        hostmaster=settings.STEERING_GSLB_HOSTMASTER, zone_ttl=settings.STEERING_GSLB_ZONE_TTL)
+
+
 def build_from_db(version: int | None) -> policy.Snapshot:
+    services, networks = _inputs()
+    return policy.build_snapshot(
+        services, networks, version=version,
+        nameservers=settings.STEERING_GSLB_NAMESERVERS, hostmaster=settings.STEERING_GSLB_HOSTMASTER,
+        zone_ttl=settings.STEERING_GSLB_ZONE_TTL,
+    )
+
+
+def _inputs() -> tuple[list[policy.Service], list[tuple[str, int]]]:
     healthy = healthy_regions()
     vips: dict[int, list[policy.Vip]] = {}
     for v in VIP.objects.all().only("id", "service_id", "region_id", "address", "weight", "priority", "enabled"):
@@ -49,8 +69,4 @@ def build_from_db(version: int | None) -> policy.Snapshot:
         for s in Service.objects.all().only("id", "fqdn", "dns_policy", "ttl")
     ]
     networks = list(ClientNetwork.objects.values_list("cidr", "region_id"))
-    return policy.build_snapshot(
-        services, networks, version=version,
-        nameservers=settings.STEERING_GSLB_NAMESERVERS, hostmaster=settings.STEERING_GSLB_HOSTMASTER,
-        zone_ttl=settings.STEERING_GSLB_ZONE_TTL,
-    )
+    return services, networks

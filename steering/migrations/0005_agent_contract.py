@@ -71,4 +71,8 @@ class Migration(migrations.Migration):
             model_name='dataplanestate',
             constraint=models.UniqueConstraint(condition=models.Q(('pop__isnull', True)), fields=('layer', 'instance'), name='steering_dataplanestate_unique_global_layer_instance', violation_error_message='This agent instance already reports for this layer.'),
         ),
+        migrations.AddIndex(
+            model_name="change",
+            index=models.Index(fields=["version"], name="steering_change_version"),
+        ),
     ]

@@ -58,6 +58,8 @@ class Change(models.Model):
             # Serves "history of this object" (object pages, ?object_type=&object_id=).
             models.Index(fields=["object_type", "object_id", "-time"], name="steering_change_object"),
             models.Index(fields=["related_type", "related_id", "-time"], name="steering_change_related"),
+            # Serves "since when is a data plane behind": the first change after the version it applied.
+            models.Index(fields=["version"], name="steering_change_version"),
         ]
 
     def __str__(self) -> str:

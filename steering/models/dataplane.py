@@ -46,8 +46,8 @@ class DataplaneState(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.pop.slug if self.pop_id else 'fleet'} {self.layer} ({self.instance})"
+        return f"{self.pop.slug if self.pop is not None else 'fleet'} {self.layer} ({self.instance})"
 
     @property
     def scope(self) -> str:
-        return self.pop.slug if self.pop_id else "dns"
+        return self.pop.slug if self.pop is not None else "dns"

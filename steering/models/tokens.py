@@ -67,7 +67,7 @@ class ApiToken(models.Model):
     @property
     def agent_scope(self) -> str:
         """What an agent token may serve: a PoP's slug, or "dns" for the DNS layer."""
-        return self.pop.slug if self.pop_id else "dns"
+        return self.pop.slug if self.pop is not None else "dns"
 
     @property
     def is_usable(self) -> bool:

@@ -81,21 +81,6 @@ def managed_prefixes() -> list[str]:
     return list(sort_prefixes(AnycastPrefix.objects.values_list("prefix", flat=True)))
 
 
-def desired_payload(pop: PoP) -> dict[str, Any]:
-    """What GET /api/v1/anycast/desired/?pop=<slug> answers (the agent's instructions)."""
-    _pop, decision = desired_for([pop])[pop.pk]
-    return {
-        "pop": pop.slug,
-        "id": pop.pk,
-        "desired": list(decision.desired),
-        "reason": decision.reason,
-        "prefixes": [{"prefix": d.prefix, "announce": d.announce, "reason": d.reason, "services": list(d.services)}
-                     for d in decision.prefixes],
-        "managed": managed_prefixes(),
-        "at": time.time(),
-    }
-
-
 # --- observed --------------------------------------------------------------------------------
 
 def read_reports(slugs: Iterable[str]) -> dict[str, dict[str, Any]]:

@@ -7,6 +7,7 @@ browsers recover by noticing the version gap and refetching the topology.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import threading
@@ -21,11 +22,18 @@ logger = logging.getLogger(__name__)
 
 LIVE_GROUP = "live"
 VERSION_KEY = "steering:state_version"
+# Pub/sub channel carrying each committed version: agents' long-polls wake on it (no polling loop).
+VERSION_CHANNEL = "steering:state_version:events"
 
-# Sets the key only if the new version is higher, so late publishers never move it backwards.
+# Sets the key only if the new version is higher, so late publishers never move it backwards;
+# then tells the long-polls waiting on the channel.
 _MAX_SCRIPT = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) return 1 end
+if tonumber(ARGV[1]) > current then
+  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('PUBLISH', KEYS[2], ARGV[2])
+  return 1
+end
 return 0
 """
 
@@ -118,9 +126,49 @@ class _GroupSender:
 _sender = _GroupSender()
 
 
+# Objects whose changes no data plane sees (the desired state of every layer ignores them).
+_NO_DATAPLANE_EFFECT = frozenset({"operation", "apitoken", "user", "group", "dataplanestate", "idempotencyrecord"})
+
+
+def affected_pops(deltas: list[dict[str, Any]]) -> list[int] | None:
+    """The PoPs whose local/anycast desired state this change can move; None: possibly all of
+    them (a service, a region, a deleted object...). Lets waiting agents of other PoPs be told
+    "nothing for you" without rebuilding their desired state."""
+    from steering.models import Backend, Pool
+
+    pops: set[int] = set()
+    backends: set[int] = set()
+    pools: set[int] = set()
+    for d in deltas:
+        kind = d["type"]
+        if kind in _NO_DATAPLANE_EFFECT:
+            continue
+        if d["op"] != "upsert":
+            return None
+        if kind == "pop":
+            pops.add(d["id"])
+        elif kind == "backend":
+            backends.add(d["id"])
+        elif kind == "pool":
+            pools.add(d["id"])
+        else:
+            return None
+    if backends:
+        pools |= set(Backend.objects.filter(pk__in=backends).values_list("pool_id", flat=True))
+    if pools:
+        # A pool's backup pool may sit in another PoP; its PoP's spec names only its own pools.
+        pops |= set(Pool.objects.filter(pk__in=pools).values_list("pop_id", flat=True))
+    return sorted(pops)
+
+
 def publish_after_commit(version: int, deltas: list[dict[str, Any]]) -> None:
     try:
-        _redis().eval(_MAX_SCRIPT, 1, VERSION_KEY, version)
+        affected = affected_pops(deltas)
+    except Exception:  # the database away right after commit: say "everything", which is safe
+        affected = None
+    try:
+        event = json.dumps({"v": version, "pops": affected}, separators=(",", ":"))
+        _redis().eval(_MAX_SCRIPT, 2, VERSION_KEY, VERSION_CHANNEL, version, event)
     except Exception as exc:
         _warn("record the state version in Redis", version, exc)
         return

@@ -9,7 +9,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from steering.models import ApiToken
+from steering.choices import Role
+from steering.models import ApiToken, PoP
 from steering.models.tokens import hash_token, new_raw_token
 from steering.roles import has_role, user_role
 from steering.services.audit import ChangeSet
@@ -23,6 +24,7 @@ def _token_view(token: ApiToken) -> dict[str, Any]:
         "user_id": token.user_id,
         "name": token.name,
         "role": token.role,
+        "pop": token.pop.slug if token.pop is not None else None,
         "hint": token.hint,
         "expires_at": token.expires_at.isoformat(),
         "revoked_at": token.revoked_at.isoformat() if token.revoked_at else None,
@@ -31,10 +33,15 @@ def _token_view(token: ApiToken) -> dict[str, Any]:
 
 @transaction.atomic
 def do_create_token(
-    user: Any, *, name: str, role: str, actor: Actor, expires_in_days: int | None = None, reason: str = ""
+    user: Any, *, name: str, role: str, actor: Actor, expires_in_days: int | None = None, reason: str = "",
+    pop: PoP | None = None,
 ) -> tuple[ApiToken, str]:
-    """Issue a token; returns it and the raw secret, which is shown once and never stored."""
+    """Issue a token; returns it and the raw secret, which is shown once and never stored.
+
+    An agent token (role agent) is bound to `pop`, or with no PoP to the DNS layer."""
     errors: dict[str, list[str]] = {}
+    if pop is not None and role != Role.AGENT:
+        errors["pop"] = ["Only an agent token is bound to a PoP."]
     owner_role = user_role(user)
     if not name.strip():
         errors["name"] = ["Give the token a name, e.g. deploy-pipeline."]
@@ -51,10 +58,10 @@ def do_create_token(
         raise InvalidInput(errors)
     raw = new_raw_token()
     token = ApiToken.objects.create(
-        user=user, name=name.strip(), role=role, digest=hash_token(raw), hint=raw[:8],
+        user=user, name=name.strip(), role=role, pop=pop, digest=hash_token(raw), hint=raw[:8],
         expires_at=timezone.now() + datetime.timedelta(days=days),
     )
-    ChangeSet(actor, reason).record("token.create", token, before=None, after=_token_view(token), related=user)
+    ChangeSet(actor, reason).record("token.create", token, before=None, after=_token_view(token), related=pop or user)
     return token, raw
 
 

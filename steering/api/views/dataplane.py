@@ -15,9 +15,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from steering.dataplane.haproxy.agent import read_agent_reports
 from steering.dataplane.stats import read_backend_stats
+from steering.dataplane.status import all_statuses
 from steering.models import Backend, PoP
+from steering.services.agent_reports import read_haproxy_status
 
 FRESH_SECONDS = 5.0
 
@@ -65,7 +66,7 @@ class BackendStatsView(APIView):
             backends = backends.filter(pool__pop=pop)
         stats = read_backend_stats(backends.values_list("pk", flat=True))
         now = time.time()
-        reports = read_agent_reports(_redis())
+        reports = read_haproxy_status()
         connected = any(r.get("connected") and _fresh(r.get("at"), now)
                         for slug, r in reports.items() if pop is None or slug == pop.slug)
         return Response({
@@ -82,17 +83,17 @@ def layer_status() -> dict[str, dict[str, Any]]:
     redis = _redis()
     now = time.time()
     pops = list(PoP.objects.values_list("slug", flat=True))
-    reports = read_agent_reports(redis)
+    reports = read_haproxy_status()
     up = sorted(s for s, r in reports.items() if r.get("connected") and _fresh(r.get("at"), now))
     local = {"connected": bool(up), "pops": up,
              "detail": (f"HAProxy answering in {len(up)} of {len(pops)} PoPs" if up else
-                        "no HAProxy agent reporting: the local layer is not connected (run manage.py haproxy_agent)")}
+                        "no HAProxy agent reporting: the local layer is not connected (run steering-agent haproxy at each PoP)")}
     from steering.gslb.counters import is_connected
 
     dns_up = is_connected(redis, now)
     dns = {"connected": dns_up,
            "detail": "the PowerDNS remote backend is answering" if dns_up else
-                     "no GSLB server reporting: the DNS layer is not connected (run manage.py gslb_server)"}
+                     "no GSLB server reporting: the DNS layer is not connected (run steering-agent gslb)"}
     from steering.services.announcements import connection_summary
 
     anycast = connection_summary(now)
@@ -103,6 +104,10 @@ def layer_status() -> dict[str, dict[str, Any]]:
 
 class DataplanesView(APIView):
     @extend_schema(responses={200: inline_serializer("Dataplanes", {
-        "local": serializers.DictField(), "dns": serializers.DictField(), "anycast": serializers.DictField()})})
+        "local": serializers.DictField(), "dns": serializers.DictField(), "anycast": serializers.DictField(),
+        "applied": serializers.DictField(help_text=(
+            "Desired vs applied per PoP and layer: {version, dns: {...}, pops: {slug: {local, anycast}}}, each "
+            "with desired_version, applied_version, state (in_sync|applying|behind|refused|absent), lag_seconds, "
+            "error, seen_at and the words an operator reads."))})})
     def get(self, request: Request) -> Response:
-        return Response(layer_status())
+        return Response({**layer_status(), "applied": all_statuses()})

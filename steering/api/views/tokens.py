@@ -28,9 +28,9 @@ class TokenCreatedSerializer(TokenSerializer):
 class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):  # type: ignore[type-arg]
     """Admin only (all verbs): tokens are powers to act."""
 
-    queryset = ApiToken.objects.select_related("user")
+    queryset = ApiToken.objects.select_related("user", "pop")
     serializer_class = TokenSerializer
-    filterset_fields = ["role", "name", "user"]
+    filterset_fields = ["role", "name", "user", "pop"]
     required_roles = {"list": "admin", "retrieve": "admin", "create": "admin", "destroy": "admin"}
 
     @extend_schema(request=TokenCreateInput, responses={201: TokenCreatedSerializer})
@@ -43,7 +43,7 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         if user is None:
             raise ValidationError({"user": [f"No user named {username!r}."]})
         token, raw = do_create_token(user, name=v["name"], role=v["role"], expires_in_days=v.get("expires_in_days"),
-                                     actor=actor_for(request), reason=change_reason(request))
+                                     actor=actor_for(request), reason=change_reason(request), pop=v.get("pop"))
         body = TokenSerializer(token).data
         body["token"] = raw
         return Response(body, status=status.HTTP_201_CREATED)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 # Runtime states we drive. "drained" and "maint" are both `maint` in HAProxy: nothing new, nothing
 # persistent; "draining" is `drain`: no new sessions, the open ones finish.
@@ -56,6 +57,15 @@ class PoolSpec:
     rule_priority: int = 100
     backup_pool_id: int | None = None
     servers: tuple[ServerSpec, ...] = ()
+    # Passive health in the data plane (steering.models.Pool; rendered by render.py): a failed
+    # attempt is retried `retries` times, each on another server (`redispatch`), for the `retry_on`
+    # events (HTTP only; past a refused connection only for idempotent methods); `observe` layer4
+    # takes a server out after `error_limit` failed connections in a row.
+    retries: int = 3
+    redispatch: bool = True
+    retry_on: str = "conn-failure empty-response response-timeout"
+    observe: str = "layer4"
+    error_limit: int = 5
 
     @property
     def proxy(self) -> str:
@@ -88,3 +98,36 @@ class PopSpec:
 
     def by_proxy(self) -> dict[str, PoolSpec]:
         return {p.proxy: p for p in self.pools}
+
+
+# --- the wire form: how the desired state travels to the agent (JSON) and back -----------------
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    """A dataclass from a dict, ignoring keys it does not know (a newer control plane may send
+    more than an older agent understands) and taking defaults for keys it does not get."""
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def pop_spec_to_dict(spec: PopSpec) -> dict[str, Any]:
+    # By hand rather than dataclasses.asdict, which deep-copies every value: a fleet-wide change
+    # serialises 20,000 servers, and asdict was most of that time. The specs are flat dataclasses.
+    return {
+        "slug": spec.slug,
+        "services": [dict(vars(s)) for s in spec.services],
+        "pools": [{**vars(p), "servers": [dict(vars(s)) for s in p.servers]} for p in spec.pools],
+        "notes": list(spec.notes),
+    }
+
+
+def pop_spec_from_dict(data: dict[str, Any]) -> PopSpec:
+    pools = tuple(
+        _build(PoolSpec, {**p, "servers": tuple(_build(ServerSpec, s) for s in p.get("servers", ()))})
+        for p in data.get("pools", ())
+    )
+    return PopSpec(
+        slug=str(data["slug"]),
+        services=tuple(_build(ServiceSpec, s) for s in data.get("services", ())),
+        pools=pools,
+        notes=tuple(data.get("notes", ())),
+    )
