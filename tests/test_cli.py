@@ -21,7 +21,16 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from steering.cli import EXIT_CODES, EXIT_CONFLICT, EXIT_ERROR, EXIT_GUARD, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE
+from steering.cli import (
+    EXIT_CODES,
+    EXIT_CONFLICT,
+    EXIT_ERROR,
+    EXIT_GUARD,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_UNCONFIRMED,
+    EXIT_USAGE,
+)
 from steering.cli.client import Client, new_idempotency_key
 from steering.models import Backend, Change, IdempotencyRecord, Operation, Pool
 from steering.services.operations import sweep_due
@@ -131,6 +140,18 @@ def test_a_deploy_script_drains_waits_and_undrains(tmp_path: Path, cli_env: dict
     assert set(mine.values_list("action", flat=True)) >= {"backend.drain", "backend.undrain"}
     assert set(mine.values_list("source", flat=True)) == {"cli"}
     assert mine.get(action="backend.drain").reason == "deploy 1.4.2"
+
+
+def test_a_drain_no_data_plane_acknowledged_exits_7_and_says_why(steerctl: Any, sweeper: None,
+                                                                 settings: Any) -> None:
+    settings.STEERING_DATAPLANE_CONFIRM = True
+    settings.STEERING_DATAPLANE_ACK_TIMEOUT_SECONDS = 1
+    pool = bom1()
+    done = steerctl("drain", "bom1/api-web/api-2", "--grace", "0", "--wait", "--timeout", "30", "--reason", "r")
+    assert done.returncode == EXIT_UNCONFIRMED, done.stdout + done.stderr
+    assert "bom1 HAProxy has not applied version" in done.stderr
+    op = Operation.objects.get(kind="drain", target_id=Backend.objects.get(pool=pool, name="api-2").pk)
+    assert op.status == "unconfirmed"
 
 
 def test_the_guard_refusal_exits_3_and_force_with_a_reason_exits_0(steerctl: Any) -> None:

@@ -18,6 +18,7 @@ EXIT_GUARD = 3  # refused by the capacity guard (409 capacity_guard); --dry-run:
 EXIT_TIMEOUT = 4  # --wait / wait: the operation had not ended when --timeout passed
 EXIT_CONFLICT = 5  # 409 state conflict other than the guard (already_draining, already_ready, ...)
 EXIT_STALE = 6  # 412: the object changed since it was read
+EXIT_UNCONFIRMED = 7  # --wait / wait: done in the desired state, but a data plane never acknowledged it
 
 EXIT_CODES: tuple[tuple[int, str], ...] = (
     (EXIT_OK, "success (with --wait: the operation succeeded)"),
@@ -27,6 +28,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (EXIT_TIMEOUT, "timed out waiting for the operation (--timeout)"),
     (EXIT_CONFLICT, "state conflict (409), e.g. already_draining, already_ready, unchanged"),
     (EXIT_STALE, "stale write (412): the object changed since it was read"),
+    (EXIT_UNCONFIRMED, "unconfirmed: the operation ended but a data plane never acknowledged it (see its result)"),
 )
 
 

@@ -24,7 +24,7 @@ from steering.cli import EXIT_CONFLICT, EXIT_ERROR, EXIT_GUARD, EXIT_STALE, __ve
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 RETRY_STATUSES = frozenset({502, 503, 504})
-FINAL_STATUSES = frozenset({"succeeded", "aborted", "failed"})
+FINAL_STATUSES = frozenset({"succeeded", "aborted", "failed", "unconfirmed"})
 WAIT_STEP_SECONDS = 60  # the API's ?wait= maximum
 
 

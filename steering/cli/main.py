@@ -12,7 +12,15 @@ import os
 import sys
 from typing import Any
 
-from steering.cli import EXIT_ERROR, EXIT_GUARD, EXIT_OK, EXIT_TIMEOUT, __version__, exit_code_table
+from steering.cli import (
+    EXIT_ERROR,
+    EXIT_GUARD,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_UNCONFIRMED,
+    __version__,
+    exit_code_table,
+)
 from steering.cli import output as out
 from steering.cli.client import DEFAULT_URL, FINAL_STATUSES, Client, CliError, NotFound, new_idempotency_key
 from steering.cli.targets import TARGET_HELP, parse, resolve, site_summary
@@ -85,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--action", choices=["drain", "maintenance", "undrain"], default="drain")
     p = add("status", "TARGET's state: a backend's admin state, health, weight; a site's backends by state")
     p.add_argument("target", metavar="TARGET")
-    p = add("wait", "wait for an operation to end (exit 0 succeeded, 1 failed/aborted, 4 timed out)")
+    p = add("wait", "wait for an operation to end (exit 0 succeeded, 1 failed/aborted, 4 timed out, 7 unconfirmed)")
     p.add_argument("operation", type=int, metavar="OPERATION_ID")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="give up after S s (exit 4)")
     return parser
@@ -156,7 +164,16 @@ def _follow(client: Client, args: argparse.Namespace, result: dict[str, Any], as
         out.print_lines([f"timed out after {args.timeout:g} s waiting for operation {op_id}; "
                          f"it is still {op.get('status')} (steerctl wait {op_id} to keep waiting)"], sys.stderr)
         return EXIT_TIMEOUT
-    return EXIT_OK if op.get("status") == "succeeded" else EXIT_ERROR
+    return _ending_code(op)
+
+
+def _ending_code(op: dict[str, Any]) -> int:
+    status = op.get("status")
+    if status == "unconfirmed":
+        notes = (op.get("result") or {}).get("unconfirmed") or []
+        out.print_lines([f"not confirmed by the data plane: {note}" for note in notes[:10]], sys.stderr)
+        return EXIT_UNCONFIRMED
+    return EXIT_OK if status == "succeeded" else EXIT_ERROR
 
 
 def cmd_action(client: Client, args: argparse.Namespace, body: dict[str, Any], as_json: bool) -> int:

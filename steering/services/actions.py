@@ -192,7 +192,7 @@ def do_drain(
         # Compare-and-set: the row is locked, and only a backend still ready moves to draining.
         moved = Backend.objects.filter(pk=backend.pk, admin_state=AdminState.READY).update(
             admin_state=AdminState.DRAINING, drain_started_at=now, drain_deadline=deadline,
-            operation=op, revision=F("revision") + 1, updated_at=now,
+            drain_version=changes.version, operation=op, revision=F("revision") + 1, updated_at=now,
         )
         if moved != 1:
             continue

@@ -7,7 +7,13 @@
 3. local: drain every backend under it (grace suggested from live sessions where known);
 4. done: the PoP or region is drained. Aborted at any step, everything it did is rolled back.
 
-Steps advance from the 1 s sweeper, by deadline, like every other timer.
+Steps advance from the sweeper, by deadline, like every other timer. With confirmation on
+(STEERING_DATAPLANE_CONFIRM) a layer counts as done only when its data plane acknowledged it: the
+TTL wait starts when the GSLB server applied the DNS change (caches start expiring then, not at
+the click), and the drain finishes only when every withdrawn PoP's ExaBGP agent applied the
+withdrawal (the local layer is confirmed per backend, steering.services.operations). A layer not
+acknowledged within STEERING_DATAPLANE_ACK_TIMEOUT_SECONDS is noted and the drain ends
+`unconfirmed`, with the words why.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import math
 from dataclasses import replace
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -131,12 +138,13 @@ def do_layered_drain(
         deadline=now + datetime.timedelta(seconds=wait),
     )
     changes = ChangeSet(actor, reason, operation_id=op.pk, forced=op.forced, force_reason=force_reason)
+    op.params = {**op.params, "dns_version": changes.version}
     _set_site_state(locked, AdminState.DRAINING, changes, "draining")
     for vip in vips:
         _set_vip(vip, False, changes)
     op.steps = _step_view(1, {"dns": "done" if vips else "skipped"})
     op.progress = {"step": "wait", "seconds_left": wait, "percent": 10}
-    op.save(update_fields=["steps", "progress"])
+    op.save(update_fields=["params", "steps", "progress"])
     changes.touch(op)
     return op, impact
 
@@ -154,8 +162,17 @@ def advance_layered(op_id: int, now: datetime.datetime | None = None) -> str:
     with transaction.atomic():
         op = Operation.objects.select_for_update().filter(pk=op_id, status=OperationStatus.RUNNING,
                                                            kind=OperationKind.LAYERED_DRAIN).first()
+        if op is not None and op.params.get("step") == 3 and op.progress.get("step") == "anycast":
+            # Local drains are done; the finish waits for ExaBGP to confirm the withdrawal.
+            if _anycast_unconfirmed(op, now) is None:
+                return "waiting"
+            changes = ChangeSet(SWEEPER, f"layered drain {op.pk} ({op.actor_name}: {op.reason})", operation_id=op.pk)
+            finish_layered(op, changes)
+            return "stepped"
         if op is None or op.params.get("step") != 1:
             return "gone"
+        if op.params.get("vips") and not op.params.get("dns_confirmed") and _wait_for_dns(op, now):
+            return "waiting"
         if op.deadline and op.deadline > now:
             arriving = _arriving_rps(op)
             if arriving is not None and op.progress.get("arriving_rps") != arriving:
@@ -175,11 +192,12 @@ def advance_layered(op_id: int, now: datetime.datetime | None = None) -> str:
             # CAS: only a backend still ready moves (an operator may have acted on it meanwhile).
             if Backend.objects.filter(pk=backend.pk, admin_state=AdminState.READY).update(
                 admin_state=AdminState.DRAINING, drain_started_at=now, drain_deadline=deadline, operation=op,
-                revision=F("revision") + 1, updated_at=now,
+                drain_version=changes.version, revision=F("revision") + 1, updated_at=now,
             ):
                 backend.refresh_from_db()
                 changes.record("backend.drain", backend, before=before, after=snapshot(backend), related=backend.pool)
-        op.params = {**op.params, "step": 3, "backends_total": len(backends), "local_grace_seconds": seconds}
+        op.params = {**op.params, "step": 3, "backends_total": len(backends), "local_grace_seconds": seconds,
+                     "anycast_version": changes.version, "anycast_at": now.timestamp()}
         op.deadline = deadline
         op.steps = _step_view(3, {"dns": op.steps[0]["status"], "anycast": "done" if op.params["pops"] else "skipped"})
         op.progress = {**drain_progress(op), "step": "local"}
@@ -191,15 +209,90 @@ def advance_layered(op_id: int, now: datetime.datetime | None = None) -> str:
         return "stepped"
 
 
+def _confirm_timeout() -> datetime.timedelta:
+    return datetime.timedelta(seconds=settings.STEERING_DATAPLANE_ACK_TIMEOUT_SECONDS)
+
+
+def _note(op: Operation, note: str) -> None:
+    notes = list(op.progress.get("unconfirmed", []))
+    if note not in notes:
+        op.progress = {**op.progress, "unconfirmed": [*notes, note]}
+
+
+def _wait_for_dns(op: Operation, now: datetime.datetime) -> bool:
+    """True while the TTL wait must not start: the GSLB server has not applied the DNS change
+    yet (and the ack timeout has not passed). Moves the deadline to confirmation + the wait."""
+    from steering.choices import DataplaneLayer
+    from steering.dataplane.status import layer_status
+
+    if not settings.STEERING_DATAPLANE_CONFIRM:
+        return False
+    status = layer_status(DataplaneLayer.DNS, None, now.timestamp())
+    version = int(op.params.get("dns_version") or 0)
+    wait = datetime.timedelta(seconds=int(op.params.get("wait_seconds") or 0))
+    if status.applied_version is not None and status.applied_version >= version:
+        op.params = {**op.params, "dns_confirmed": True}
+        op.deadline = now + wait  # caches start expiring once the answers changed
+        op.steps = [{**s, "status": "done"} if s["name"] == "dns" else s for s in op.steps]
+        op.progress = {**op.progress, "dns": f"{status.detail}"}
+        op.save(update_fields=["params", "deadline", "steps", "progress"])
+        return True
+    if now - op.created_at < _confirm_timeout():
+        words = f"waiting for the GSLB server to apply version {version}: {status.detail}"
+        if op.progress.get("dns") != words:  # written when the words change, not every sweep
+            op.progress = {**op.progress, "dns": words}
+            op.save(update_fields=["progress"])
+        return True
+    _note(op, f"DNS: the GSLB server has not applied version {version} ({status.detail})")
+    op.params = {**op.params, "dns_confirmed": False}
+    op.steps = [{**s, "status": "unconfirmed"} if s["name"] == "dns" else s for s in op.steps]
+    op.save(update_fields=["params", "steps", "progress"])
+    return False
+
+
+def _anycast_unconfirmed(op: Operation, now: datetime.datetime) -> list[str] | None:
+    """The withdrawn PoPs whose ExaBGP has not applied the withdrawal; None while it may still."""
+    from steering.choices import DataplaneLayer
+    from steering.dataplane.status import confirmed_versions, layer_status
+
+    pops = list(op.params.get("pops") or [])
+    if not settings.STEERING_DATAPLANE_CONFIRM or not pops:
+        return []
+    version = int(op.params.get("anycast_version") or 0)
+    confirmed = confirmed_versions(DataplaneLayer.ANYCAST, set(pops), now.timestamp())
+    missing = [pk for pk in pops if confirmed.get(pk, -1) < version]
+    if not missing:
+        return []
+    started = datetime.datetime.fromtimestamp(float(op.params.get("anycast_at") or now.timestamp()), tz=datetime.UTC)
+    if now - started < _confirm_timeout():
+        return None
+    return [f"anycast: {layer_status(DataplaneLayer.ANYCAST, pop, now.timestamp()).detail}"
+            for pop in PoP.objects.filter(pk__in=missing).order_by("slug")]
+
+
 def finish_layered(op: Operation, changes: ChangeSet) -> None:
-    """All local drains done: the site is drained."""
+    """All local drains done: the site is drained, once anycast confirmed (or timed out)."""
     from steering.services.operations import _finish, _set_target_state
 
-    op.steps = _step_view(len(STEPS), {"dns": op.steps[0]["status"], "anycast": op.steps[2]["status"]})
+    anycast_notes = _anycast_unconfirmed(op, timezone.now())
+    if anycast_notes is None:  # an ExaBGP agent may still apply the withdrawal: the next sweep looks again
+        op.progress = {**op.progress, "step": "anycast", "anycast": "waiting for ExaBGP to apply the withdrawal"}
+        op.save(update_fields=["progress"])
+        changes.touch(op)
+        return
+    for note in anycast_notes:
+        _note(op, note)
+    anycast_step = op.steps[2]["status"] if not anycast_notes else "unconfirmed"
+    local_unconfirmed = any("HAProxy" in n for n in op.progress.get("unconfirmed", []))
+    op.steps = _step_view(len(STEPS), {"dns": op.steps[0]["status"], "anycast": anycast_step,
+                                       **({"local": "unconfirmed"} if local_unconfirmed else {})})
     op.progress = {**op.progress, "percent": 100, "step": "done"}
     op.save(update_fields=["steps", "progress"])
-    if _finish(op, OperationStatus.SUCCEEDED, {"vips_disabled": len(op.params["vips"]),
-                                               "pops_withdrawn": len(op.params["pops"])}):
+    notes = op.progress.get("unconfirmed", [])
+    result: dict[str, Any] = {"vips_disabled": len(op.params["vips"]), "pops_withdrawn": len(op.params["pops"])}
+    if notes:
+        result["unconfirmed"] = notes
+    if _finish(op, OperationStatus.UNCONFIRMED if notes else OperationStatus.SUCCEEDED, result):
         _set_target_state(op, AdminState.DRAINING, AdminState.DRAINED, changes)
     changes.touch(op)
 

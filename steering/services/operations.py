@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -126,18 +127,61 @@ def _maybe_complete_drain(op_id: int, changes: ChangeSet) -> None:
         else:
             changes.touch(op)
         return
-    op.progress = progress
+    unconfirmed = op.progress.get("unconfirmed", [])
+    op.progress = {**progress, **({"unconfirmed": unconfirmed} if unconfirmed else {})}
     op.save(update_fields=["progress"])
     if progress["backends_left"] == 0:
-        if _finish(op, OperationStatus.SUCCEEDED, {"drained": progress["backends_done"]}):
+        # Done in the desired state; "succeeded" only if every data plane said it applied it.
+        status = OperationStatus.UNCONFIRMED if unconfirmed else OperationStatus.SUCCEEDED
+        result: dict[str, Any] = {"drained": progress["backends_done"]}
+        if unconfirmed:
+            result["unconfirmed"] = unconfirmed
+        if _finish(op, status, result):
             _set_target_state(op, AdminState.DRAINING, AdminState.DRAINED, changes)
     changes.touch(op)
 
 
-def complete_drains(backend_ids: list[int], *, actor: Actor, why: str, now: datetime.datetime | None = None) -> int:
+def _split_by_confirmation(backends: list[Backend], now: datetime.datetime) -> tuple[list[Backend], dict[int, str]]:
+    """Which draining backends may complete: those whose PoP's HAProxy acknowledged the drain's
+    version, and (unconfirmed, with the words why) those still unacknowledged after the timeout.
+    The rest keep draining: nothing says "drained" before a data plane did it."""
+    from steering.choices import DataplaneLayer
+    from steering.dataplane.status import confirmed_versions, layer_status
+
+    pop_ids = {b.pool.pop_id for b in backends}
+    confirmed = confirmed_versions(DataplaneLayer.LOCAL, pop_ids, now.timestamp())
+    timeout = datetime.timedelta(seconds=settings.STEERING_DATAPLANE_ACK_TIMEOUT_SECONDS)
+    ready: list[Backend] = []
+    unconfirmed: dict[int, str] = {}
+    words: dict[int, str] = {}
+    for b in backends:
+        pop_id = b.pool.pop_id
+        if b.drain_version is None or confirmed.get(pop_id, -1) >= b.drain_version:
+            ready.append(b)
+        elif b.drain_started_at is not None and now - b.drain_started_at >= timeout:
+            if pop_id not in words:
+                status = layer_status(DataplaneLayer.LOCAL, PoP.objects.get(pk=pop_id), now.timestamp())
+                words[pop_id] = (f"{status.pop} HAProxy has not applied version {b.drain_version} "
+                                 f"(runs {status.applied_version if status.applied_version is not None else 'nothing we know of'}); "
+                                 f"agent last seen {_clock(status.seen_at)}")
+            unconfirmed[b.pk] = words[pop_id]
+            ready.append(b)
+    return ready, unconfirmed
+
+
+def _clock(ts: float | None) -> str:
+    return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC).strftime("%H:%M:%S UTC") if ts else "never"
+
+
+def complete_drains(backend_ids: list[int], *, actor: Actor, why: str, now: datetime.datetime | None = None,
+                    confirm: bool | None = None) -> int:
     """Draining -> drained for these backends, by compare-and-set, in one transaction and one
-    live delta. Returns how many this call moved (a concurrent sweeper or undrain gets the rest)."""
+    live delta. Returns how many this call moved (a concurrent sweeper or undrain gets the rest).
+
+    With confirmation on (STEERING_DATAPLANE_CONFIRM), a backend moves only once its PoP's
+    HAProxy acknowledged the drain, or as `unconfirmed` when it did not within the timeout."""
     now = now or timezone.now()
+    confirm = settings.STEERING_DATAPLANE_CONFIRM if confirm is None else confirm
     if not backend_ids:
         return 0
     with transaction.atomic():
@@ -147,6 +191,9 @@ def complete_drains(backend_ids: list[int], *, actor: Actor, why: str, now: date
         list(Pool.objects.select_for_update().filter(pk__in=pool_ids).order_by("pk").values_list("pk", flat=True))
         backends = list(Backend.objects.select_for_update().select_related("pool")
                         .filter(pk__in=backend_ids, admin_state=AdminState.DRAINING).order_by("pk"))
+        unconfirmed: dict[int, str] = {}
+        if confirm:
+            backends, unconfirmed = _split_by_confirmation(backends, now)
         if not backends:
             return 0
         changes = ChangeSet(actor, why)
@@ -162,13 +209,25 @@ def complete_drains(backend_ids: list[int], *, actor: Actor, why: str, now: date
                 continue
             moved_count += 1
             backend.admin_state, backend.drain_deadline, backend.revision = AdminState.DRAINED, None, backend.revision + 1
+            note = unconfirmed.get(backend.pk)
             changes.record("backend.drained", backend, before=before, after=snapshot(backend), related=backend.pool,
-                           operation_id=backend.operation_id)
+                           operation_id=backend.operation_id,
+                           reason=f"{why}; not confirmed: {note}" if note else None)
             if backend.operation_id:
                 ops.add(backend.operation_id)
+                if note:
+                    _note_unconfirmed(backend.operation_id, f"{backend.path}: {note}")
         for op_id in sorted(ops):
             _maybe_complete_drain(op_id, changes)
         return moved_count
+
+
+def _note_unconfirmed(op_id: int, note: str) -> None:
+    op = Operation.objects.select_for_update().get(pk=op_id)
+    notes = list(op.progress.get("unconfirmed", []))
+    if note not in notes and len(notes) < 50:
+        op.progress = {**op.progress, "unconfirmed": [*notes, note]}
+        op.save(update_fields=["progress"])
 
 
 def complete_drain(backend_id: int, *, actor: Actor, why: str, now: datetime.datetime | None = None) -> bool:
