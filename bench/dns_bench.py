@@ -5,8 +5,11 @@
 What runs (everything stops by itself; nothing listens outside 127.0.0.0/8):
   - a private redis-server and a SQLite DB in a temp dir holding the demo topology (seed_demo:
     api.example.net weighted over 4 regions, static.example.net geo by client network);
-  - `manage.py gslb_server` and pdns_server "ours": deploy/pdns/pdns.conf (remote backend,
-    post_json, packet and query caches off);
+  - the control plane's web process (uvicorn config.asgi:application) and the GSLB server as the
+    agent runs it on a DNS host: `python -m steering.agents gslb` with a DNS agent token
+    (`create_token --agent --dns`), no DB or Redis URL in its environment, following the web
+    process through the agent contract; pdns_server "ours" in front of it: deploy/pdns/pdns.conf
+    (remote backend, post_json, packet and query caches off);
   - pdns_server "lua": the bind backend with a zone file where the same names are LUA records
     (`pickwrandom` over the same VIPs and weights; geo as `netmask()` tests, falling back to
     `pickwrandom`), `enable-lua-records=yes`, caches off too (LUA answers are never cached);
@@ -14,7 +17,8 @@ What runs (everything stops by itself; nothing listens outside 127.0.0.0/8):
     package dnsperf) when installed, else an asyncio dnspython load generator. Every query
     carries the same EDNS client subnet (198.18.2.0/24).
 Reported: qps of each, ours/LUA, our in-server lookup latency p50/p99 (measured per remote-backend
-call inside the GSLB server) and the HTTP round trip of one lookup (p50/p99, keep-alive client).
+call inside the GSLB server; the window starts at `POST /stats/reset` with the agent's token) and
+the HTTP round trip of one lookup (p50/p99, keep-alive client).
 """
 
 from __future__ import annotations
@@ -200,8 +204,15 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         manage = [sys.executable, str(ROOT / "manage.py")]
-        for step in (["migrate", "--noinput", "-v0"], ["seed_demo"]):
+        env["STEERING_ADMIN_PASSWORD"] = "bench-admin-password"
+        for step in (["migrate", "--noinput", "-v0"], ["seed_demo"], ["ensure_admin"]):
             subprocess.run(manage + step, env=env, check=True, stdout=subprocess.DEVNULL)
+        # The GSLB server's credential: a DNS agent token (and nothing else), in a 0600 file.
+        token = subprocess.run(manage + ["create_token", "--agent", "--dns"], env=env, check=True,
+                               capture_output=True, text=True).stdout.strip()
+        token_file = tmp / "gslb.token"
+        token_file.touch(mode=0o600)
+        token_file.write_text(token + "\n")
         import django
 
         django.setup()
@@ -209,11 +220,19 @@ def main() -> None:
         from steering.gslb.snapshot import build_from_db
 
         snapshot = build_from_db(1)
-        gslb_port, ours_port, lua_port = free_port(), free_port(), free_port()
-        procs.append(subprocess.Popen(manage + ["gslb_server", "--listen", f"127.0.0.1:{gslb_port}"], env=env,
-                                      stdout=(tmp / "gslb.log").open("wb"), stderr=subprocess.STDOUT,
-                                      start_new_session=True))
-        wait_http(f"http://127.0.0.1:{gslb_port}/healthz")
+        web_port, gslb_port, ours_port, lua_port = free_port(), free_port(), free_port(), free_port()
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(web_port),
+             "--lifespan", "off", "--no-access-log"], cwd=ROOT, env=env, stdout=(tmp / "web.log").open("wb"),
+            stderr=subprocess.STDOUT, start_new_session=True))
+        wait_http(f"http://127.0.0.1:{web_port}/healthz")
+        agent_env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}  # no DB, no Redis
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "steering.agents", "gslb", "--api", f"http://127.0.0.1:{web_port}",
+             "--token-file", str(token_file), "--listen", f"127.0.0.1:{gslb_port}", "--state-dir", str(tmp / "gslb"),
+             "--log-level", "WARNING"], cwd=ROOT, env=agent_env, stdout=(tmp / "gslb.log").open("wb"),
+            stderr=subprocess.STDOUT, start_new_session=True))
+        wait_http(f"http://127.0.0.1:{gslb_port}/healthz")  # 200 once it serves a snapshot
         write_config(tmp / "ours", port=ours_port, backend_url=f"http://127.0.0.1:{gslb_port}/dns")
         procs.append(start_pdns(tmp / "ours", tmp / "pdns-ours.log"))
 
@@ -237,7 +256,9 @@ def main() -> None:
         results: dict[str, Any] = {"loader": loader, "seconds": args.seconds, "clients": args.clients}
         for port in (ours_port, lua_port):
             run_asyncio_load(port, 0.5, 2)  # warm-up
-        urllib.request.urlopen(f"http://127.0.0.1:{gslb_port}/stats?reset=1").read()
+        urllib.request.urlopen(urllib.request.Request(  # a new latency window: POST, with the agent's token
+            f"http://127.0.0.1:{gslb_port}/stats/reset", data=b"", method="POST",
+            headers={"Authorization": f"Bearer {token}"})).read()
         # Alternate short slices so a neighbour's load on this shared machine hits both alike.
         runs: dict[str, list[dict[str, float]]] = {"ours": [], "lua": []}
         for _ in range(args.rounds):

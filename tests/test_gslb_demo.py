@@ -52,8 +52,10 @@ def test_without_pdns_server_the_demo_says_dns_is_not_connected(monkeypatch, tmp
 
 def test_with_pdns_server_the_demo_starts_both_and_says_how_to_dig(monkeypatch, tmp_path: Path):
     monkeypatch.setattr(demo, "pdns_server_binary", lambda: "/usr/sbin/pdns_server")
-    layer = demo.dns_layer("python", tmp_path / "manage.py", tmp_path, listen="127.0.0.1:8053", dns_port=5353)
-    assert layer.commands["gslb"][-3:] == ["gslb_server", "--listen", "127.0.0.1:8053"]
+    layer = demo.dns_layer("python", tmp_path / "manage.py", tmp_path, listen="127.0.0.1:8053", dns_port=5353,
+                           api="http://127.0.0.1:8000")
+    # The launcher keeps a DNS agent token and execs `python -m steering.agents gslb` following the API.
+    assert layer.commands["gslb"][-5:] == ["gslb_server", "--listen", "127.0.0.1:8053", "--api", "http://127.0.0.1:8000"]
     pdns = layer.commands["pdns"]
     assert pdns[pdns.index("--wait") + 1] == "http://127.0.0.1:8053/healthz"
     assert pdns[pdns.index("--") + 1] == "/usr/sbin/pdns_server" and f"--config-dir={tmp_path / 'pdns'}" in pdns

@@ -1,20 +1,28 @@
-"""DNS answers through a real PowerDNS (remote backend) and our GSLB server, both on loopback.
+"""DNS answers through a real PowerDNS (remote backend) and our GSLB server, all on loopback.
 
-The GSLB server is `manage.py gslb_server` in its own process against the test DB and Redis;
-PowerDNS runs in the foreground with deploy/pdns/pdns.conf rendered into a temp dir; queries go
-to 127.0.0.1 with dnspython. No timed asserts: "eventually" is a poll with a generous deadline,
-and the commit-to-answer time is printed (bench/README.md keeps the figure).
+The control plane is the real ASGI app (`uvicorn config.asgi:application`) in its own process
+against the test DB and Redis. The GSLB server is the agent, `python -m steering.agents gslb`,
+started with a DNS agent token and an environment holding neither a database URL nor a Redis URL:
+it follows the DNS layer's desired state through the agent contract. PowerDNS runs in the
+foreground with deploy/pdns/pdns.conf rendered into a temp dir; queries go to 127.0.0.1 with
+dnspython. No timed asserts: "eventually" is a poll with a generous deadline, and the
+commit-to-answer time is printed (bench/README.md keeps the figure).
+
+Other modules reuse the fixtures (`gslb`, `stack`) and the process helpers (ControlPlane, GslbAgent).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +34,27 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
+from django.contrib.auth.models import User
 from django.db import transaction
 
 from steering.gslb.counters import HEARTBEAT_KEY, KEY_PREFIX
 from steering.gslb.pdnsconf import pdns_command, pdns_server_binary, write_config
-from steering.models import VIP, Backend, Region, StateVersion
+from steering.models import VIP, Backend, PoP, Region, StateVersion
 from steering.services.actions import do_drain
 from steering.services.audit import bump_version, current_version
 from steering.services.context import Actor
 from steering.services.effects import VERSION_KEY, _redis, publish_after_commit
 from steering.services.health import do_record_health
+from steering.services.tokens import do_create_token
 from steering.services.topology import do_update
 from tests import factories as f
-from tests.conftest import IN_CI
+from tests.conftest import IN_CI, make_user
 from tests.processes import ROOT, stop_process_group, subprocess_env
 from tests.support import free_port, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+START_SECONDS = 90.0
 
 
 def pdns_binary() -> str:
@@ -55,40 +67,160 @@ def pdns_binary() -> str:
     return found
 
 
-def _get_json(url: str) -> Any:
+def get_json(url: str, token: str | None = None) -> Any:
+    """The JSON body of a GET (also of an error status); None when nothing answers."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310  (loopback, our own servers)
             return json.loads(response.read())
-    except OSError:
+    except urllib.error.HTTPError as exc:
+        try:
+            return json.loads(exc.read())
+        except ValueError:
+            return None
+    except (OSError, ValueError):
         return None
 
 
+def dns_agent_token(path: Path, *, pop: PoP | None = None) -> str:
+    """An agent token (the DNS layer's, or a PoP's) owned by an admin, written 0600 to `path`."""
+    owner = User.objects.filter(username="gslb-token-owner").first() or make_user("gslb-token-owner", "admin")
+    _token, raw = do_create_token(owner, name=f"agent-{pop.slug if pop else 'dns'}-{time.monotonic_ns()}",
+                                  role="agent", pop=pop, actor=Actor.system("test"))
+    path.touch(mode=0o600)
+    path.write_text(raw + "\n")
+    return raw
+
+
+class ControlPlane:
+    """`uvicorn config.asgi:application` in its own process group on a loopback port (kept across
+    restarts), against the test database and Redis; drains complete in the model alone."""
+
+    def __init__(self, var_dir: Path) -> None:
+        self.var_dir = var_dir
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = var_dir / "web.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = subprocess_env(STEERING_VAR_DIR=str(self.var_dir), LOG_LEVEL="WARNING", STEERING_DATAPLANE_CONFIRM="0")
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
+                 "--port", str(self.port), "--lifespan", "off", "--no-access-log"],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = self.proc
+        wait_for(lambda: proc.poll() is not None or get_json(f"{self.url}/healthz") is not None,
+                 "the control plane's web process", START_SECONDS, interval=0.1)
+        assert proc.poll() is None, self.log_tail()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            # A long-poll in flight holds uvicorn's graceful shutdown for up to its wait (the
+            # long-poll does not watch for the client going away): do not wait for it here.
+            stop_process_group(self.proc, timeout=3)
+            self.proc = None
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
+
+
+class GslbAgent:
+    """`python -m steering.agents gslb` with only an API URL, a token file and a state dir: its
+    environment carries no database URL, no Redis URL and no Django settings."""
+
+    def __init__(self, api: str, token_file: Path, state_dir: Path, port: int, log_path: Path,
+                 instance: str = "test-dns") -> None:
+        self.api, self.token_file, self.state_dir, self.port = api, token_file, state_dir, port
+        self.log_path, self.instance = log_path, instance
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> GslbAgent:
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
+        env["PYTHONUNBUFFERED"] = "1"
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "steering.agents", "gslb", "--api", self.api, "--token-file", str(self.token_file),
+                 "--listen", f"127.0.0.1:{self.port}", "--state-dir", str(self.state_dir), "--instance", self.instance,
+                 "--log-level", "INFO"],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = self.proc
+        wait_for(lambda: proc.poll() is not None or get_json(f"{self.url}/healthz") is not None,
+                 "the GSLB agent to listen", START_SECONDS, interval=0.05)
+        assert proc.poll() is None, self.log_tail()
+        return self
+
+    def health(self) -> dict[str, Any]:
+        return get_json(f"{self.url}/healthz") or {}
+
+    def serves(self, version: int) -> bool:
+        return self.health().get("snapshot_version") == version
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process_group(self.proc)
+            self.proc = None
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
+
+
 class Stack:
-    def __init__(self, gslb_port: int, log_dir: Path) -> None:
-        self.gslb_port = gslb_port
+    def __init__(self, web: ControlPlane, log_dir: Path) -> None:
+        self.web = web
         self.log_dir = log_dir
+        self.agent: GslbAgent | None = None
         self.dns_port = 0
+        # The highest version this module's web process may have seen. Each test's database starts
+        # over at version 0, but the web process's version watcher only moves up: publish() starts
+        # each test past it, or the long-poll would not wake for the test's changes.
+        self.high_water = 0
+
+    @property
+    def gslb_port(self) -> int:
+        assert self.agent is not None
+        return self.agent.port
 
     @property
     def health_url(self) -> str:
-        return f"http://127.0.0.1:{self.gslb_port}/healthz"
+        return f"{self.agent.url if self.agent else ''}/healthz"
 
     def publish(self) -> int:
         """Announce the test's data as a new state version, as every service action does."""
-        # Versions restart with each test's fresh DB, and Redis only moves up: start it over, past
-        # whatever the server already serves (an earlier test may have left the same number, and
-        # the server rebuilds only when the version moves).
-        served = int((_get_json(self.health_url) or {}).get("snapshot_version") or 0)
-        _redis().delete(VERSION_KEY)
+        seen = int(_redis().get(VERSION_KEY) or 0)
+        if self.agent is not None:
+            seen = max(seen, int(self.agent.health().get("snapshot_version") or 0))
         with transaction.atomic():
-            StateVersion.objects.update_or_create(pk=1, defaults={"value": max(current_version(), served)})
+            StateVersion.objects.update_or_create(pk=1, defaults={"value": max(current_version(), seen, self.high_water)})
             version = bump_version()
         publish_after_commit(version, [])
-        wait_for(lambda: (_get_json(self.health_url) or {}).get("snapshot_version") == version,
-                 f"the GSLB snapshot of version {version}", timeout=30)
+        self.high_water = max(self.high_water, version)
         for key in _redis().scan_iter(match=f"{KEY_PREFIX}*"):  # earlier tests' answer counts
             _redis().delete(key)
         return version
+
+    def start_agent(self, tmp_path: Path, *, token_file: Path, port: int | None = None) -> GslbAgent:
+        self.agent = GslbAgent(self.web.url, token_file, tmp_path / "gslb-state", port or free_port(),
+                               tmp_path / "gslb.log").start()
+        return self.agent
+
+    def forget_agent(self) -> None:
+        if self.agent is not None:
+            health = self.agent.health()
+            self.high_water = max(self.high_water, int(health.get("snapshot_version") or 0),
+                                  int((health.get("control_plane") or {}).get("seen_version") or 0))
+            self.agent.stop()
+            self.agent = None
+        # Later tests must not see a GSLB server that has gone (its heartbeat stays fresh 5 s).
+        _redis().delete(HEARTBEAT_KEY, *_redis().scan_iter(match=f"{KEY_PREFIX}*"))
 
     def ask(self, name: str, rdtype: str = "A", ecs: tuple[str, int] | None = None) -> dns.message.Message:
         options = [dns.edns.ECSOption(*ecs)] if ecs else None
@@ -99,62 +231,79 @@ class Stack:
         return [rr.address for rrset in self.ask(name, **kw).answer if rrset.rdtype == dns.rdatatype.A for rr in rrset]
 
 
-@pytest.fixture(scope="module")
-def gslb(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@contextmanager
+def control_plane_stack(django_db_blocker: Any, log_dir: Path) -> Iterator[Stack]:
+    """The control plane's web process, for a module (each test starts its own GSLB agent)."""
     pdns_binary()
-    log_dir = tmp_path_factory.mktemp("gslb")
-    port = free_port()
     with django_db_blocker.unblock():
-        env = subprocess_env()
-    log = open(log_dir / "gslb.log", "wb")  # noqa: SIM115  (closed in teardown)
-    proc = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "gslb_server", "--listen", f"127.0.0.1:{port}"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    stack = Stack(port, log_dir)
+        web = ControlPlane(log_dir)
+        web.start()
+    stack = Stack(web, log_dir)
     try:
-        wait_for(lambda: proc.poll() is not None or _get_json(stack.health_url) is not None, "the GSLB server", 60)
-        assert proc.poll() is None, (log_dir / "gslb.log").read_text()
         yield stack
     finally:
-        stop_process_group(proc)
-        log.close()
-        # Later tests must not see a GSLB server that has gone (its heartbeat stays fresh 5 s).
-        _redis().delete(HEARTBEAT_KEY, *_redis().scan_iter(match=f"{KEY_PREFIX}*"))
+        stack.forget_agent()
+        web.stop()
+
+
+def start_pdns(stack: Stack, config_dir: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """PowerDNS on a fresh loopback port asking the stack's GSLB agent (a new port each time)."""
+    stack.dns_port = free_port()
+    write_config(config_dir, port=stack.dns_port, backend_url=f"http://127.0.0.1:{stack.gslb_port}/dns")
+    with log_path.open("ab") as log:
+        return subprocess.Popen(pdns_command(pdns_binary(), config_dir), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def soa_serial(stack: Stack, proc: subprocess.Popen[bytes], log_path: Path) -> int | None:
+    assert proc.poll() is None, log_path.read_text(errors="replace")
+    try:
+        reply = stack.ask("example.net.", "SOA")
+    except (OSError, dns.exception.Timeout):
+        return None
+    return reply.answer[0][0].serial if reply.answer else None
+
+
+@contextmanager
+def dns_starter(gslb: Stack, tmp_path: Path) -> Iterator[Callable[[], Stack]]:
+    """A `start()` to call once the test's data exists: a fresh DNS agent token, the data published
+    as a new version, a GSLB agent serving that version, then PowerDNS (which reads the zone list
+    from the backend when it starts) answering with its SOA serial. Everything stops on exit."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> Stack:
+        token_file = tmp_path / "gslb.token"
+        dns_agent_token(token_file)  # first: issuing a token is an audited change, a version of its own
+        version = gslb.publish()
+        agent = gslb.start_agent(tmp_path, token_file=token_file)
+        wait_for(lambda: agent.serves(version), f"the GSLB agent to serve version {version}", 30,
+                 interval=0.05)
+        log_path = tmp_path / "pdns.log"
+        proc = start_pdns(gslb, tmp_path / "pdns", log_path)
+        started.append(proc)
+        wait_for(lambda: soa_serial(gslb, proc, log_path) == version, "PowerDNS answering for example.net",
+                 timeout=30)
+        return gslb
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            stop_process_group(proc)
+        gslb.forget_agent()
+
+
+@pytest.fixture(scope="module")
+def gslb(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with control_plane_stack(django_db_blocker, tmp_path_factory.mktemp("gslb")) as stack:
+        yield stack
 
 
 @pytest.fixture
 def stack(gslb: Stack, tmp_path: Path) -> Iterator[Callable[[], Stack]]:
-    """Call it after creating the test's data: publishes it, then starts PowerDNS (which reads
-    the zone list from the backend when it starts)."""
-    started: list[subprocess.Popen[bytes]] = []
-    logs = []
-
-    def start() -> Stack:
-        version = gslb.publish()
-        gslb.dns_port = free_port()
-        config_dir = tmp_path / "pdns"
-        write_config(config_dir, port=gslb.dns_port, backend_url=f"http://127.0.0.1:{gslb.gslb_port}/dns")
-        log = open(tmp_path / "pdns.log", "wb")  # noqa: SIM115  (closed in teardown)
-        logs.append(log)
-        proc = subprocess.Popen(pdns_command(pdns_binary(), config_dir), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        started.append(proc)
-
-        def soa_serial() -> int | None:
-            assert proc.poll() is None, (tmp_path / "pdns.log").read_text()
-            try:
-                reply = gslb.ask("example.net.", "SOA")
-            except (OSError, dns.exception.Timeout):
-                return None
-            return reply.answer[0][0].serial if reply.answer else None
-
-        wait_for(lambda: soa_serial() == version, "PowerDNS answering for example.net", timeout=30)
-        return gslb
-
-    yield start
-    for proc in started:
-        stop_process_group(proc)
-    for log in logs:
-        log.close()
+    """Call it after creating the test's data (see dns_starter)."""
+    with dns_starter(gslb, tmp_path) as start:
+        yield start
 
 
 def weighted_fleet(weights: dict[str, int], *, policy: str = "weighted", down: tuple[str, ...] = ()) -> dict[str, Any]:

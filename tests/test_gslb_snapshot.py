@@ -1,7 +1,9 @@
-"""The GSLB snapshot from the DB (healthy capacity per service and region) and the remote-backend app."""
+"""The GSLB snapshot from the DB (healthy capacity per service and region), its wire form as the
+agent receives it, and the remote-backend app."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import random
 
@@ -9,7 +11,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from steering.gslb.app import RemoteBackendApp, SnapshotHolder
+from steering.gslb.app import BadRequest, RemoteBackendApp, SnapshotHolder
 from steering.gslb.counters import AnswerCounter
 from steering.gslb.snapshot import build_from_db, healthy_regions
 from tests import factories as f
@@ -94,8 +96,10 @@ def test_the_remote_backend_protocol_without_any_db_query_per_lookup():
     assert _call(app, "getDomainInfo", name="example.net.")["kind"] == "native"
     for unsupported in ("getAllDomainMetadata", "getDomainMetadata", "getDomainKeys", "list", "nonsense"):
         assert _call(app, unsupported, name="example.net.") is False
-    assert json.loads(app.handle(b"not json")) == {"result": False}
-    assert json.loads(app.handle(b"[1, 2]")) == {"result": False}
+    for malformed in (b"not json", b"[1, 2]", b'{"parameters": {}}', b'{"method": "lookup", "parameters": [1]}',
+                      b'{"method": "lookup", "parameters": {"qname": 7}}', b"\xff\xfe", b"[" * 100_000):
+        with pytest.raises(BadRequest):
+            app.handle(malformed)
 
 
 def test_no_snapshot_yet_answers_false_rather_than_nothing():
@@ -103,42 +107,20 @@ def test_no_snapshot_yet_answers_false_rather_than_nothing():
     assert _call(app, "lookup", qname="api.example.net.", qtype="A") is False
 
 
-@pytest.fixture
-def version_key():
-    from steering.services.effects import VERSION_KEY, _redis
+def test_the_agent_builds_the_same_answers_from_the_wire_form_as_from_the_db():
+    """What the control plane sends (GET /api/v1/agent/desired/?layer=dns) is all the agent needs."""
+    from steering.agents.contract import Desired
+    from steering.agents.gslb import GslbAgent
+    from steering.dataplane.desired import desired_document
 
-    saved = _redis().get(VERSION_KEY)
-    yield VERSION_KEY
-    if saved is None:
-        _redis().delete(VERSION_KEY)
-    else:
-        _redis().set(VERSION_KEY, saved)
-
-
-def test_the_refresher_rebuilds_when_the_version_moves_and_beats_every_tick_it_is_asked(monkeypatch, version_key):
-    from steering.gslb import server
-    from steering.gslb.counters import HEARTBEAT_KEY, KEY_PREFIX, read_answers
-    from steering.services.effects import _redis
-
-    # The test's DB transaction must stay open: the server closes stale connections, not ours.
-    monkeypatch.setattr(server, "close_old_connections", lambda: None)
-    client = _redis()
-    client.set(version_key, 41)
-    svc, eu, us, _ = two_regions()
-    holder, counter = SnapshotHolder(), AnswerCounter()
-    refresher = server.Refresher(holder, counter)
-    refresher.tick(client, beat=False)
-    first = holder.current
-    assert first is not None and first.version == 41 and "api.example.net." in first.services
-    refresher.tick(client, beat=False)
-    assert holder.current is first  # same version: no rebuild, no DB work
-    client.set(version_key, 42)
-    refresher.tick(client, beat=False)
-    assert holder.current is not first and holder.current.version == 42
-    client.delete(HEARTBEAT_KEY)
-    counter.add(svc.pk, (eu.pk,))
-    refresher.tick(client, beat=True)
-    assert client.get(HEARTBEAT_KEY) is not None
-    body = read_answers(client)
-    client.delete(HEARTBEAT_KEY, *client.scan_iter(match=f"{KEY_PREFIX}*"))  # later tests see no GSLB server
-    assert body["connected"] is True and body["services"][str(svc.pk)]["regions"][str(eu.pk)]["answers"] >= 1
+    svc, eu, us, pools = two_regions()
+    pools["us"].backends.update(health="down")
+    f.client_network(eu, cidr="198.51.100.0/24")
+    document = json.loads(json.dumps(desired_document("dns", None)))  # through JSON, as on the wire
+    holder = SnapshotHolder()
+    agent = GslbAgent(None, None, None, holder, AnswerCounter())  # type: ignore[arg-type]  (apply needs none)
+    agent.apply(Desired.from_dict(document))
+    wire, db = holder.current, build_from_db(document["version"])
+    assert wire is not None and wire.version == db.version == document["version"]
+    assert wire.services == db.services and wire.zones == db.zones
+    assert wire.geo.match(ipaddress.ip_address("198.51.100.7")) == (eu.pk, 24)

@@ -1,8 +1,9 @@
-"""The HAProxy agent against a real HAProxy it starts itself (`--spawn`), on loopback.
+"""The HAProxy agent against a real HAProxy it starts itself (`--spawn`), on loopback, following
+the real control plane (uvicorn on the test database) through the agent contract only.
 
 What the agent is for: a change committed through the service layer reaches HAProxy without
-anyone calling it; figures come back into Redis and the API; new pools get a config and a
-reload; a killed HAProxy comes back with the desired state; a 5xx spike is flagged.
+anyone calling it, and is acknowledged; figures come back through the API; new pools get a
+config and a reload; a killed HAProxy comes back with the desired state; a 5xx spike is flagged.
 Every wait is a bounded poll on a condition (no timed assertions).
 """
 
@@ -16,16 +17,22 @@ from typing import Any
 
 import pytest
 
-from steering.dataplane.haproxy.agent import HAProxyAgent
+from steering.agents.contract import ContractClient
+from steering.agents.haproxy import HAProxyAgent
+from steering.choices import Role
 from steering.dataplane.haproxy.desired import pop_spec
 from steering.dataplane.haproxy.runtime import Runtime
-from steering.dataplane.passive import FiveXXRule
 from steering.dataplane.stats import read_backend_stats
-from steering.models import Backend, Change, PoP, Service
+from steering.models import Backend, Change, DataplaneState, Pool, PoP, Service
 from steering.services.actions import do_drain
+from steering.services.audit import current_version
 from steering.services.context import Actor
 from steering.services.operations import sweep_due
+from steering.services.tokens import do_create_token
+from steering.services.topology import do_create
 from tests import factories as f
+from tests.conftest import make_user
+from tests.processes import WebProcess
 from tests.support import free_port, wait_for
 from tests.test_haproxy_live import NameServer
 from tests.test_haproxy_render import haproxy_binary
@@ -33,33 +40,51 @@ from tests.test_haproxy_render import haproxy_binary
 OPERATOR = Actor(name="otto", source="api")
 
 
+@pytest.fixture
+def web(tmp_path: Path, transactional_db: Any) -> Iterator[WebProcess]:
+    # One per test: each transactional test starts the state version from scratch.
+    server = WebProcess(tmp_path).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 class Harness:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, web: WebProcess) -> None:
         haproxy_binary()  # fails in CI, skips elsewhere, when HAProxy is missing
         self.pop = f.pop(slug=f"agent{free_port() % 10000}")
         self.service = f.service(protocol="http", slug=f"svc{self.pop.pk}")
         self.pool = f.pool(self.pop, self.service, slug="web", algorithm="roundrobin")
         self.servers: dict[str, NameServer] = {}
         self.port = free_port()
-        self.agent = HAProxyAgent([self.pop.slug], spawn=True, directory=tmp_path, reconcile_seconds=3600,
-                                  rule=FiveXXRule(min_rate=1.0, min_share=0.25),
-                                  binds=lambda pop, services: {s.slug: ("127.0.0.1", self.port) for s in services})
+        owner = make_user(f"owner-{self.pop.slug}", "admin")
+        _token, raw = do_create_token(owner, name="haproxy", role=Role.AGENT, pop=self.pop, actor=Actor.system("test"))
+        client = ContractClient(web.url, raw, "local", pop=self.pop.slug, instance="test")
+        self.agent = HAProxyAgent(client, pop=self.pop.slug, socket=None, state_dir=tmp_path, spawn=True,
+                                  binds={self.service.slug: ("127.0.0.1", self.port)}, reconcile_seconds=3600)
+        self.agent.follower.wait = 1  # each long-poll step returns within a second when nothing moves
 
     def add(self, name: str, **kw: Any) -> Backend:
         server = NameServer(name).start()
         self.servers[name] = server
         return f.backend(self.pool, name=name, address="127.0.0.1", port=server.port, **kw)
 
+    def step(self) -> None:
+        """One long-poll of the desired state (applied when it moved) and one periodic pass."""
+        self.agent.follower.step()
+        self.agent.tick()
+
     def pump(self, until: Any, what: str, timeout: float = 20.0) -> Any:
-        """Run agent passes until `until()` is true."""
+        """Run agent steps until `until()` is true."""
         def step() -> Any:
-            self.agent.tick()
+            self.step()
             return until()
         return wait_for(step, what, timeout=timeout)
 
     @property
     def runtime(self) -> Runtime:
-        return Runtime(self.agent.links[self.pop.slug].socket)
+        return Runtime(self.agent.socket)
 
     def state(self, name: str) -> Any:
         proxy = pop_spec(self.pop).pool(self.pool.pk)
@@ -83,8 +108,8 @@ class Harness:
 
 
 @pytest.fixture
-def harness(transactional_db: Any, tmp_path: Path) -> Iterator[Harness]:
-    h = Harness(tmp_path)
+def harness(transactional_db: Any, tmp_path: Path, web: WebProcess) -> Iterator[Harness]:
+    h = Harness(tmp_path, web)
     try:
         h.add("app-1")
         h.add("app-2")
@@ -94,15 +119,29 @@ def harness(transactional_db: Any, tmp_path: Path) -> Iterator[Harness]:
         h.stop()
 
 
-def test_a_committed_drain_reaches_haproxy_without_anyone_calling_it(harness: Harness) -> None:
+def test_a_committed_drain_reaches_haproxy_is_acknowledged_and_only_then_completes(harness: Harness,
+                                                                                 settings: Any) -> None:
+    settings.STEERING_DATAPLANE_CONFIRM = True
     backend = Backend.objects.get(pool=harness.pool, name="app-1")
     assert harness.state("app-1").state == "ready"
-    do_drain(backend, actor=OPERATOR, reason="deploy", grace_seconds=60, force=True, force_reason="test fleet")
+    op, _ = do_drain(backend, actor=OPERATOR, reason="deploy", grace_seconds=0, force=True, force_reason="test fleet")
+    assert op is not None
+    drain_version = current_version()
+    # Grace 0, yet not drained: HAProxy has not said it applied the drain.
+    assert Backend.objects.get(pk=backend.pk).admin_state == "draining"
     harness.pump(lambda: harness.state("app-1").state == "drain", "HAProxy to drain app-1")
     assert harness.state("app-2").state == "ready"
     # And traffic follows: every new request lands on app-2.
     answers = {harness.get()[1] for _ in range(20)}
     assert answers == {"app-2"}
+    row = wait_for(lambda: DataplaneState.objects.filter(pop=harness.pop, layer="local",
+                                                        applied_version__gte=drain_version).first(),
+                   "the agent's acknowledgement", step=harness.step)
+    assert row.instance == "test" and row.error == ""
+    sweep_due()
+    assert Backend.objects.get(pk=backend.pk).admin_state == "drained"
+    op.refresh_from_db()
+    assert op.status == "succeeded"
 
 
 def test_figures_reach_redis_and_the_api(harness: Harness, operator_api: Any) -> None:
@@ -119,10 +158,12 @@ def test_figures_reach_redis_and_the_api(harness: Harness, operator_api: Any) ->
 
 
 def test_a_new_pool_gets_a_config_and_a_reload(harness: Harness) -> None:
-    pci = f.pool(harness.pop, harness.service, slug="pay-pci", match_path_prefix="/payments", rule_priority=10)
+    # Through the service layer, as the API does: each write moves the state version agents follow.
+    pci = do_create(Pool, {"pop": harness.pop, "service": harness.service, "slug": "pay-pci",
+                           "match_path_prefix": "/payments", "rule_priority": 10}, actor=OPERATOR)
     server = NameServer("pay-1").start()
     harness.servers["pay-1"] = server
-    f.backend(pci, name="pay-1", address="127.0.0.1", port=server.port)
+    do_create(Backend, {"pool": pci, "name": "pay-1", "address": "127.0.0.1", "port": server.port}, actor=OPERATOR)
     harness.pump(lambda: harness.get("/payments/x") == (200, "pay-1"), "the reloaded HAProxy to route /payments")
     assert harness.get("/")[1] in {"app-1", "app-2"}
 
@@ -131,7 +172,7 @@ def test_a_killed_haproxy_comes_back_with_the_desired_state(harness: Harness) ->
     backend = Backend.objects.get(pool=harness.pool, name="app-2")
     do_drain(backend, actor=OPERATOR, reason="deploy", grace_seconds=60, force=True, force_reason="test fleet")
     harness.pump(lambda: harness.state("app-2").state == "drain", "HAProxy to drain app-2")
-    managed = harness.agent.links[harness.pop.slug].managed
+    managed = harness.agent.managed
     assert managed is not None and managed.proc is not None
     old_pid = managed.proc.pid
     managed.proc.kill()
@@ -173,11 +214,11 @@ def test_a_5xx_spike_is_flagged_and_clears(harness: Harness, operator_api: Any) 
 
 
 def test_demo_frontends_get_one_loopback_address_per_pop_and_service() -> None:
-    from steering.dataplane.haproxy.agent import demo_binds
+    from steering.dataplane.haproxy.demo import demo_binds
     from steering.dataplane.haproxy.process import frontend_address, frontend_port
 
     binds = demo_binds(PoP(pk=3, slug="x"), [Service(pk=2, slug="api", port=443), Service(pk=5, slug="raw", port=9000)])
-    assert binds == {"api": ("127.2.3.2", 8443), "raw": ("127.2.3.5", 9000)}
+    assert binds == ["api=127.2.3.2:8443", "raw=127.2.3.5:9000"]
     assert frontend_port(80) == 8080
     with pytest.raises(ValueError):
         frontend_address(0, 1)
@@ -208,13 +249,13 @@ class DemoBackends:
 
 
 def test_demo_traffic_shows_live_sessions_that_move_when_an_operator_drains(transactional_db: Any,
-                                                                           tmp_path: Path) -> None:
+                                                                           tmp_path: Path, web: WebProcess) -> None:
     import asyncio
     import threading
 
     from steering.management.commands.demo_traffic import one_request
 
-    h = Harness(tmp_path)
+    h = Harness(tmp_path, web)
     demo = DemoBackends(["d-1", "d-2"])
     stop = threading.Event()
     try:
@@ -236,7 +277,7 @@ def test_demo_traffic_shows_live_sessions_that_move_when_an_operator_drains(tran
         ids = dict(Backend.objects.filter(pool=h.pool).values_list("name", "pk"))
 
         def sessions() -> dict[str, int]:
-            h.agent.tick()
+            h.step()
             figures = read_backend_stats(ids.values())
             return {name: figures[pk].sessions for name, pk in ids.items() if pk in figures}
 

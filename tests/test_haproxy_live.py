@@ -24,14 +24,14 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from steering.dataplane.haproxy.apply import MemoryAppliedStore
+from steering.dataplane.haproxy.apply import MemoryAppliedStore, reconcile, sync
 from steering.dataplane.haproxy.desired import pop_spec
-from steering.dataplane.haproxy.jobs import reconcile_pop, sync_pop
 from steering.dataplane.haproxy.render import render, write_config
 from steering.dataplane.haproxy.runtime import Runtime
 from steering.dataplane.haproxy.stats import StatsCollector
 from steering.dataplane.stats import read_backend_stats
 from steering.models import Backend, Change, Pool, PoP
+from steering.services.dataplane import do_record_dataplane_repair
 from tests import factories as f
 from tests.processes import stop_process_group
 from tests.support import free_port, wait_for
@@ -174,12 +174,15 @@ class Site:
         return f.backend(pool, name=name, address="127.0.0.1", port=server.port, **kw)
 
     def sync(self) -> Any:
-        result = sync_pop(self.pop, socket_path=self.haproxy.socket, store=self.store)
+        # What the HAProxy agent does with each version (steering.agents.haproxy), minus the HTTP.
+        result = sync(pop_spec(self.pop), Runtime(self.haproxy.socket), self.store)
         assert not result.errors, result.errors
         return result
 
     def reconcile(self) -> Any:
-        return reconcile_pop(self.pop, socket_path=self.haproxy.socket, store=self.store)
+        # The agent reports repairs; the API audits them with do_record_dataplane_repair.
+        return reconcile(pop_spec(self.pop), Runtime(self.haproxy.socket), self.store,
+                         audit=lambda slug, repaired: do_record_dataplane_repair(slug, repaired))
 
     def state(self, pool: Pool, name: str) -> Any:
         proxy = pop_spec(self.pop).pool(pool.pk)

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from steering.agents.contract import ContractClient
+from steering.agents.haproxy import HAProxyAgent
 from steering.dataplane.exabgp.lab import Bird, ExaBGPProcess, agent_command, speakers_for
-from steering.dataplane.haproxy.agent import HAProxyAgent
 from steering.dataplane.haproxy.runtime import Runtime
 from steering.management.commands.seed_demo import seed
 from steering.models import VIP, Backend, Change, Operation, PoP, Region, Service
@@ -30,7 +31,7 @@ from steering.services.topology import do_update
 from tests.conftest import make_user
 from tests.processes import stop_process_group
 from tests.support import free_port, wait_for
-from tests.test_exabgp_live import require_binaries
+from tests.test_exabgp_live import Web, require_binaries
 from tests.test_gslb_pdns import Stack, gslb, stack  # noqa: F401  (fixtures: the GSLB server and PowerDNS)
 from tests.test_haproxy_render import haproxy_binary
 
@@ -61,9 +62,14 @@ class Planes:
     def routes(self) -> set[str]:
         return self.bird.routes("pop_" + self.pop.slug)
 
-    def server_states(self) -> set[str]:
+    def step(self) -> None:
+        """One look at the PoP's desired state (applied when it moved) and one agent pass."""
+        self.haproxy.follower.step()
         self.haproxy.tick()
-        runtime = Runtime(self.haproxy.links[self.pop.slug].socket)
+
+    def server_states(self) -> set[str]:
+        self.step()
+        runtime = Runtime(self.haproxy.socket)
         try:
             return {s.state for s in runtime.show_servers_state()}
         except Exception:
@@ -79,21 +85,29 @@ def planes(request: pytest.FixtureRequest, live_server: Any, tmp_path: Path) -> 
         do_update(service, {"ttl": 1}, actor=Actor.system("test"), reason="short TTL for the test")
     pop = PoP.objects.get(slug="fra1")
     dns = request.getfixturevalue("stack")()  # imported from test_gslb_pdns: starts PowerDNS on our data
-    _, raw = do_create_token(make_user("agent-fra1", "operator"), name="exabgp fra1", role="operator",
+    _, raw = do_create_token(make_user("agent-owner", "admin"), name="agent-anycast-fra1", role="agent", pop=pop,
                              actor=Actor.system("test"))
     token_file = tmp_path / "agent.token"
     token_file.write_text(raw + "\n")
+    token_file.chmod(0o600)
     speaker = speakers_for([pop.slug])[0]
     bird = Bird(tmp_path / "bird", [speaker])
     exabgp: ExaBGPProcess | None = None
+    # The anycast agent long-polls the real ASGI app (as in production), not live_server's WSGI fallback.
+    web = Web(tmp_path / "web")
     port = free_port()
-    agent = HAProxyAgent([pop.slug], spawn=True, directory=tmp_path / "haproxy", reconcile_seconds=3600,
-                         binds=lambda p, services: {s.slug: ("127.0.0.1", port + i) for i, s in enumerate(services)})
+    _, agent_token = do_create_token(make_user("owner-fra1", "admin"), name="haproxy fra1", role="agent", pop=pop,
+                                     actor=Actor.system("test"))
+    client = ContractClient(live_server.url, agent_token, "local", pop=pop.slug)
+    agent = HAProxyAgent(client, pop=pop.slug, socket=None, state_dir=tmp_path / "haproxy", spawn=True,
+                         reconcile_seconds=3600,
+                         binds={s.slug: ("127.0.0.1", port + i) for i, s in enumerate(Service.objects.order_by("slug"))})
+    agent.follower.wait = 0  # live_server is the WSGI app: each look answers at once
     try:
         bird.start()
         exabgp = ExaBGPProcess(tmp_path / "exabgp", speaker, router_port=bird.port,
-                               agent=agent_command(pop.slug, f"http://127.0.0.1:{live_server.thread.port}",
-                                                   token_file)).start()
+                               agent=agent_command(pop.slug, web.start().url, token_file,
+                                                   tmp_path / "anycast-state")).start()
         yield Planes(dns, bird, agent, pop)
     finally:
         agent.stop()
@@ -103,6 +117,7 @@ def planes(request: pytest.FixtureRequest, live_server: Any, tmp_path: Path) -> 
         if bird.proc is not None:
             stop_process_group(bird.proc)
         bird.stop()
+        web.stop()
 
 
 def test_a_layered_region_drain_leaves_dns_then_anycast_then_haproxy_and_comes_back(planes: Planes) -> None:
@@ -129,7 +144,7 @@ def test_a_layered_region_drain_leaves_dns_then_anycast_then_haproxy_and_comes_b
     # 3. Then the local drain reaches HAProxy, and with no sessions the drains finish early.
     until(lambda: planes.server_states() <= {"drain", "maint"} and planes.server_states(), "HAProxy to drain fra1")
     until(lambda: Operation.objects.get(pk=op.pk).status == "succeeded", "the layered drain to finish",
-          step=lambda: (planes.haproxy.tick(), sweep_due()))
+          step=lambda: (planes.step(), sweep_due()))
     assert set(Backend.objects.filter(pool__pop=planes.pop).values_list("admin_state", flat=True)) == {"drained"}
     until(lambda: planes.server_states() == {"maint"}, "HAProxy to hold fra1's servers in maintenance")
     assert not VIP.objects.filter(region=region, enabled=True).exists()

@@ -1,8 +1,13 @@
-"""Answers handed out per service and region: counted in process, flushed to Redis each second.
+"""Answers handed out per service and region: counted in the GSLB server, stored in Redis.
 
+The GSLB server (steering.agents.gslb) counts in process and reports the counts every second
+through the agent contract (POST /api/v1/agent/report/ `answers`); the control plane adds them
+(steering.services.agent_reports.store_dns_answers) to the Redis buckets read here.
 Measurements live in Redis, never in the relational DB: one hash per second
 (`steering:gslb:answers:<unix second>`, field `<service id>:<region id>`) that expires after
 two minutes, so the last 60 s are always readable and nothing needs cleaning up.
+
+Standard library only (the Redis client is passed in): the GSLB server imports this module.
 """
 
 from __future__ import annotations
@@ -38,6 +43,12 @@ class AnswerCounter:
             counts, self._counts = self._counts, {}
         return counts
 
+    def put_back(self, counts: dict[tuple[int, int], int]) -> None:
+        """Counts that could not be delivered: added to what is counted next, not lost."""
+        with self._lock:
+            for k, n in counts.items():
+                self._counts[k] = self._counts.get(k, 0) + n
+
     def flush(self, client: Any, now: float | None = None) -> int:
         """Add what was counted since the last flush to this second's bucket; returns answers flushed."""
         counts = self.take()
@@ -52,9 +63,7 @@ class AnswerCounter:
             pipe.execute()
         except Exception:
             # Redis away: keep the counts for the next flush rather than lose them.
-            with self._lock:
-                for k, n in counts.items():
-                    self._counts[k] = self._counts.get(k, 0) + n
+            self.put_back(counts)
             raise
         return sum(counts.values())
 

@@ -1,6 +1,9 @@
 """What `manage.py runstack` starts for the DNS layer: the GSLB server and a loopback pdns_server.
 
-`dns_layer()` returns the commands and the lines to print; runstack only merges them in. When
+`dns_layer()` returns the commands and the lines to print; runstack only merges them in. The GSLB
+server is `manage.py gslb_server --api URL`, which keeps a DNS agent token in
+VAR_DIR/gslb/agent.token (0600) and execs `python -m steering.agents gslb` with it: the process
+that serves follows the control plane at URL through the agent contract, with no Django in it. When
 pdns_server is not installed, no command is returned and the lines say the DNS layer is not
 connected. `python -m steering.gslb.demo --wait URL -- CMD...` waits for the GSLB server to
 answer before it execs CMD (PowerDNS exits if its backend is not there when it starts).
@@ -25,7 +28,8 @@ class DnsDemo:
     lines: list[str] = field(default_factory=list)
 
 
-def dns_layer(python: str, manage: Path, var_dir: Path, *, listen: str, dns_port: int) -> DnsDemo:
+def dns_layer(python: str, manage: Path, var_dir: Path, *, listen: str, dns_port: int,
+              api: str = "http://127.0.0.1:8000") -> DnsDemo:
     binary = pdns_server_binary()
     if binary is None:
         return DnsDemo(lines=[
@@ -34,12 +38,12 @@ def dns_layer(python: str, manage: Path, var_dir: Path, *, listen: str, dns_port
         ])
     config_dir = var_dir / "pdns"
     write_config(config_dir, port=dns_port, backend_url=f"http://{listen}/dns")
-    gslb = [python, str(manage), "gslb_server", "--listen", listen]
+    gslb = [python, str(manage), "gslb_server", "--listen", listen, "--api", api]
     pdns = [python, "-m", "steering.gslb.demo", "--wait", f"http://{listen}/healthz", "--",
             *pdns_command(binary, config_dir)]
     return DnsDemo(
         commands={"gslb": gslb, "pdns": pdns},
-        lines=[f"  DNS:              PowerDNS on 127.0.0.1:{dns_port} (remote backend: gslb server on {listen})",
+        lines=[f"  DNS:              PowerDNS on 127.0.0.1:{dns_port} (remote backend: steering-agent gslb on {listen})",
                f"                    dig @127.0.0.1 -p {dns_port} api.example.net",
                f"                    dig @127.0.0.1 -p {dns_port} static.example.net +subnet=198.18.2.0/24"],
     )

@@ -1,4 +1,5 @@
-"""A BGP lab on loopback: one BIRD 2 "router" and one ExaBGP per PoP, each running our agent.
+"""A BGP lab on loopback: one BIRD 2 "router" and one ExaBGP per PoP, each running our agent
+(steering.agents.exabgp).
 
 Used by the integration tests and the demo. BIRD listens passively on 127.0.0.1 at an unprivileged
 port and imports everything; each PoP's ExaBGP connects to it from its own 127.0.0.x address
@@ -119,10 +120,15 @@ neighbor {_loopback(router)} {{
 
 def exabgp_env(**extra: str) -> dict[str, str]:
     """ExaBGP 4.2 settings by environment: foreground, unprivileged, logging to stdout, no listener."""
+    import pwd
+
     env = dict(os.environ)
     env.update({
         "exabgp.daemon.daemonize": "false",
-        "exabgp.daemon.drop": "false",            # as root it would switch to `nobody` and lose the work dir
+        "exabgp.daemon.drop": "false",
+        # Started as root, ExaBGP 4.2 still switches to this user after starting its API process;
+        # as `nobody` it could neither read the work dir nor start the agent again if it died.
+        "exabgp.daemon.user": pwd.getpwuid(os.getuid()).pw_name,
         "exabgp.tcp.bind": "",                    # do not listen on :179, only connect out
         "exabgp.api.cli": "false",                # no named pipes
         "exabgp.api.ack": "true",                 # the agent reads `done` / `error` after each command
@@ -135,9 +141,12 @@ def exabgp_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def agent_command(pop: str, api: str, token_file: Path, *, interval: float = 1.0) -> list[str]:
-    return [sys.executable, "-m", "steering.dataplane.exabgp.agent", "--pop", pop, "--api", api,
-            "--token-file", str(token_file), "--interval", f"{interval:g}"]
+def agent_command(pop: str, api: str, token_file: Path, state_dir: Path, *, instance: str | None = None,
+                  interval: float = 1.0) -> list[str]:
+    """ExaBGP's `run` line for our agent (steering.agents.exabgp) with this PoP's agent token."""
+    return [sys.executable, "-m", "steering.agents.exabgp", "--pop", pop, "--api", api,
+            "--token-file", str(token_file), "--state-dir", str(state_dir),
+            *(("--instance", instance) if instance else ()), "--interval", f"{interval:g}"]
 
 
 def _stop(proc: subprocess.Popen[Any] | None, timeout: float = 10.0, *, leader_first: bool = False) -> None:

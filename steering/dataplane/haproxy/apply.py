@@ -9,7 +9,6 @@ audited as system:reconciler (steering.services.dataplane).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -129,32 +128,6 @@ class MemoryAppliedStore:
 
     def put(self, pop: str, applied: Mapping[Key, Want]) -> None:
         self.data[pop] = dict(applied)
-
-
-class RedisAppliedStore:
-    """Kept in Redis so any worker (and a restarted one) knows what was last pushed."""
-
-    KEY = "steering:haproxy:applied:{pop}"
-
-    def __init__(self, client: Any = None) -> None:
-        if client is None:
-            from steering.services.effects import _redis
-
-            client = _redis()
-        self.client = client
-
-    def lock(self, pop: str) -> AbstractContextManager[Any]:
-        # Expires on its own if a worker dies holding it; a pass takes well under the timeout.
-        return self.client.lock(f"steering:haproxy:lock:{pop}", timeout=60, blocking_timeout=30)
-
-    def get(self, pop: str) -> dict[Key, Want] | None:
-        raw = self.client.get(self.KEY.format(pop=pop))
-        if raw is None:
-            return None
-        return {k: Want(v["state"], int(v["weight"])) for k, v in json.loads(raw).items()}
-
-    def put(self, pop: str, applied: Mapping[Key, Want]) -> None:
-        self.client.set(self.KEY.format(pop=pop), json.dumps({k: v.as_dict() for k, v in applied.items()}))
 
 
 def observe(runtime: Runtime) -> tuple[set[str], dict[Key, ServerState], dict[Key, ServerStat]]:

@@ -19,8 +19,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from steering.dataplane.haproxy.agent import read_agent_reports
 from steering.models import ClientNetwork, Service
+from steering.services.agent_reports import read_haproxy_status
 
 
 def _loopback(address: str) -> bool:
@@ -72,9 +72,6 @@ class Command(BaseCommand):
             subnets = await asyncio.to_thread(lambda: list(ClientNetwork.objects.values_list("cidr", flat=True)))
             names = await asyncio.to_thread(lambda: list(Service.objects.values_list("fqdn", flat=True)))
             loop.create_task(dns_queries(stop, dns_port, dns_qps, names, subnets))
-        from steering.services.effects import _redis
-
-        redis = _redis()
         open_requests: set[asyncio.Task[int]] = set()
         # Some PoPs are busier than others, as in life; fixed per frontend for a steady picture.
         busyness: dict[tuple[str, int], float] = {}
@@ -84,7 +81,7 @@ class Command(BaseCommand):
             now = loop.time()
             if now - refreshed > 5:
                 refreshed = now
-                found = await asyncio.to_thread(read_agent_reports, redis)
+                found = await asyncio.to_thread(read_haproxy_status)
                 frontends = sorted({(host, int(port)) for r in found.values() if r.get("connected")
                                     for host, port in (a.rsplit(":", 1) for a in (r.get("frontends") or {}).values())
                                     if _loopback(host)})

@@ -23,6 +23,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from config.embedded import PrivateRedis
 from steering.dataplane.exabgp.demo import anycast_layer
+from steering.dataplane.haproxy.demo import local_layer
 from steering.gslb.demo import dns_layer
 from steering.lifecycle import StopRequest
 
@@ -51,6 +52,15 @@ class Command(BaseCommand):
             env["REDIS_URL"] = redis.url
         python = sys.executable
         var = settings.VAR_DIR
+        # Set up first: the data-plane agents below need the demo's PoPs and their agent tokens.
+        if options["setup"]:
+            manage = [python, str(settings.BASE_DIR / "manage.py")]
+            for step in (["migrate", "--noinput", "-v0"], ["collectstatic", "--noinput", "-v0"],
+                         ["ensure_admin"], ["seed_demo"]):
+                if subprocess.call(manage + step, env=env) != 0:
+                    if redis:
+                        redis.stop()
+                    raise SystemExit(f"setup step {' '.join(step)} failed")
         commands = {
             "web": [python, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port),
                     "--no-access-log", "--lifespan", "off"],
@@ -65,30 +75,25 @@ class Command(BaseCommand):
             commands["demo-backends"] = [python, str(settings.BASE_DIR / "manage.py"), "demo_backends"]
         notes: list[str] = []
         if options["haproxy"] and (shutil.which("haproxy") or os.access("/usr/sbin/haproxy", os.X_OK)):
-            commands["haproxy-agent"] = [python, str(settings.BASE_DIR / "manage.py"), "haproxy_agent", "--spawn"]
-            notes.append("  local layer:      HAProxy per PoP on 127.2.<pop id>.<service id>:8443 (manage.py haproxy_agent)")
+            local = local_layer(python, var, api=f"http://{host}:{port}")
+            commands.update(local.commands)
+            notes += local.lines
             if options["traffic"] and options["demo_backends"]:
                 commands["demo-traffic"] = [python, str(settings.BASE_DIR / "manage.py"), "demo_traffic"]
                 notes.append("  demo traffic:     a few requests/s through every PoP (manage.py demo_traffic)")
         else:
             notes.append("  local layer:      NOT CONNECTED (HAProxy is not installed: apt-get install haproxy)")
         # DNS layer: the GSLB server and a loopback PowerDNS, when pdns_server is installed.
+        # The GSLB server follows this web server with a DNS agent token (manage.py gslb_server keeps
+        # one in var/gslb/agent.token, then execs `python -m steering.agents gslb`).
         dns = dns_layer(python, settings.BASE_DIR / "manage.py", var, listen=settings.STEERING_GSLB_LISTEN,
-                        dns_port=settings.STEERING_DNS_PORT)
+                        dns_port=settings.STEERING_DNS_PORT, api=f"http://{host}:{port}")
         commands.update(dns.commands)
         notes += dns.lines
         # Anycast layer: BIRD as the router and one ExaBGP + agent per PoP, when both are installed.
         anycast = anycast_layer(python, var, api=f"http://{host}:{port}")
         commands.update(anycast.commands)
         notes += anycast.lines
-        if options["setup"]:
-            manage = [python, str(settings.BASE_DIR / "manage.py")]
-            for step in (["migrate", "--noinput", "-v0"], ["collectstatic", "--noinput", "-v0"],
-                         ["ensure_admin"], ["seed_demo"]):
-                if subprocess.call(manage + step, env=env) != 0:
-                    if redis:
-                        redis.stop()
-                    raise SystemExit(f"setup step {' '.join(step)} failed")
         procs: dict[str, subprocess.Popen[bytes]] = {}
         stop = StopRequest()
         try:

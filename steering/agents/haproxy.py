@@ -1,0 +1,318 @@
+"""The HAProxy agent: keeps one PoP's HAProxy on the desired state and reports what it shows.
+
+It runs beside the PoP's HAProxy with an agent token bound to that PoP, and talks to nothing
+but the control plane's HTTP API and HAProxy's admin socket:
+
+- a Follower (steering.agents.contract) long-polls the PoP's desired state (layer `local`),
+  pushes each new version through the Runtime API (no reload: only the commands that differ),
+  ACKs it, or NACKs it with HAProxy's own error (a refused command, a config `haproxy -c`
+  rejects); the last applied state is kept on disk and applied again after a restart;
+- every `reconcile_seconds`, and whenever HAProxy's worker pid changes (a restart or reload),
+  the pass is a reconcile: drift (a hand-typed runtime command, a restart from an old config)
+  is repaired and reported, and the control plane audits it as system:reconciler;
+- every `stats_seconds` it reports each server's figures (sessions, rates, 5xx, errors) and
+  HAProxy's status;
+- pools HAProxy does not have yet need a config: a managed HAProxy (`--spawn`: the demo, a
+  single host) is re-rendered, checked with `haproxy -c` and reloaded; for an HAProxy started by
+  the host's init system the version is refused with the missing pools named.
+
+Frontends bind the addresses the desired state names for this PoP (each service's VIP in its
+region); `--bind SERVICE=ADDR:PORT` overrides that (the demo maps them to loopback).
+Standard library only, plus the Django-free HAProxy modules of steering.dataplane.haproxy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from steering.agents.contract import ApplyError, ContractClient, Desired, Follower, StateFile, read_token
+from steering.dataplane.haproxy.apply import Key, Result, Want, reconcile, sync
+from steering.dataplane.haproxy.model import PopSpec, pop_spec_from_dict
+from steering.dataplane.haproxy.process import ManagedHAProxy, haproxy_binary
+from steering.dataplane.haproxy.runtime import Runtime, RuntimeAPIError
+from steering.dataplane.haproxy.stats import StatsCollector
+
+logger = logging.getLogger("steering.agents.haproxy")
+
+Bind = tuple[str, int]
+
+
+class FileAppliedStore:
+    """What this agent last pushed to each server, on local disk (steering.dataplane.haproxy.apply
+    tells a pending change from drift with it): it survives the agent's restart."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+
+    def lock(self, pop: str) -> AbstractContextManager[Any]:
+        return self._lock
+
+    def get(self, pop: str) -> dict[Key, Want] | None:
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (ValueError, OSError):
+            return None
+        return {k: Want(v["state"], int(v["weight"])) for k, v in raw.items()}
+
+    def put(self, pop: str, applied: Mapping[Key, Want]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({k: v.as_dict() for k, v in applied.items()}, f)
+        os.replace(tmp, self.path)
+
+
+def config_signature(spec: PopSpec) -> str:
+    """What of a PoP's state only a config reload changes: everything but the servers (which the
+    Runtime API adds, removes and sets)."""
+    pools = [{k: v for k, v in vars(p).items() if k != "servers"} for p in spec.pools]
+    return json.dumps({"services": [vars(s) for s in spec.services], "pools": pools}, sort_keys=True, default=str)
+
+
+def parse_bind(text: str) -> tuple[str, Bind]:
+    """`api=127.2.1.1:8443` -> ("api", ("127.2.1.1", 8443))."""
+    service, sep, address = text.partition("=")
+    host, colon, port = address.rpartition(":")
+    if not sep or not colon or not port.isdigit() or not service or not 0 < int(port) < 65536:
+        raise ValueError(f"--bind wants SERVICE=ADDRESS:PORT, got {text!r}")
+    return service, (host.strip("[]"), int(port))
+
+
+def binds_of(desired: Desired, overrides: Mapping[str, Bind]) -> dict[str, Bind]:
+    """Per service, the address its frontend binds: the override, else the first of the desired
+    state's addresses for it (the service's VIP in the PoP's region)."""
+    binds: dict[str, Bind] = {}
+    for service, items in (desired.spec.get("binds") or {}).items():
+        if items:
+            binds[service] = (str(items[0]["address"]), int(items[0]["port"]))
+    binds.update(overrides)
+    return binds
+
+
+class HAProxyAgent:
+    def __init__(self, client: ContractClient, *, pop: str, socket: str | None, state_dir: Path,
+                 spawn: bool = False, binds: Mapping[str, Bind] | None = None, reconcile_seconds: float = 15.0,
+                 stats_seconds: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.client, self.pop = client, pop
+        self.state_dir = state_dir
+        self.binary = haproxy_binary()
+        if spawn and self.binary is None:
+            raise RuntimeError("--spawn needs the haproxy binary (Debian package haproxy)")
+        self.managed = ManagedHAProxy(pop, state_dir / "haproxy", dict(binds or {})) if spawn else None
+        self.socket = self.managed.socket_path if self.managed else (socket or "")
+        if not self.socket:
+            raise ValueError("name HAProxy's admin socket (--socket) or let the agent run HAProxy (--spawn)")
+        self.overrides = dict(binds or {})
+        self.applied = FileAppliedStore(state_dir / f"haproxy-{pop}-applied.json")
+        self.follower = Follower(client, StateFile(state_dir / f"haproxy-{pop}-desired.json"), self.apply)
+        self.collector = StatsCollector(Runtime(self.socket))
+        self.reconcile_seconds, self.stats_seconds = reconcile_seconds, stats_seconds
+        self.clock = clock
+        self._lock = threading.RLock()     # one pass at a time: the follower's apply or the periodic pass
+        self.spec: PopSpec | None = None
+        self.pid: int | None = None
+        self.connected = False
+        self.error = ""
+        self.last_reconcile = float("-inf")
+        self.last_stats = float("-inf")
+
+    # --- applying a version --------------------------------------------------------------------
+
+    def apply(self, desired: Desired) -> None:
+        """Bring HAProxy to `desired`; ApplyError (a NACK) when HAProxy refuses it; another error
+        (HAProxy not answering) leaves the version to be fetched and applied again."""
+        if desired.pop not in (None, self.pop):
+            raise ApplyError(f"this agent serves {self.pop}, not {desired.pop}")
+        try:
+            spec = pop_spec_from_dict(desired.spec)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ApplyError(f"malformed desired state: {exc}") from exc
+        with self._lock:
+            if self.managed is not None:
+                self._ensure_managed(spec, binds_of(desired, self.overrides))
+                if self.spec is not None and config_signature(spec) != config_signature(self.spec):
+                    # A pool's own settings (retries, observe, rules...) live in the config, not
+                    # in the Runtime API: render, check and reload for them.
+                    self._reload(spec)
+            result = self._push(spec)
+            if result.plan.missing_proxies:
+                if self.managed is None:
+                    raise ApplyError(f"HAProxy has no backend for {', '.join(result.plan.missing_proxies)}: "
+                                     "render its config (haproxy -c) and reload it")
+                self._reload(spec)
+                raise RuntimeAPIError("reloading HAProxy for new pools")  # apply again once it answers
+            if result.errors:
+                raise ApplyError("HAProxy refused: " + "; ".join(result.errors[:5]))
+            self.spec = spec
+
+    def _push(self, spec: PopSpec, *, audit: bool = False) -> Result:
+        runtime = Runtime(self.socket)
+        if not audit:
+            return sync(spec, runtime, self.applied)
+        return reconcile(spec, runtime, self.applied, audit=self._report_repairs)
+
+    def _ensure_managed(self, spec: PopSpec, binds: dict[str, Bind]) -> None:
+        assert self.managed is not None and self.binary is not None
+        if self.managed.binds != binds:
+            self.managed.binds = binds
+            if self.managed.running():
+                self._reload(spec)
+        if not self.managed.running():
+            try:
+                self.managed.start(spec, self.binary)
+            except Exception as exc:  # haproxy -c said no, or it would not start
+                raise ApplyError(f"cannot start haproxy: {exc}") from exc
+            self._wait_for_socket()
+
+    def _reload(self, spec: PopSpec) -> None:
+        assert self.managed is not None and self.binary is not None
+        try:
+            self.managed.reload(spec, self.binary)
+        except Exception as exc:
+            raise ApplyError(f"haproxy -c refused the rendered config: {exc}") from exc
+        self._wait_for_socket()
+
+    def _wait_for_socket(self, seconds: float = 5.0) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            assert self.managed is not None
+            if self.managed.answering():
+                return
+            time.sleep(0.05)
+
+    def _report_repairs(self, pop: str, repaired: list[Any]) -> None:
+        body = [{"proxy": d.proxy, "server": d.server, "observed": d.observed, "desired": d.desired,
+                 "backend_id": d.backend_id} for d in repaired]
+        logger.warning("haproxy %s: repaired drift on %s", pop, ", ".join(d.key for d in repaired))
+        try:
+            self.client.report(repaired=body)
+        except Exception as exc:  # the repair happened; the audit of it is late, not lost to a crash
+            logger.warning("could not report the repair: %s", exc)
+
+    # --- the periodic pass ---------------------------------------------------------------------
+
+    def tick(self) -> None:
+        now = self.clock()
+        with self._lock:
+            if self.managed is not None and self.spec is not None and not self.managed.running():
+                # Our HAProxy died: start it again from the state we run (rendered, checked).
+                try:
+                    self._ensure_managed(self.spec, self.managed.binds)
+                except ApplyError as exc:
+                    self.connected, self.error = False, str(exc)
+                    return
+            try:
+                pid = Runtime(self.socket).worker_pid()
+            except RuntimeAPIError as exc:
+                if self.connected:
+                    logger.warning("haproxy %s: lost the runtime API: %s", self.pop, exc)
+                self.connected, self.error = False, str(exc)
+            else:
+                restarted = self.pid is not None and pid != self.pid
+                self.pid, self.connected, self.error = pid, True, ""
+                if self.spec is not None and (restarted or now - self.last_reconcile >= self.reconcile_seconds):
+                    self.last_reconcile = now
+                    try:
+                        self._push(self.spec, audit=True)
+                    except RuntimeAPIError as exc:
+                        self.connected, self.error = False, str(exc)
+        if now - self.last_stats >= self.stats_seconds:
+            self.last_stats = now
+            self._report_stats()
+
+    def _report_stats(self) -> None:
+        servers: dict[str, dict[str, float]] = {}
+        if self.connected and self.spec is not None:
+            try:
+                figures = self.collector.collect(self.spec, write=False)
+                servers = {str(bid): {k: v for k, v in asdict(f).items() if isinstance(v, (int, float))}
+                           for bid, f in figures.items()}
+            except RuntimeAPIError as exc:
+                self.connected, self.error = False, str(exc)
+        status = {"connected": self.connected, "error": self.error, "pid": self.pid, "servers": len(servers),
+                  "managed": self.managed is not None}
+        if self.managed is not None:
+            status["frontends"] = {k: f"{a}:{p}" for k, (a, p) in self.managed.binds.items()}
+        try:
+            self.client.report(servers=servers, haproxy=status)
+        except Exception as exc:
+            logger.debug("stats not reported: %s", exc)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def run(self, should_stop: Callable[[], bool], period: float = 0.2) -> None:
+        self.follower.restore()  # fail static: HAProxy runs what we last applied, before anyone answers
+        follower = threading.Thread(target=self.follower.run, args=(should_stop,), name="desired-state", daemon=True)
+        follower.start()
+        while not should_stop():
+            started = self.clock()
+            try:
+                self.tick()
+            except Exception:  # one bad pass must not end the agent
+                logger.exception("haproxy agent pass failed")
+            time.sleep(max(0.0, period - (self.clock() - started)))
+
+    def stop(self) -> None:
+        if self.managed is not None:
+            self.managed.stop()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="steering-agent haproxy", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pop", required=True, help="The PoP this agent serves (its token is bound to it)")
+    parser.add_argument("--api", required=True, help="The control plane's URL, e.g. https://steering.example.net")
+    parser.add_argument("--token-file", required=True, help="File holding the agent token (create_token --agent --pop)")
+    parser.add_argument("--state-dir", required=True, type=Path, help="Where the last applied state is kept")
+    parser.add_argument("--socket", help="HAProxy's admin socket (stats socket ... level admin)")
+    parser.add_argument("--spawn", action="store_true", help="Run HAProxy ourselves: render, check, start, reload")
+    parser.add_argument("--bind", action="append", default=[], metavar="SERVICE=ADDR:PORT",
+                        help="Bind this service's frontend here instead of its VIP (repeatable)")
+    parser.add_argument("--instance", default=os.uname().nodename, help="This agent's name among the PoP's (host name)")
+    parser.add_argument("--reconcile-seconds", type=float, default=15.0)
+    parser.add_argument("--stats-seconds", type=float, default=1.0)
+    parser.add_argument("--wait", type=int, default=25, help="Seconds each long-poll waits for a change")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from steering.lifecycle import StopRequest
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        binds = dict(parse_bind(b) for b in args.bind)
+        client = ContractClient(args.api, read_token(args.token_file), "local", pop=args.pop,
+                                instance=args.instance, user_agent="steering-haproxy-agent")
+        agent = HAProxyAgent(client, pop=args.pop, socket=args.socket, state_dir=args.state_dir, spawn=args.spawn,
+                             binds=binds, reconcile_seconds=args.reconcile_seconds, stats_seconds=args.stats_seconds)
+        agent.follower.wait = args.wait
+    except (ValueError, OSError, RuntimeError) as exc:
+        print(f"steering-agent haproxy: {exc}", file=sys.stderr)
+        return 2
+    stop = StopRequest()
+    logger.info("haproxy agent for %s: following %s", args.pop, args.api)
+    try:
+        agent.run(stop)
+    finally:
+        agent.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
