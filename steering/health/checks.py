@@ -114,23 +114,20 @@ def allowed(ip: str, networks: Sequence[Network]) -> bool:
 
 
 async def resolve_allowed(address: str, port: int, networks: Sequence[Network]) -> tuple[str | None, str]:
-    """The address to connect to, or (None, why not). A name is resolved once, through the hosts
-    file only (the prober never sends a DNS query), and the checked address is the one used."""
-    from steering.hosts import hosts_file_addresses
+    """The address to connect to, or (None, why not). A name is resolved once per probe
+    (steering.resolve) and EVERY address it gives must be allowed; the probe then connects to the
+    address that was checked, never to a second lookup's answer (no DNS rebinding)."""
+    from steering.resolve import Unresolvable, resolve_host_async
 
     try:
-        ip = ipaddress.ip_address(address).compressed
-    except ValueError:
-        ips = hosts_file_addresses(address)
-        if not ips:
-            return None, f"{address} is not in the hosts file (names are never looked up in DNS)"
-        outside = [i for i in ips if not allowed(i, networks)]
-        if outside:
-            return None, f"{address} resolves to {outside[0]}, outside the probe allowlist"
-        return ips[0], ""
-    if not allowed(ip, networks):
-        return None, f"{ip} is outside the probe allowlist"
-    return ip, ""
+        ips = await resolve_host_async(address)
+    except Unresolvable as exc:
+        return None, str(exc)
+    outside = [i for i in ips if not allowed(i, networks)]
+    if outside:
+        shown = outside[0] if outside[0] == address else f"{address} resolves to {outside[0]},"
+        return None, f"{shown} outside the probe allowlist"
+    return ips[0], ""
 
 
 def _classify(exc: BaseException) -> tuple[str, str]:
@@ -188,7 +185,8 @@ async def probe(target: ProbeTarget, networks: Sequence[Network], *, due: float)
     status: int | None = None
     check = target.kind
     try:
-        ip, why = await resolve_allowed(target.address, target.port, networks)
+        async with asyncio.timeout(target.timeout):  # a slow resolver counts against the check's time
+            ip, why = await resolve_allowed(target.address, target.port, networks)
         if ip is None:
             return ProbeResult(target.backend_id, False, "allowlist", 0.0, due, started, time.time(),
                                error=why, check=check)
