@@ -36,10 +36,10 @@ export interface Backend extends Row {
 export interface OperationProgress {
   percent?: number; backends_left?: number; backends_total?: number; backends_done?: number;
   seconds_left?: number | null; sessions_left?: number; step?: string | number; steps?: number; weight?: number;
-  arriving_rps?: number;
+  arriving_rps?: number; unconfirmed?: string[]; dns?: string; anycast?: string;
 }
 export interface Operation extends Row {
-  kind: string; status: "running" | "paused" | "succeeded" | "aborted" | "failed"; target_type: string; target_id: number;
+  kind: string; status: "running" | "paused" | "succeeded" | "aborted" | "failed" | "unconfirmed"; target_type: string; target_id: number;
   target_repr: string; progress: OperationProgress; actor_name: string; reason: string; forced?: boolean;
   steps?: { name: string; status: string }[]; deadline?: string | null; created_at?: string; finished_at?: string | null;
 }
@@ -87,7 +87,16 @@ export interface AnycastPop {
 }
 export interface AnycastResponse { pops: Record<string, AnycastPop> }
 export interface DataplaneLayer { connected: boolean; detail: string }
-export type Dataplanes = Record<string, DataplaneLayer>;
+/** Desired vs applied for one layer at one PoP (or the DNS layer): GET /api/v1/dataplanes/ → applied. */
+export interface LayerApplied {
+  layer: "local" | "dns" | "anycast"; pop: string | null; desired_version: number; applied_version: number | null;
+  state: "in_sync" | "applying" | "behind" | "refused" | "absent"; lag_seconds: number | null; error: string;
+  error_version: number | null; seen_at: number | null; detail: string;
+  instances: { instance: string; applied_version: number; seen_at: number | null; error: string }[];
+}
+export interface Applied { version: number; dns: LayerApplied; pops: Record<string, { local: LayerApplied; anycast: LayerApplied }> }
+export interface Dataplanes { local: DataplaneLayer; dns: DataplaneLayer; anycast: DataplaneLayer; applied?: Applied }
+export const LAYER_KEYS = ["local", "dns", "anycast"] as const;
 
 export interface Sample { time: number; ok: boolean; latency_ms: number; result: string; detail: string }
 export interface Samples {

@@ -2,11 +2,12 @@
 // layers, the PoP panel (or an overview), operations and the audit timeline.
 
 import { useEffect, useRef, useState } from "preact/hooks";
-import type { AnycastResponse, Dataplanes, DnsAnswers, Me, Observed, StatsResponse } from "../api";
+import { LAYER_KEYS, type AnycastResponse, type Dataplanes, type DnsAnswers, type Me, type Observed, type StatsResponse } from "../api";
 import type { ConnState } from "../live";
 import { pollData, usePoll, type PollState } from "../poll";
 import { store } from "../store";
 import { ActionDialog, type ActionRequest } from "./actions";
+import { AppliedSummary } from "./applied";
 import { Badge, colourOf, fmt, useStore } from "./common";
 import { WorldMap, type Layer } from "./map";
 import { Operations } from "./ops";
@@ -131,7 +132,8 @@ export function App({ shell }: { shell: Shell }) {
           <div class="map-wrap">
             {store.version === null ? <p class="muted loading">Loading topology…</p> : (
               <WorldMap layers={layers} selectedPop={selPop} onSelectPop={openPop}
-                dnsService={dnsService ?? firstService} dns={pollData(dns)} anycastPrefix={prefix ?? firstPrefix} anycast={anycastData} />
+                dnsService={dnsService ?? firstService} dns={pollData(dns)} anycastPrefix={prefix ?? firstPrefix} anycast={anycastData}
+                applied={pollData(planes)?.applied} />
             )}
             <Legend layers={layers} dns={dns} anycast={anycast} anycastData={anycastData}
               dnsService={dnsService ?? firstService} setDnsService={setDnsService} prefix={prefix ?? firstPrefix} setPrefix={setPrefix} />
@@ -145,7 +147,8 @@ export function App({ shell }: { shell: Shell }) {
           {pop ? (
             <PopPanel key={pop.id} pop={pop} canAct={canAct} selectedBackend={selBackend} focusPool={focusPool}
               onSelectBackend={setSelBackend} onAction={setDialog} onClose={() => setSelPop(null)} onHistory={showHistory}
-              anycast={anycastData?.pops[String(pop.id)]} anycastMissing={anycast.kind === "missing"} stats={stats} />
+              anycast={anycastData?.pops[String(pop.id)]} anycastMissing={anycast.kind === "missing"} stats={stats}
+              applied={pollData(planes)?.applied} />
           ) : (
             <Overview region={selRegion} onPop={openPop} canAct={canAct} onAction={setDialog} onRegion={setSelRegion}
               dns={pollData(dns)} dnsOn={layers.dns} dnsService={dnsService ?? firstService} />
@@ -190,13 +193,16 @@ function DataplaneStatus({ planes }: { planes: PollState<Dataplanes> }) {
   if (planes.kind === "missing") body = <span class="muted">data planes: status not available on this server</span>;
   else if (!data) body = <span class="muted">data planes: {planes.kind === "error" ? planes.message : "checking…"}</span>;
   else {
-    body = Object.entries(data).map(([name, l]) => (
-      <span key={name} class={l.connected ? "ok" : "err"} title={l.detail} data-layer={name} data-connected={String(l.connected)}>
-        {l.connected ? "✓" : "✕"} {name}{l.connected ? "" : " not connected"}
-      </span>
-    ));
+    body = [...LAYER_KEYS.map((name) => {
+      const l = data[name];
+      return (
+        <span key={name} class={l.connected ? "ok" : "err"} title={l.detail} data-layer={name} data-connected={String(l.connected)}>
+          {l.connected ? "✓" : "✕"} {name}{l.connected ? "" : " not connected"}
+        </span>
+      );
+    }), <AppliedSummary key="applied" applied={data.applied} />];
   }
-  const down = data ? Object.values(data).filter((l) => !l.connected).length : 0;
+  const down = data ? LAYER_KEYS.filter((name) => !data[name].connected).length : 0;
   return <span class={`dataplanes${down ? " some-down" : ""}`} data-testid="dataplane-status" role="status">{body}</span>;
 }
 

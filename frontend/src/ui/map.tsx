@@ -8,8 +8,9 @@ import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { feature, mesh } from "topojson-client";
 import type { GeometryCollection, Topology as TopoJSON } from "topojson-specification";
 import world from "world-atlas/countries-110m.json";
-import type { AnycastResponse, DnsAnswers, PoP } from "../api";
+import type { AnycastResponse, Applied, DnsAnswers, PoP } from "../api";
 import { SLICES, store, type PopSummary } from "../store";
+import { popTrouble } from "./applied";
 import { colourOf, symbolOf } from "./common";
 
 export type Layer = "dns" | "anycast" | "local";
@@ -45,6 +46,21 @@ function markerSymbol(health: string): string {
 interface MarkerProps {
   pop: PoP; x: number; y: number; summary: PopSummary; selected: boolean; flash: boolean;
   anycastMismatch: boolean; onSelect: (id: number) => void;
+  /** Backends live traffic has ejected right now (passive health, beside the prober's verdict). */
+  ejected: number;
+  /** A layer of this PoP whose data plane does not run the desired version (its words), if any. */
+  notApplied: string | undefined;
+}
+
+/** Backends of a PoP that live traffic took out (outlier ejection), counted from the topology. */
+function ejectedIn(popId: number): number {
+  const now = Date.now();
+  let n = 0;
+  for (const b of store.backendsOfPop(popId)) {
+    const x = b as typeof b & { ejected_at?: string | null; ejected_until?: string | null };
+    if (x.ejected_at && x.ejected_until && Date.parse(x.ejected_until) > now) n += 1;
+  }
+  return n;
 }
 
 /** One PoP: a dot in its health colour with its symbol and, when not ready, its admin symbol. */
@@ -52,10 +68,13 @@ const Marker = memo(function Marker(p: MarkerProps) {
   const { pop, summary } = p;
   const admin = pop.admin_state;
   const title = `${pop.name} (${pop.slug}) · ${summary.health} · ${admin} · anycast ${pop.announce} · ` +
-    `${summary.counts.up} up, ${summary.counts.down} down of ${summary.total} backends`;
+    `${summary.counts.up} up, ${summary.counts.down} down of ${summary.total} backends` +
+    (p.ejected ? ` · ${p.ejected} ejected by live traffic` : "") + (p.notApplied ? ` · ✗ ${p.notApplied}` : "");
   return (
     <g class={`pop-marker${p.selected ? " selected" : ""}${p.flash ? " flash-svg" : ""}`} data-testid="pop-marker"
-      data-pop={pop.slug} data-health={summary.health} data-admin-state={admin} transform={`translate(${p.x},${p.y})`}
+      data-pop={pop.slug} data-health={summary.health} data-admin-state={admin} data-ejected={p.ejected || undefined}
+      data-not-applied={p.notApplied ? "true" : undefined}
+      transform={`translate(${p.x},${p.y})`}
       // Lower-case on purpose: SVG keeps an attribute's case, and only "tabindex" makes a <g> focusable.
       tabindex={0} role="button" aria-label={title} aria-pressed={p.selected}
       onClick={() => p.onSelect(pop.id)}
@@ -65,23 +84,28 @@ const Marker = memo(function Marker(p: MarkerProps) {
         stroke={admin === "ready" ? "#0b0e13" : colourOf(admin)} stroke-width={admin === "ready" ? 1.5 : 2.5}
         stroke-dasharray={admin === "draining" ? "2 1.5" : undefined} />
       {p.anycastMismatch && <circle r={10} fill="none" stroke={colourOf("stale")} stroke-width={1.5} stroke-dasharray="3 2" />}
+      {p.ejected > 0 && <circle r={p.selected ? 9.5 : 8} fill="none" stroke={colourOf("ejected")} stroke-width={1.8}
+        stroke-dasharray="1.5 1.5" data-testid="ejected-ring" />}
+      {p.notApplied && <text x={-3} y={-8} class="not-applied" fill={colourOf("behind")} data-testid="not-applied">✗</text>}
     </g>
   );
 }, (a, b) => a.summary.stamp === b.summary.stamp && a.x === b.x && a.y === b.y && a.selected === b.selected &&
-  a.flash === b.flash && a.anycastMismatch === b.anycastMismatch && a.pop === b.pop);
+  a.flash === b.flash && a.anycastMismatch === b.anycastMismatch && a.pop === b.pop && a.ejected === b.ejected &&
+  a.notApplied === b.notApplied);
 
 /** The PoP's slug with its health symbol and, when not ready / withdrawn, those symbols too. Drawn
  * under the markers and not clickable, so a label never hides another PoP's marker. */
-const Label = memo(function Label({ pop, x, y, health }: { pop: PoP; x: number; y: number; health: string; stamp: number }) {
+const Label = memo(function Label({ pop, x, y, health, ejected }: { pop: PoP; x: number; y: number; health: string; stamp: number; ejected: number }) {
   const admin = pop.admin_state;
   return (
     <text x={x + 9} y={y + 4} class="pop-label" data-pop={pop.slug}>
       {pop.slug} <tspan fill={markerColour(health)}>{markerSymbol(health)}</tspan>
       {admin !== "ready" && <tspan fill={colourOf(admin)}> {symbolOf(admin)}</tspan>}
       {pop.announce === "withdraw" && <tspan fill={colourOf("withdraw")}> {symbolOf("withdraw")}</tspan>}
+      {ejected > 0 && <tspan fill={colourOf("ejected")}> {symbolOf("ejected")}{ejected}</tspan>}
     </text>
   );
-}, (a, b) => a.pop === b.pop && a.x === b.x && a.y === b.y && a.stamp === b.stamp);
+}, (a, b) => a.pop === b.pop && a.x === b.x && a.y === b.y && a.stamp === b.stamp && a.ejected === b.ejected);
 
 const Donut = memo(function Donut({ summary, x, y }: { summary: PopSummary; x: number; y: number }) {
   const r = 11;
@@ -148,6 +172,8 @@ export interface MapProps {
   dns: DnsAnswers | undefined;
   anycastPrefix: number | null;
   anycast: AnycastResponse | undefined;
+  /** Desired vs applied per PoP and layer (GET /api/v1/dataplanes/ → applied). */
+  applied: Applied | undefined;
 }
 
 export function WorldMap(props: MapProps) {
@@ -223,7 +249,7 @@ export function WorldMap(props: MapProps) {
             if (!labelled.has(pop.id)) return null;
             const [x, y] = pt(pop.longitude, pop.latitude);
             const s = store.summary(pop.id);
-            return <Label key={pop.id} pop={pop} x={x} y={y} health={s.health} stamp={s.stamp} />;
+            return <Label key={pop.id} pop={pop} x={x} y={y} health={s.health} stamp={s.stamp} ejected={ejectedIn(pop.id)} />;
           })}
         </g>
         <g class="pops">
@@ -232,7 +258,8 @@ export function WorldMap(props: MapProps) {
             const sel = props.selectedPop === pop.id;
             return <Marker key={pop.id} pop={pop} x={x} y={y} summary={store.summary(pop.id)} selected={sel}
               flash={store.isFlashing(`pop:${pop.id}`)}
-              anycastMismatch={props.layers.anycast && mismatch(pop, props.anycast)} onSelect={props.onSelectPop} />;
+              anycastMismatch={props.layers.anycast && mismatch(pop, props.anycast)} onSelect={props.onSelectPop}
+              ejected={ejectedIn(pop.id)} notApplied={popTrouble(props.applied, pop.slug)?.detail} />;
           })}
         </g>
       </svg>

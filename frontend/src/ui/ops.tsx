@@ -83,6 +83,8 @@ function OpRow({ op, canAct, onAction, sessions }: { op: Operation; canAct: bool
       </div>
       <div class="op-detail" title={steps}>
         {parts}{current && <span class="muted"> · now: {current.name} ({current.status})</span>}
+        {p.dns && ACTIVE.has(op.status) && <span class="muted"> · DNS: {p.dns}</span>}
+        {p.unconfirmed?.length ? <div class="err" data-testid="unconfirmed">✗ not confirmed by the data plane: {p.unconfirmed.join("; ")}</div> : null}
         <span class="muted"> · by {op.actor_name || "—"}{op.forced ? " (forced)" : ""}{op.created_at ? ` at ${clock(op.created_at)}` : ""} · “{op.reason}”</span>
       </div>
     </li>

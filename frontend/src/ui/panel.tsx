@@ -3,16 +3,41 @@
 // share of the pool, live sessions), and the actions an operator may take.
 
 import { useEffect, useRef, useState } from "preact/hooks";
-import type { AnycastPop, Backend, BackendStats, Pool, PoP, StatsResponse } from "../api";
+import type { AnycastPop, Applied, Backend, BackendStats, Pool, PoP, StatsResponse } from "../api";
 import { pollData, type PollState } from "../poll";
 import { samples } from "../samples";
 import { store } from "../store";
 import type { ActionRequest } from "./actions";
-import { ago, Badge, fmt } from "./common";
+import { PopApplied } from "./applied";
+import { ago, Badge, fmt, symbolOf } from "./common";
 
 type SortKey = "name" | "health" | "admin" | "weight" | "eff" | "share" | "sessions" | "rate";
 const HEALTH_ORDER: Record<string, number> = { down: 0, stale: 1, unknown: 2, up: 3 };
 const ADMIN_ORDER: Record<string, number> = { maint: 0, draining: 1, drained: 2, ready: 3 };
+
+/** Passive health (outlier ejection) as the topology carries it: every model field travels. */
+type Passive = { ejected_at?: string | null; ejected_until?: string | null; ejection_count?: number; ejection_reason?: string };
+type PoolPassive = {
+  outlier_panic?: boolean; outlier_panic_reason?: string; outlier_detection?: boolean; outlier_max_ejected_percent?: number;
+  retries?: number; redispatch?: boolean; observe?: string; error_limit?: number;
+};
+
+/** Seconds of ejection left, or null when live traffic has not taken the backend out. */
+export function ejectedFor(b: Backend): number | null {
+  const x = b as Backend & Passive;
+  if (!x.ejected_at || !x.ejected_until) return null;
+  const left = (Date.parse(x.ejected_until) - Date.now()) / 1000;
+  return left > 0 ? left : null;
+}
+
+/** "ejected by live traffic: 14 × 5xx in 10 s · back in 25 s (ejection 2 in a row)". */
+export function ejectionText(b: Backend): string {
+  const left = ejectedFor(b);
+  if (left === null) return "";
+  const x = b as Backend & Passive;
+  const nth = (x.ejection_count ?? 1) > 1 ? ` (ejection ${x.ejection_count} in a row)` : "";
+  return `ejected by live traffic: ${x.ejection_reason || "failing requests"} · back in ${Math.ceil(left)} s unless the prober finds it down${nth}`;
+}
 
 export interface PanelProps {
   pop: PoP;
@@ -28,6 +53,8 @@ export interface PanelProps {
   anycastMissing: boolean;
   /** GET /api/v1/stats/backends/?pop=<id>, polled by the app (operations use it too). */
   stats: PollState<StatsResponse>;
+  /** Desired vs applied per PoP and layer (GET /api/v1/dataplanes/ → applied). */
+  applied: Applied | undefined;
 }
 
 /** Share of the pool's traffic: effective weight over the pool's total (backups only when no primary serves). */
@@ -83,7 +110,7 @@ export function PopPanel(p: PanelProps) {
           <Badge state={pop.admin_state} />
           <Badge state={pop.announce} />
           {summary.panic && <Badge state="panic" />}
-          <span class="muted">{summary.total} backends · {summary.counts.up} up · {summary.counts.down} down · capacity {fmt.format(summary.capacity)} req/s</span>
+          <span class="muted">{summary.total} backends · {summary.counts.up} up · {summary.counts.down} down{ejectedInPop(pop.id) > 0 ? ` · ${ejectedInPop(pop.id)} ejected by live traffic` : ""} · capacity {fmt.format(summary.capacity)} req/s</span>
         </div>
         {p.canAct && (
           <div class="actions">
@@ -95,6 +122,7 @@ export function PopPanel(p: PanelProps) {
           </div>
         )}
         <AnycastLine pop={pop} a={p.anycast} missing={p.anycastMissing} />
+        <PopApplied applied={p.applied} slug={pop.slug} />
         {statsNote && <div class="note" role="status">{statsNote}</div>}
       </header>
       <div class="pools">
@@ -106,6 +134,12 @@ export function PopPanel(p: PanelProps) {
       )}
     </section>
   );
+}
+
+function ejectedInPop(popId: number): number {
+  let n = 0;
+  for (const b of store.backendsOfPop(popId)) if (ejectedFor(b) !== null) n += 1;
+  return n;
 }
 
 function AnycastLine({ pop, a, missing }: { pop: PoP; a: AnycastPop | undefined; missing: boolean }) {
@@ -156,6 +190,10 @@ function PoolBlock(p: Omit<PanelProps, "stats"> & { pool: Pool; sort: { key: Sor
   );
   const act = (kind: ActionRequest["kind"]) => () => p.onAction({ kind, target: { type: "pool", id: pool.id, name: `${store.t.pops.get(pool.pop_id)?.slug}/${pool.slug}` } });
   const totalEff = backends.filter((b) => !b.backup).reduce((s, b) => s + b.effective_weight, 0);
+  const passive = pool as Pool & PoolPassive;
+  const ejected = backends.filter((b) => ejectedFor(b) !== null).length;
+  const policy = passive.outlier_detection === false ? "outlier ejection off"
+    : `ejects at most ${passive.outlier_max_ejected_percent ?? 10}% at once`;
   return (
     <div class={`pool${store.isFlashing(`pool:${pool.id}`) ? " flash" : ""}`} data-pool-id={pool.id} data-testid="pool">
       <div class="pool-head">
@@ -163,6 +201,7 @@ function PoolBlock(p: Omit<PanelProps, "stats"> & { pool: Pool; sort: { key: Sor
         <span class="muted">{service ? service.fqdn : `service #${pool.service_id}`} · {pool.mode} · {pool.algorithm} · Σ eff {totalEff}</span>
         {pool.admin_state !== "ready" && <Badge state={pool.admin_state} />}
         {pool.in_panic && <Badge state="panic" />}
+        {passive.outlier_panic && <Badge state="panic" label="ejection limit" title={passive.outlier_panic_reason ?? ""} />}
         {p.canAct && (
           <span class="pool-actions">
             <button class="small" onClick={act("drain")} title="Drain every backend of the pool">Drain pool</button>
@@ -171,6 +210,12 @@ function PoolBlock(p: Omit<PanelProps, "stats"> & { pool: Pool; sort: { key: Sor
           </span>
         )}
       </div>
+      <div class="muted passive-line" data-testid="passive-line">
+        live traffic: {passive.retries ?? 3} retries{passive.redispatch === false ? "" : " on another server"}
+        {passive.observe === "layer4" ? ` · HAProxy takes a server out after ${passive.error_limit ?? 5} failed connections` : ""}
+        {` · ${policy}`}{ejected > 0 ? ` · ${ejected} ejected now` : ""}
+      </div>
+      {passive.outlier_panic && <div class="note" role="status" data-testid="outlier-panic">{symbolOf("panic")} {passive.outlier_panic_reason}</div>}
       {backends.length === 0 ? <p class="muted">No backends in this pool.</p> : (
         <table class="backends">
           <thead>
@@ -215,8 +260,10 @@ function BackendRow({ b, share, stats, canAct, selected, onSelect, onAction, pat
     e.stopPropagation();
     onAction({ kind, target: { type: "backend", id: b.id, name: path }, weight: b.weight });
   };
+  const ejection = ejectionText(b);
   return (
     <tr data-testid="backend-row" data-backend={b.id} data-health={b.health} data-admin-state={b.admin_state}
+      data-ejected={ejection ? "true" : undefined}
       class={`${selected ? "selected" : ""}${store.isFlashing(`backend:${b.id}`) ? " flash" : ""}`}
       onClick={() => onSelect(selected ? null : b.id)}>
       <td class="name">
@@ -224,7 +271,8 @@ function BackendRow({ b, share, stats, canAct, selected, onSelect, onAction, pat
           title={`${b.address}:${b.port}${b.version ? ` · version ${b.version}` : ""}`}>{b.name}</button>
         {b.backup && <span class="tag">backup</span>}
       </td>
-      <td class="health"><span class="cell"><Badge state={b.health} /><Sparkline id={b.id} width={48} /></span></td>
+      <td class="health"><span class="cell">{ejection ? <Badge state={b.health} title={`prober: ${b.health}`} /> : <Badge state={b.health} />}
+        {ejection && <Badge state="ejected" title={ejection} />}<Sparkline id={b.id} width={48} /></span></td>
       <td><Badge state={b.admin_state} /></td>
       <td class="num">{b.weight}</td>
       <td class={`num${b.effective_weight !== b.weight ? " differs" : ""}`} title={b.effective_weight_reason}>{b.effective_weight}</td>
@@ -294,6 +342,7 @@ function BackendDetail({ backend: b, onClose, onHistory }: { backend: Backend; o
       <div>Weight: configured {b.weight} → effective {b.effective_weight} <span class="muted">({b.effective_weight_reason})</span></div>
       {share && <div>Share: {sharePct(share.share)} of the pool's new connections: effective weight {b.effective_weight} of {share.total}
         {b.backup ? (share.backupOnly ? " (backups serve: no primary left)" : " (backup: used only when no primary serves)") : ""}</div>}
+      <LiveTrafficLine b={b} />
       <div><button class="link" onClick={() => onHistory(b.name)}>History of {b.name} in the timeline</button></div>
       {s ? (
         <>
@@ -314,4 +363,16 @@ function BackendDetail({ backend: b, onClose, onHistory }: { backend: Backend; o
       ) : <div class="muted">Loading probe results…</div>}
     </aside>
   );
+}
+
+/** Passive health beside active health: what live traffic decided, and what happens next. */
+function LiveTrafficLine({ b }: { b: Backend }) {
+  const x = b as Backend & Passive;
+  const text = ejectionText(b);
+  if (text) {
+    return <div data-testid="live-traffic">Live traffic: <Badge state="ejected" /> {text.replace("ejected by live traffic: ", "")}
+      <span class="muted"> · since {x.ejected_at ? new Date(x.ejected_at).toLocaleTimeString() : "?"} (audited as system:outlier)</span></div>;
+  }
+  const last = x.ejected_until ? ` · last ejected until ${new Date(x.ejected_until).toLocaleTimeString()}${x.ejection_reason ? ` (${x.ejection_reason})` : ""}` : "";
+  return <div class="muted" data-testid="live-traffic">Live traffic: in rotation{last}</div>;
 }
