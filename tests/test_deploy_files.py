@@ -50,3 +50,43 @@ def test_every_queue_a_task_is_routed_to_has_a_worker() -> None:
             consumed |= set(command[command.index("--queues") + 1].split(","))
     assert queues <= consumed, f"nobody consumes {queues - consumed}"
     assert "probes" in queues  # probe shards do not share the timers' queue
+
+
+POP_SIDE = ("haproxy-agent", "gslb", "pdns", "exabgp")
+
+
+def test_the_pop_side_runs_every_data_plane_with_a_healthcheck() -> None:
+    services = compose()["services"]
+    for name in POP_SIDE:
+        assert name in services, name
+        assert "healthcheck" in services[name], f"{name} has no healthcheck"
+        assert services[name].get("profiles") == ["pop"], name
+
+
+def test_the_pop_side_holds_agent_tokens_and_no_database_or_redis_credential() -> None:
+    services = compose()["services"]
+    secrets = compose()["secrets"]
+    for name in POP_SIDE:
+        env = services[name].get("environment", {}) or {}
+        assert not {"DATABASE_URL", "REDIS_URL", "SECRET_KEY"} & set(env), f"{name} holds control-plane credentials"
+        assert "<<" not in env, name
+        for secret in services[name].get("secrets", []):
+            assert secrets[secret]["file"].startswith("./secrets/agent-"), (name, secret)
+    commands = {name: services[name]["command"] for name in ("haproxy-agent", "gslb")}
+    for name, command in commands.items():
+        assert command[0] == "steering-agent" and "--token-file" in command, name
+        assert command[command.index("--api") + 1] == "http://web:8000", name
+
+
+def test_the_agents_it_starts_exist() -> None:
+    from steering.agents.cli import SUBCOMMANDS
+
+    services = compose()["services"]
+    for name in ("haproxy-agent", "gslb"):
+        assert services[name]["command"][1] in SUBCOMMANDS
+    exabgp_conf = (ROOT / "deploy" / "compose" / "exabgp.conf").read_text()
+    assert services["exabgp"]["command"] == ["exabgp", "/opt/steering/deploy/compose/exabgp.conf"]
+    assert "-m steering.agents.exabgp" in exabgp_conf
+    assert "--token-file /run/secrets/agent_pop_token" in exabgp_conf and "--api http://web:8000" in exabgp_conf
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "AS agent" in dockerfile
