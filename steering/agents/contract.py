@@ -172,20 +172,29 @@ class StateFile:
             return None
 
     def save(self, desired: Desired) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)  # created 0600
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(desired.as_dict(), f, separators=(",", ":"))
+        write_private(self.path, json.dumps(desired.as_dict(), separators=(",", ":")), sync=True)
+
+
+def write_private(path: str | os.PathLike[str], text: str, *, sync: bool = False) -> None:
+    """`text` into `path`, readable by this user only (0600 from the moment the file exists),
+    replaced atomically (a reader sees the old file or the new one, never half of one). Agents'
+    state files and the demo's token files are written this one way."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)  # created 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            if sync:
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 class Follower:

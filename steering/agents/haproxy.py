@@ -36,7 +36,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from steering.agents.contract import ApplyError, ContractClient, Desired, Follower, StateFile, read_token
+from steering.agents.contract import (
+    ApplyError,
+    ContractClient,
+    Desired,
+    Follower,
+    StateFile,
+    read_token,
+    write_private,
+)
 from steering.dataplane.haproxy.apply import Key, Result, Want, reconcile, sync
 from steering.dataplane.haproxy.model import PopSpec, pop_spec_from_dict
 from steering.dataplane.haproxy.process import ManagedHAProxy, haproxy_binary
@@ -69,12 +77,7 @@ class FileAppliedStore:
         return {k: Want(v["state"], int(v["weight"])) for k, v in raw.items()}
 
     def put(self, pop: str, applied: Mapping[Key, Want]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({k: v.as_dict() for k, v in applied.items()}, f)
-        os.replace(tmp, self.path)
+        write_private(self.path, json.dumps({k: v.as_dict() for k, v in applied.items()}))
 
 
 def config_signature(spec: PopSpec) -> str:

@@ -7,12 +7,12 @@ stays usable; a revoked or expired one is replaced.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
+from steering.agents.contract import write_private
 from steering.choices import Role
 from steering.models import ApiToken, PoP
 from steering.models.tokens import hash_token
@@ -25,13 +25,6 @@ DEMO = Actor.system("demo")
 def _usable(raw: str) -> bool:
     token = ApiToken.objects.filter(digest=hash_token(raw)).first()
     return token is not None and token.revoked_at is None and token.expires_at > timezone.now()
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # private before a byte is written
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text + "\n")
 
 
 def agent_token_file(var: Path, pop: PoP | None) -> Path:
@@ -49,5 +42,5 @@ def agent_token_file(var: Path, pop: PoP | None) -> Path:
         do_revoke_token(stale, actor=DEMO, reason="make run: replaced by a new demo agent token")
     _token, raw = do_create_token(owner, name=name, role=Role.AGENT, pop=pop, actor=DEMO,
                                   reason="make run: the demo's agents use scoped tokens")
-    _write_private(path, raw)
+    write_private(path, raw + "\n")
     return path

@@ -17,11 +17,11 @@ import datetime
 import logging
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from steering.agents.contract import write_private
 from steering.dataplane.exabgp.lab import (
     Bird,
     ExaBGPProcess,
@@ -60,22 +60,6 @@ def anycast_layer(python: str, var_dir: Path, *, api: str) -> AnycastDemo:
         lines=["  anycast:          BIRD on 127.0.0.1 + one ExaBGP per PoP (127.0.0.2...), each agent with its PoP's token",
                f"                    birdc -s {directory / 'bird' / 'bird.ctl'} show route"],
     )
-
-
-def write_private(path: Path, text: str) -> None:
-    """`text` into `path`, readable by this user only (0600 from the start), replaced atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)   # created 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def agent_tokens(directory: Path) -> dict[str, Path]:

@@ -19,6 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from steering.agents.contract import write_private
 from steering.gslb.server import parse_listen
 
 DEMO_TOKEN_NAME = "agent-dns-demo"
@@ -55,12 +56,7 @@ def ensure_dns_agent_token(path: Path) -> Path:
                                           reason="the demo GSLB server (manage.py gslb_server)")
     finally:
         connections.close_all()
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(raw + "\n")
-    os.replace(tmp, path)
+    write_private(path, raw + "\n")
     return path
 
 
