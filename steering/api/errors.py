@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DataError
+from django.db import DataError, connection, transaction
 from django.db.models import ProtectedError
 from django.http import Http404
 from rest_framework import exceptions, status
@@ -23,7 +23,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response({"code": "invalid", "detail": "Invalid input.", "errors": errors}, status=400)
     if isinstance(exc, DataError):
         # The database refused a value the validation let through (an odd filter value, say):
-        # still the client's input, so a 400, never a 500.
+        # still the client's input, so a 400, never a 500. PostgreSQL has aborted the transaction:
+        # inside an enclosing one (a caller's atomic block), roll back to its savepoint.
+        if connection.in_atomic_block:
+            transaction.set_rollback(True)
         return Response({"code": "invalid", "detail": "A value was not acceptable to the database.",
                          "errors": {"non_field_errors": [str(exc).splitlines()[0][:200]]}}, status=400)
     if isinstance(exc, ProtectedError):
