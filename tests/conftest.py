@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,8 +13,7 @@ from rest_framework.test import APIClient
 from steering.models import audit_sql
 from steering.services.context import Actor
 from steering.services.tokens import do_create_token
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from tests.support import IN_CI  # noqa: F401  (defined once there; some tests import it from here)
 
 
 @pytest.fixture(autouse=True, scope="session")

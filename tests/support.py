@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -28,3 +33,11 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 10.0, *, 
             return value
         time.sleep(interval)
     raise AssertionError(f"gave up waiting for {what}")
+
+
+def missing(what: str) -> NoReturn:
+    """A real component the test needs is not installed: a failure in CI (where a skip would hide
+    a missing install step), a skip elsewhere, saying what to install."""
+    if IN_CI:
+        pytest.fail(what, pytrace=False)
+    pytest.skip(what)

@@ -57,7 +57,7 @@ def test_with_the_system_resolver_every_address_a_name_gives_must_be_allowed(adm
     monkeypatch.setattr(resolve, "MODE", "system")
     monkeypatch.setattr(socket, "getaddrinfo", fake_resolver({
         "app-1.fleet.example": [["127.0.0.21"]],
-        "app-2.fleet.example": [["127.0.0.22", "10.20.0.5"]],
+        "app-2.fleet.example": [["127.0.0.22", "203.0.113.5"]],  # documentation address: data only
     }))
     pool = f.pool()
     ok = admin_api.post("/api/v1/backends/", {"pool": pool.pk, "name": "app-1", "address": "app-1.fleet.example",
@@ -66,7 +66,7 @@ def test_with_the_system_resolver_every_address_a_name_gives_must_be_allowed(adm
     refused = admin_api.post("/api/v1/backends/", {"pool": pool.pk, "name": "app-2", "address": "app-2.fleet.example",
                                                   "port": 8080}, format="json")
     assert refused.status_code == 400
-    assert "app-2.fleet.example resolves to 10.20.0.5" in refused.json()["errors"]["address"][0]
+    assert "app-2.fleet.example resolves to 203.0.113.5" in refused.json()["errors"]["address"][0]
     unknown = admin_api.post("/api/v1/backends/", {"pool": pool.pk, "name": "app-3", "address": "nope.fleet.example",
                                                   "port": 8080}, format="json")
     assert unknown.status_code == 400 and "does not resolve" in unknown.json()["errors"]["address"][0]
@@ -74,9 +74,10 @@ def test_with_the_system_resolver_every_address_a_name_gives_must_be_allowed(adm
 
 def test_a_production_address_is_refused_only_by_the_allowlist_setting(admin_api, settings):
     pool = f.pool()
-    body = {"pool": pool.pk, "name": "app-9", "address": "10.20.0.9", "port": 8080}
+    # A documentation address as data: nothing here probes or connects to it.
+    body = {"pool": pool.pk, "name": "app-9", "address": "198.51.100.9", "port": 8080}
     assert admin_api.post("/api/v1/backends/", body, format="json").status_code == 400
-    settings.STEERING_PROBE_ALLOWLIST = ["10.20.0.0/16"]
+    settings.STEERING_PROBE_ALLOWLIST = ["198.51.100.0/24"]
     assert admin_api.post("/api/v1/backends/", body, format="json").status_code == 201
 
 
@@ -86,13 +87,13 @@ def test_the_probe_connects_to_the_address_it_checked_even_if_the_name_moves(mon
     from steering.health.checks import resolve_allowed
 
     monkeypatch.setattr(resolve, "MODE", "system")
-    # First answer allowed, a second lookup would say 10.0.0.1: only one lookup happens, and its
+    # First answer allowed, a second lookup would say 203.0.113.1: only one lookup happens, and its
     # answer is what the probe uses.
-    monkeypatch.setattr(socket, "getaddrinfo", fake_resolver({"moving.example": [["127.0.0.44"], ["10.0.0.1"]]}))
+    monkeypatch.setattr(socket, "getaddrinfo", fake_resolver({"moving.example": [["127.0.0.44"], ["203.0.113.1"]]}))
     nets = [ipaddress.ip_network("127.0.0.0/8")]
     assert asyncio.run(resolve_allowed("moving.example", 80, nets)) == ("127.0.0.44", "")
     ip, why = asyncio.run(resolve_allowed("moving.example", 80, nets))
-    assert ip is None and "moving.example resolves to 10.0.0.1, outside the probe allowlist" == why
+    assert ip is None and "moving.example resolves to 203.0.113.1, outside the probe allowlist" == why
 
 
 def test_it_refuses_to_delete_a_backend_while_it_drains(admin_api, operator_api):

@@ -50,9 +50,9 @@ from steering.services.audit import current_version
 from steering.services.context import Actor
 from steering.services.tokens import do_create_token, do_revoke_token
 from tests import factories as f
-from tests.conftest import IN_CI, make_user, token_client
+from tests.conftest import make_user, token_client
 from tests.processes import ROOT, stop_process_group, subprocess_env
-from tests.support import free_port, wait_for
+from tests.support import free_port, missing, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -64,13 +64,11 @@ FORCE = {"force": True, "force_reason": "test: the rest of the fleet takes it"}
 
 
 def require_binaries() -> None:
-    missing = [name for name, found in (("bird", bird_binary()), ("birdc", birdc_binary()),
-                                        ("exabgp", exabgp_binary())) if not found]
-    if missing:
-        message = f"{', '.join(missing)} not installed (Debian bird2; exabgp from requirements-dev.txt)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+    absent = [name for name, found in (("bird", bird_binary()), ("birdc", birdc_binary()),
+                                       ("exabgp", exabgp_binary())) if not found]
+    if absent:
+        message = f"{', '.join(absent)} not installed (Debian bird2; exabgp from requirements-dev.txt)"
+        missing(message)
 
 
 class Web:

@@ -37,9 +37,9 @@ from steering.services.audit import current_version
 from steering.services.context import Actor
 from steering.services.tokens import do_revoke_token
 from tests import factories as f
-from tests.conftest import IN_CI, make_user, token_client
+from tests.conftest import make_user, token_client
 from tests.processes import ROOT, stop_process_group, subprocess_env
-from tests.support import free_port, wait_for
+from tests.support import free_port, missing, wait_for
 from tests.test_gslb_pdns import GslbAgent as GslbAgentProcess
 from tests.test_gslb_pdns import (
     Stack,
@@ -72,9 +72,7 @@ def dig_binary() -> str:
     found = shutil.which("dig")
     if found is None:
         message = "dig is not installed: apt-get install bind9-dnsutils"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(message)
     return found
 
 

@@ -26,7 +26,6 @@ from typing import Any
 import pytest
 
 from steering.dataplane.haproxy.desired import pop_spec
-from steering.dataplane.haproxy.render import render, write_config
 from steering.dataplane.haproxy.runtime import Runtime
 from steering.dataplane.haproxy.stats import StatsCollector
 from steering.dataplane.stats import KEY
@@ -37,7 +36,7 @@ from steering.services.health import record_transitions
 from tests import factories as f
 from tests.processes import stop_process_group
 from tests.support import free_port, wait_for
-from tests.test_haproxy_render import haproxy_binary
+from tests.test_haproxy_live import HAProxy
 
 # One backend process: HTTP/1.1 keep-alive on 127.0.0.1, answers its name; "fail R" on stdin makes
 # it answer 503 to that share of requests. Each answer is written whole, in one write.
@@ -156,9 +155,9 @@ class Lab:
         service = f.service(protocol="http", slug="api")
         self.pool = f.pool(self.pop, service, slug="api-web", **pool_kw)
         self.backends: dict[str, BackendProcess] = {}
-        self.haproxy: subprocess.Popen[bytes] | None = None
-        self.port = free_port()
-        self.socket = str(workdir / "admin.sock")
+        self.hap = HAProxy(workdir)   # the rendered config, on loopback (tests/test_haproxy_live.py)
+        self.port = self.hap.port
+        self.socket = self.hap.socket
         for i in range(1, n + 1):
             proc = BackendProcess(f"api-{i}")
             self.backends[proc.name] = proc
@@ -166,29 +165,11 @@ class Lab:
         self.collector = StatsCollector(Runtime(self.socket))
 
     def start(self) -> Lab:
-        spec = pop_spec(self.pop)
-        rendered = render(spec, socket_path=self.socket, binds={"api": ("127.0.0.1", self.port)})
-        cfg = self.workdir / "haproxy.cfg"
-        write_config(rendered, str(cfg), haproxy=haproxy_binary())
-        self.log = open(self.workdir / "haproxy.log", "wb")  # noqa: SIM115 (closed in stop)
-        self.haproxy = subprocess.Popen([haproxy_binary(), "-W", "-db", "-f", str(cfg)], stdout=self.log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(self._ready, "HAProxy's admin socket")
+        self.hap.start(self.pop)
         return self
 
-    def _ready(self) -> bool:
-        assert self.haproxy is not None
-        if self.haproxy.poll() is not None:
-            raise AssertionError(f"haproxy exited: {(self.workdir / 'haproxy.log').read_text()}")
-        try:
-            return bool(Runtime(self.socket).backends())
-        except Exception:
-            return False
-
     def stop(self) -> None:
-        if self.haproxy is not None:
-            stop_process_group(self.haproxy, timeout=10)
-            self.log.close()
+        self.hap.stop()
         for b in self.backends.values():
             b.stop()
 

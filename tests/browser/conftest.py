@@ -28,8 +28,8 @@ import pytest
 from django.conf import settings
 from django.db import connections, transaction
 
-from tests.conftest import IN_CI
 from tests.processes import ROOT, CeleryProcess, stop_process_group, subprocess_env
+from tests.support import missing
 
 T = TypeVar("T")
 
@@ -45,12 +45,6 @@ def artifacts_dir() -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
 
-
-def missing(what: str) -> None:
-    """A missing browser or build fails in CI and skips elsewhere, saying what to install."""
-    if IN_CI:
-        pytest.fail(what, pytrace=False)
-    pytest.skip(what)
 
 
 @pytest.fixture(autouse=True)

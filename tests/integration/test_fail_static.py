@@ -86,9 +86,9 @@ from steering.services.context import Actor
 from steering.services.effects import VERSION_KEY, _redis
 from steering.services.tokens import do_create_token
 from tests import factories as f
-from tests.conftest import IN_CI, make_user, token_client
+from tests.conftest import make_user, token_client
 from tests.processes import ROOT, WebProcess, stop_process_group
-from tests.support import free_port, wait_for
+from tests.support import free_port, missing, wait_for
 from tests.test_haproxy_live import HAProxy, NameServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -107,13 +107,11 @@ BACKENDS = ("app-1", "app-2")
 def require_binaries() -> None:
     found = {"haproxy": haproxy_binary(), "pdns_server": pdns_server_binary(), "bird": bird_binary(),
              "birdc": birdc_binary(), "exabgp": exabgp_binary()}
-    missing = [name for name, path in found.items() if not path]
-    if missing:
-        message = (f"{', '.join(missing)} not installed (Debian haproxy pdns-server pdns-backend-remote bird2; "
+    absent = [name for name, path in found.items() if not path]
+    if absent:
+        message = (f"{', '.join(absent)} not installed (Debian haproxy pdns-server pdns-backend-remote bird2; "
                    "exabgp from requirements-dev.txt)")
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(message)
 
 
 def agent_env() -> dict[str, str]:

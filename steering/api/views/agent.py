@@ -136,6 +136,13 @@ class AgentView(APIView):
     # Scope is checked per request (steering.api.agent_scope); authentication is all this asks.
     permission_classes = [permissions.IsAuthenticated]
 
+    @staticmethod
+    def validated(request: Request, serializer: type[ScopeInput]) -> tuple[dict[str, Any], AgentIdentity]:
+        """An agent's post: its body valid (400 otherwise), and its scope the caller's (403)."""
+        data = serializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return data.validated_data, _scope(request, data.validated_data, writing=True)
+
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, _Refused):
             return exc.response
@@ -196,10 +203,7 @@ class AckView(AgentView):
     def post(self, request: Request) -> Response:
         if (refused := _too_large(request)) is not None:
             return refused
-        data = AckInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
-        identity = _scope(request, v, writing=True)
+        v, identity = self.validated(request, AckInput)
         record_seen(identity)
         return Response(acknowledge(identity, version=v["version"], etag=v["etag"], error=v["error"]).as_dict())
 
@@ -210,10 +214,7 @@ class ReportView(AgentView):
     def post(self, request: Request) -> Response:
         if (refused := _too_large(request)) is not None:
             return refused
-        data = ReportInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
-        identity = _scope(request, v, writing=True)
+        v, identity = self.validated(request, ReportInput)
         wrong = self._wrong_layer_fields(identity.layer, v)
         if wrong:
             return Response({"code": "invalid", "detail": "Invalid input.",
