@@ -157,6 +157,32 @@ def test_figures_reach_redis_and_the_api(harness: Harness, operator_api: Any) ->
     assert layers["local"]["connected"] is True and harness.pop.slug in layers["local"]["pops"]
 
 
+def test_a_server_haproxy_takes_out_on_live_traffic_is_reported_in_the_same_pass(harness: Harness) -> None:
+    """The control plane learns of a DOWN from the pass that sees it, not from the next stats period:
+    with the stats period out of reach, only the agent's per-pass watch can carry it."""
+    harness.step()  # the first pass reports the figures; the next periodic report is an hour away
+    harness.agent.stats_seconds = 3600
+    dead = Backend.objects.get(pool=harness.pool, name="app-2")
+    proxy = pop_spec(harness.pop).pool(harness.pool.pk)
+    assert proxy is not None
+    harness.servers["app-2"].stop()
+
+    def haproxy_took_it_out() -> bool:
+        for _ in range(5):
+            assert harness.get()[0] == 200  # retries + redispatch: the client never sees the refusals
+        rows = {r.name: r.status for r in harness.runtime.show_stat() if r.backend == proxy.proxy}
+        return rows.get("app-2", "").startswith("DOWN")
+
+    wait_for(haproxy_took_it_out, "HAProxy's observe to take app-2 out on live traffic")
+    before = read_backend_stats([dead.pk]).get(dead.pk)
+    assert before is None or not before.observed_down
+    harness.agent.tick()
+    after = read_backend_stats([dead.pk])[dead.pk]
+    assert after.observed_down == 1
+    alive = Backend.objects.get(pool=harness.pool, name="app-1")
+    assert read_backend_stats([alive.pk])[alive.pk].observed_down == 0
+
+
 def test_a_new_pool_gets_a_config_and_a_reload(harness: Harness) -> None:
     # Through the service layer, as the API does: each write moves the state version agents follow.
     pci = do_create(Pool, {"pop": harness.pop, "service": harness.service, "slug": "pay-pci",

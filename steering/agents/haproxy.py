@@ -11,7 +11,9 @@ but the control plane's HTTP API and HAProxy's admin socket:
   the pass is a reconcile: drift (a hand-typed runtime command, a restart from an old config)
   is repaired and reported, and the control plane audits it as system:reconciler;
 - every `stats_seconds` it reports each server's figures (sessions, rates, 5xx, errors) and
-  HAProxy's status;
+  HAProxy's status; and on every pass it reads which servers HAProxy's live-traffic watch
+  (`observe`) has just taken out, reporting at once when one more goes DOWN, so the control
+  plane's ejection (map, audit) follows the kill within a pass rather than a stats period;
 - pools HAProxy does not have yet need a config: a managed HAProxy (`--spawn`: the demo, a
   single host) is re-rendered, checked with `haproxy -c` and reloaded; for an HAProxy started by
   the host's init system the version is refused with the missing pools named.
@@ -133,6 +135,7 @@ class HAProxyAgent:
         self.error = ""
         self.last_reconcile = float("-inf")
         self.last_stats = float("-inf")
+        self.observed_down: set[int] = set()   # servers HAProxy's observe had taken out at the last pass
 
     # --- applying a version --------------------------------------------------------------------
 
@@ -234,15 +237,29 @@ class HAProxyAgent:
                         self._push(self.spec, audit=True)
                     except RuntimeAPIError as exc:
                         self.connected, self.error = False, str(exc)
-        if now - self.last_stats >= self.stats_seconds:
+        rows = self._watch_down()
+        if rows is not None or now - self.last_stats >= self.stats_seconds:
             self.last_stats = now
-            self._report_stats()
+            self._report_stats(rows)
 
-    def _report_stats(self) -> None:
+    def _watch_down(self) -> list[Any] | None:
+        """The `show stat` rows when a server has newly gone DOWN since the last pass, else None."""
+        if not (self.connected and self.spec is not None):
+            return None
+        try:
+            down, rows = self.collector.observed_down(self.spec)
+        except RuntimeAPIError as exc:
+            self.connected, self.error = False, str(exc)
+            return None
+        flipped = down - self.observed_down
+        self.observed_down = down
+        return rows if flipped else None
+
+    def _report_stats(self, rows: list[Any] | None = None) -> None:
         servers: dict[str, dict[str, float]] = {}
         if self.connected and self.spec is not None:
             try:
-                figures = self.collector.collect(self.spec, write=False)
+                figures = self.collector.collect(self.spec, write=False, rows=rows)
                 servers = {str(bid): {k: v for k, v in asdict(f).items() if isinstance(v, (int, float))}
                            for bid, f in figures.items()}
             except RuntimeAPIError as exc:

@@ -81,8 +81,18 @@ class StatsCollector:
         self.runtime = runtime
         self.previous: dict[int, Sample] = {}
 
-    def collect(self, spec: PopSpec, *, now: float | None = None, write: bool = True) -> dict[int, Figures]:
+    def observed_down(self, spec: PopSpec) -> tuple[set[int], list[ServerStat]]:
+        """The servers HAProxy's live-traffic watch has taken out now, and the rows it read (so a
+        report made at once need not ask again)."""
         rows: list[ServerStat] = self.runtime.show_stat()
+        ids = backend_ids(spec)
+        down = {bid for row in rows if (bid := ids.get((row.backend, row.name))) is not None
+                and observed_down(row.status)}
+        return down, rows
+
+    def collect(self, spec: PopSpec, *, now: float | None = None, write: bool = True,
+                rows: list[ServerStat] | None = None) -> dict[int, Figures]:
+        rows = self.runtime.show_stat() if rows is None else rows
         now = now if now is not None else time.time()
         ids = backend_ids(spec)
         out: dict[int, Figures] = {}
