@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/passive_bench.py --backends 8 --rate 400 --rounds 5
 
-One run, side by side, on loopback (everything stops by itself):
+One run, side by side, on loopback (everything listens on 127.0.0.1 and stops by itself):
   - N backend processes (HTTP/1.1 keep-alive on 127.0.0.1, one process each so one can be SIGKILLed);
   - HAProxy "ours": the config steering renders for a pool with the default passive-health settings
     (retries 3, option redispatch 1, retry-on conn-failure empty-response response-timeout for
@@ -11,13 +11,19 @@ One run, side by side, on loopback (everything stops by itself):
     `check inter 2s fall 3 rise 2 observe layer4 error-limit 10 on-error mark-down` (error-limit 10
     is HAProxy's default; mark-down is its fastest on-error), HAProxy's default retries (3, same server);
   - one load generator process per HAProxy: the same steady rate of GETs over keep-alive connections;
-  - our control plane at production cadence: the stats collector every 1 s (the agent's job: figures
-    into Redis, and the effective weights pushed back), the outlier tick every 1 s (the beat task),
-    on a private redis-server and a SQLite DB in a temp dir.
+  - our control plane, the product's own processes on a private redis-server and a SQLite DB in a
+    temp dir: the web process (`uvicorn config.asgi:application`), a Celery worker and Celery beat
+    (so the outlier tick runs every second as in production, in the worker), and the real HAProxy
+    agent (steering.agents.haproxy.HAProxyAgent, socket mode on "ours", production defaults: a pass
+    every 0.2 s, figures every 1 s, long-poll of the desired state) in a thread of this process,
+    with an agent token bound to the PoP, talking to the web process over HTTP only. A report that
+    says HAProxy's observe took a server out makes the web process queue an outlier tick at once.
 Each round SIGKILLs one backend (both HAProxies lose it at the same instant), waits, restarts it and
 lets both take it back. Reported per config: failed requests (non-200 or no answer), requests slower
-than 1 s, time from the kill to HAProxy marking the server DOWN, and for ours the time to the
-ejection being committed (audited, effective weight 0) by the control plane.
+than 1 s, time from the kill to HAProxy marking the server DOWN; and for ours the time from the kill
+to the agent's report of it, to the ejection committed by the control plane (Backend.ejected_at set,
+seen from another process; its audited Change), and to HAProxy running the ejection (weight 0 from
+the desired state, applied by the agent).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import argparse
 import datetime
 import http.client
 import json
+import logging
 import multiprocessing
 import os
 import shutil
@@ -155,12 +162,18 @@ def anchor_config(sock: str, port: int, backends: list[Backend]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def start_haproxy(binary: str, cfg: Path, text: str, sock: str) -> subprocess.Popen[bytes]:
+def bounded(seconds: float, cmd: list[str]) -> list[str]:
+    """`cmd` under coreutils timeout: it stops by itself even if this bench dies without cleaning up."""
+    return ["timeout", "-k", "5", str(int(seconds)), *cmd]
+
+
+def start_haproxy(binary: str, cfg: Path, text: str, sock: str, budget: float) -> subprocess.Popen[bytes]:
     cfg.write_text(text)
     check = subprocess.run([binary, "-c", "-q", "-f", str(cfg)], capture_output=True, text=True)
     if check.returncode != 0:
         raise RuntimeError(check.stdout + check.stderr)
-    proc = subprocess.Popen([binary, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(bounded(budget, [binary, "-db", "-f", str(cfg)]), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     from steering.dataplane.haproxy.runtime import Runtime
 
     deadline = time.time() + 10
@@ -173,10 +186,70 @@ def start_haproxy(binary: str, cfg: Path, text: str, sock: str) -> subprocess.Po
     raise RuntimeError("haproxy did not start")
 
 
-def status(sock: str, name: str) -> str:
+def server_stat(sock: str, name: str) -> Any:
     from steering.dataplane.haproxy.runtime import Runtime
 
-    return next((s.status for s in Runtime(sock).show_stat() if s.name == name and s.backend != "BACKEND"), "?")
+    return next((s for s in Runtime(sock).show_stat() if s.name == name and s.backend != "BACKEND"), None)
+
+
+def status(sock: str, name: str) -> str:
+    row = server_stat(sock, name)
+    return row.status if row is not None else "?"
+
+
+def set_weight(sock: str, proxy: str, name: str) -> int | None:
+    """The weight the agent set on the server (srv_uweight): 0 once it runs the ejection."""
+    from steering.dataplane.haproxy.runtime import Runtime
+
+    return next((s.weight for s in Runtime(sock).show_servers_state(proxy) if s.name == name), None)
+
+
+class Product:
+    """One of the control plane's own processes (web, Celery worker, Celery beat), in its own
+    process group, on the bench's DB and Redis (the environment), logging to `log`."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log: Path, budget: float) -> None:
+        self.name, self.log_path = name, log
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(bounded(budget, cmd), cwd=ROOT, env=env, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_until(self, ready: Any, what: str, seconds: float = 60.0) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            if ready():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name}: no {what} within {seconds:.0f} s:\n{self.log()[-3000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+def answers_healthz(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=1) as r:  # noqa: S310 (loopback)
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def summary(values: list[float | None]) -> dict[str, float] | None:
+    got = [v for v in values if v is not None]
+    return {"median": round(statistics.median(got), 3), "max": round(max(got), 3)} if got else None
 
 
 def main() -> None:
@@ -191,7 +264,8 @@ def main() -> None:
     if not os.path.exists(binary):
         sys.exit("haproxy not found: apt-get install -y haproxy")
     tmp = Path(tempfile.mkdtemp(prefix="steering-passive-bench-"))
-    budget = args.rounds * (args.after + 15) + 120
+    budget = args.rounds * (args.after + 25) + 180
+    load_start = os.getloadavg()
     from probe_bench import setup_django  # bench/ is on sys.path when a bench runs as a script
 
     from config.embedded import PrivateRedis
@@ -199,21 +273,26 @@ def main() -> None:
     redis = PrivateRedis().start()
     backends: list[Backend] = []
     haps: list[subprocess.Popen[bytes]] = []
+    products: list[Product] = []
     loads: list[tuple[Any, Any]] = []
     stop_load = multiprocessing.get_context("fork").Event()
     stop_cp = threading.Event()
+    agent_thread: threading.Thread | None = None
     try:
         setup_django(tmp, redis.url)
-        from django.db import connections
+        from django.contrib.auth.models import User
+        from django.db import connection, connections
         from django.utils import timezone
 
+        from steering.agents.contract import ContractClient
+        from steering.agents.haproxy import HAProxyAgent
+        from steering.choices import Role
         from steering.dataplane.haproxy.desired import pop_spec
         from steering.dataplane.haproxy.render import render
-        from steering.dataplane.haproxy.runtime import Runtime
-        from steering.dataplane.haproxy.stats import StatsCollector
         from steering.models import Backend as BackendRow
-        from steering.models import Pool, PoP, Region, Service
-        from steering.services import outliers
+        from steering.models import Change, Pool, PoP, Region, Service
+        from steering.services.context import Actor
+        from steering.services.tokens import do_create_token
 
         backends = [Backend(f"b{i}", free_port(), budget) for i in range(args.backends)]
         region = Region.objects.create(slug="bench", name="Bench", latitude=0, longitude=0)
@@ -223,12 +302,43 @@ def main() -> None:
         for b in backends:
             BackendRow.objects.create(pool=pool, name=b.name, address="127.0.0.1", port=b.port, health="up",
                                       capacity_rps=1000)
+        owner = User.objects.create_superuser("bench", password="bench-pass-123")
+        _token, raw_token = do_create_token(owner, name="bench-haproxy", role=Role.AGENT, pop=pop,
+                                            actor=Actor.system("bench"))
         ours_sock, anchor_sock = str(tmp / "ours.sock"), str(tmp / "anchor.sock")
         ours_port, anchor_port = free_port(), free_port()
-        text = render(pop_spec(pop), socket_path=ours_sock, binds={"api": ("127.0.0.1", ours_port)}).text
-        haps.append(start_haproxy(binary, tmp / "ours.cfg", text, ours_sock))
+        spec = pop_spec(pop)
+        proxy = spec.pools[0].proxy
+        text = render(spec, socket_path=ours_sock, binds={"api": ("127.0.0.1", ours_port)}).text
+        haps.append(start_haproxy(binary, tmp / "ours.cfg", text, ours_sock, budget))
         haps.append(start_haproxy(binary, tmp / "anchor.cfg", anchor_config(anchor_sock, anchor_port, backends),
-                                  anchor_sock))
+                                  anchor_sock, budget))
+
+        # The control plane's processes, on this bench's SQLite file and Redis (STEERING_VAR_DIR and
+        # REDIS_URL are in the environment since setup_django; DATABASE_URL names the same file).
+        env = {**os.environ, "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+               "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "WARNING"}
+        env.pop("STEERING_DATAPLANE_CONFIRM", None)  # the default (on), as in production
+        web_port = free_port()
+        web_url = f"http://127.0.0.1:{web_port}"
+        python = sys.executable
+        web = Product("web", [python, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
+                              "--port", str(web_port), "--lifespan", "off", "--no-access-log"],
+                      env, tmp / "web.log", budget)
+        products.append(web)
+        # As runstack starts them; INFO so the worker says when it is ready.
+        worker = Product("worker", [python, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
+                                    "--concurrency", "2", "--queues", "celery,probes", "--without-mingle",
+                                    "--without-gossip", "--hostname", f"bench-{web_port}@%h"],
+                         env, tmp / "worker.log", budget)
+        products.append(worker)
+        beat = Product("beat", [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "WARNING",
+                                "--schedule", str(tmp / "celerybeat-schedule")], env, tmp / "beat.log", budget)
+        products.append(beat)
+        web.wait_until(lambda: answers_healthz(web_url), "answer on /healthz")
+        worker.wait_until(lambda: " ready." in worker.log(), "'ready' in its log")
+        beat.wait_until(lambda: True, "start")
+
         connections.close_all()  # load children must not share the DB connection
         ctx = multiprocessing.get_context("fork")
         for port in (ours_port, anchor_port):
@@ -237,37 +347,42 @@ def main() -> None:
             proc.start()
             loads.append((proc, mine))
 
-        collector = StatsCollector(Runtime(ours_sock))
-        proxy = pop_spec(pop).pools[0].proxy
+        down_reports: list[tuple[float, set[int]]] = []
 
-        def agent() -> None:  # the PoP agent's part: figures every second, weights after each change
-            pushed: dict[str, int] = {}
-            while not stop_cp.wait(1.0):
-                spec = pop_spec(pop)
-                collector.collect(spec)
-                for s in spec.pools[0].servers:
-                    if pushed.get(s.name) != s.weight:
-                        Runtime(ours_sock).set_weight(proxy, s.name, s.weight)
-                        pushed[s.name] = s.weight
-            connections.close_all()
+        class TimedClient(ContractClient):
+            """The agent's own client; only notes when it sent a report saying "observe took it out"
+            (the time it was sent, once the control plane took it)."""
 
-        def beat() -> None:  # the outlier task, every second
-            time.sleep(0.5)  # out of phase with the agent, as two independent schedules are
-            while not stop_cp.wait(1.0):
-                outliers.tick()
-            connections.close_all()
+            def report(self, **observations: Any) -> Any:
+                sent = time.time()
+                answer = super().report(**observations)
+                down = {int(bid) for bid, f in (observations.get("servers") or {}).items() if f.get("observed_down")}
+                if down:
+                    down_reports.append((sent, down))
+                return answer
 
-        cp = [threading.Thread(target=agent, daemon=True), threading.Thread(target=beat, daemon=True)]
-        for t in cp:
-            t.start()
-        time.sleep(3.0)  # warm: connections open, a few samples in each window
-        rounds = []
+        client = TimedClient(web_url, raw_token, "local", pop=pop.slug, instance="bench",
+                             user_agent="steering-haproxy-agent")
+        (tmp / "agent").mkdir()
+        agent = HAProxyAgent(client, pop=pop.slug, socket=ours_sock, state_dir=tmp / "agent", spawn=False)
+        agent_thread = threading.Thread(target=agent.run, args=(stop_cp.is_set,), kwargs={"period": 0.2},
+                                        name="haproxy-agent", daemon=True)
+        agent_thread.start()
+        deadline = time.monotonic() + 60
+        while not (agent.follower.acked >= 0 and agent.connected and agent.spec is not None):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the agent did not apply the desired state: {agent.follower.last_error}")
+            time.sleep(0.1)
+        time.sleep(3.0)  # warm: connections open, a few figures in each window
+
+        rounds: list[dict[str, Any]] = []
         for r in range(args.rounds):
             victim = backends[r % len(backends)]
             row = BackendRow.objects.get(pool=pool, name=victim.name)
             t_kill = victim.kill()
             down: dict[str, float | None] = {"ours": None, "anchor": None}
             ejected: float | None = None
+            weight0: float | None = None
             while time.time() - t_kill < args.after:
                 now = time.time()
                 for who, sock in (("ours", ours_sock), ("anchor", anchor_sock)):
@@ -275,16 +390,30 @@ def main() -> None:
                         down[who] = now - t_kill
                 if ejected is None and BackendRow.objects.filter(pk=row.pk, ejected_at__isnull=False).exists():
                     ejected = now - t_kill
-                time.sleep(0.005)
-            rounds.append({"victim": victim.name, "t_kill": t_kill, "haproxy_down_s": down, "ejected_s": ejected})
+                if weight0 is None and set_weight(ours_sock, proxy, victim.name) == 0:
+                    weight0 = now - t_kill
+                time.sleep(0.01)
+            after_kill = datetime.datetime.fromtimestamp(t_kill, tz=datetime.UTC)
+            audit = (Change.objects.filter(action="backend.eject", object_type="backend", object_id=row.pk,
+                                           time__gte=after_kill).order_by("time").first())
+            row.refresh_from_db()
+            reported = next((at - t_kill for at, ids in down_reports if at >= t_kill and row.pk in ids), None)
+            rounds.append({
+                "victim": victim.name, "t_kill": t_kill, "haproxy_down_s": down, "ejected_s": ejected,
+                "agent_reported_s": reported,
+                "eject_tick_started_s": (row.ejected_at.timestamp() - t_kill) if row.ejected_at else None,
+                "audited_s": (audit.time.timestamp() - t_kill) if audit else None,
+                "haproxy_weight0_s": weight0, "reason": row.ejection_reason if row.ejected_at else "",
+            })
             victim.start()
             # Back to the start: the control plane ends the ejection (as its time running out would),
-            # both HAProxies' checks take the server back.
+            # the agent puts the weight back, both HAProxies' checks take the server back.
             BackendRow.objects.filter(pk=row.pk, ejected_at__isnull=False).update(ejected_until=timezone.now())
-            deadline = time.time() + 15
+            deadline = time.time() + 20
             while time.time() < deadline and not (
                     status(ours_sock, victim.name).startswith("UP") and status(anchor_sock, victim.name).startswith("UP")
-                    and not BackendRow.objects.filter(pk=row.pk, ejected_at__isnull=False).exists()):
+                    and not BackendRow.objects.filter(pk=row.pk, ejected_at__isnull=False).exists()
+                    and (set_weight(ours_sock, proxy, victim.name) or 0) > 0):
                 time.sleep(0.1)
             time.sleep(2.0)
         stop_load.set()
@@ -292,14 +421,18 @@ def main() -> None:
         for proc, _ in loads:
             proc.join(15)
         stop_cp.set()
-        for t in cp:
-            t.join(10)
+        agent_thread.join(10)
+        load_end = os.getloadavg()
 
         def window(items: list[tuple[float, Any]], t: float) -> int:
             return sum(1 for at, _ in items if t - 0.5 <= at <= t + args.after)
 
         report: dict[str, Any] = {"backends": args.backends, "rate_per_haproxy": args.rate, "rounds": args.rounds,
-                                  "when": datetime.date.today().isoformat()}
+                                  "when": datetime.date.today().isoformat(),
+                                  "load_average": {"start": [round(x, 2) for x in load_start],
+                                                   "end": [round(x, 2) for x in load_end]},
+                                  "ours_control_plane": "uvicorn web + Celery worker + Celery beat (outlier tick 1 s) "
+                                                        "+ HAProxyAgent in socket mode (pass 0.2 s, stats 1 s)"}
         for who, res in zip(("ours", "anchor"), results, strict=True):
             per_round = [window(res["failed"], rd["t_kill"]) for rd in rounds]
             downs = [rd["haproxy_down_s"][who] for rd in rounds if rd["haproxy_down_s"][who] is not None]
@@ -307,22 +440,39 @@ def main() -> None:
                 "requests": res["ok"] + len(res["failed"]), "failed": len(res["failed"]),
                 "failed_per_kill": per_round, "slow_over_1s": len(res["slow"]),
                 "failed_kinds": sorted({k for _, k in res["failed"]}),
-                "haproxy_down_s": {"median": round(statistics.median(downs), 3), "max": round(max(downs), 3)}
-                if downs else None,
+                "haproxy_down_s": summary(downs),
                 "haproxy_down_detected": f"{len(downs)}/{len(rounds)}",
             }
         ejects = [rd["ejected_s"] for rd in rounds if rd["ejected_s"] is not None]
-        report["ours"]["control_plane_ejected_s"] = ({"median": round(statistics.median(ejects), 3),
-                                                      "max": round(max(ejects), 3)} if ejects else None)
-        report["ours"]["control_plane_ejected"] = f"{len(ejects)}/{len(rounds)}"
+        ours = report["ours"]
+        ours["control_plane_ejected_s"] = summary(ejects)
+        ours["control_plane_ejected"] = f"{len(ejects)}/{len(rounds)}"
+        for key in ("agent_reported_s", "eject_tick_started_s", "audited_s", "haproxy_weight0_s"):
+            ours[key] = summary([rd[key] for rd in rounds])
+        goal = 1.0
+        ours["goal_ejected_within_s"] = goal
+        ours["goal_met"] = len(ejects) == len(rounds) and all(
+            rd["ejected_s"] <= goal and rd["audited_s"] is not None and rd["audited_s"] <= goal for rd in rounds)
+        def rounded(v: Any) -> Any:
+            return round(v, 3) if isinstance(v, float) else v
+
+        report["per_round"] = [{**{k: rounded(v) for k, v in rd.items() if k not in ("t_kill", "haproxy_down_s")},
+                                "haproxy_down_s": {w: rounded(v) for w, v in rd["haproxy_down_s"].items()}}
+                               for rd in rounds]
         print(json.dumps(report, indent=2))
     finally:
         stop_load.set()
         stop_cp.set()
+        # The follower's long-poll may still be open when the web process stops: not worth a warning.
+        logging.getLogger("steering.agents").setLevel(logging.ERROR)
         for proc, _ in loads:
             proc.join(5)
             if proc.is_alive():
                 proc.kill()
+        if agent_thread is not None:
+            agent_thread.join(5)
+        for p in reversed(products):
+            p.stop()
         for h in haps:
             if h.poll() is None:
                 h.terminate()
