@@ -254,6 +254,10 @@ def test_a_server_added_at_runtime_takes_traffic_and_a_removed_one_stops(site: S
     result = site.sync()
     assert [s.op for s in result.applied] == ["add", "state"]
     assert site.state(site.web, "api-4").state == "ready"
+    # Watched on live traffic like the servers from the config (the pool's observe words), not
+    # only after the next reload.
+    status = {x.name: x.status for x in site.haproxy.runtime.show_stat()}
+    assert status["api-4"] != "no check" and status["api-4"].split()[0] == status["api-1"].split()[0], status
     counts = site.haproxy.spread(100)
     assert counts["api-4"] >= 30, counts  # weight 5 of 10
     Backend.objects.filter(pk=site.backend("api-4").pk).delete()

@@ -15,7 +15,7 @@ from django.utils import timezone
 from steering.dataplane.haproxy.apply import MemoryAppliedStore, Want, plan
 from steering.dataplane.haproxy.desired import pop_spec
 from steering.dataplane.haproxy.model import DRAIN, MAINT, READY, PoolSpec, PopSpec, ServerSpec, ServiceSpec
-from steering.dataplane.haproxy.render import render
+from steering.dataplane.haproxy.render import observe_words, render
 from steering.dataplane.haproxy.runtime import ServerStat, ServerState
 from steering.models import PoP
 from tests import factories as f
@@ -153,7 +153,7 @@ def test_plan_makes_the_minimal_steps_and_tells_drift_from_pending() -> None:
     lines = [s.line() for s in p.steps]
     assert lines == [  # servers coming up first, then the ones going down
         "weight pool-1-web/d 50", "state pool-1-web/d ready",
-        "add pool-1-web/new ('127.0.0.1', 8080, 10, False)", "state pool-1-web/new ready",
+        f"add pool-1-web/new 127.0.0.1:8080 weight 10 {observe_words(spec.pools[0])}", "state pool-1-web/new ready",
         "state pool-1-web/gone maint", "delete pool-1-web/gone",
     ]
     drift = {d.server for d in p.differences if d.drift}

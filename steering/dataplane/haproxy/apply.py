@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from steering.dataplane.haproxy.model import DRAIN, MAINT, READY, PopSpec, ServerSpec
+from steering.dataplane.haproxy.render import observe_words
 from steering.dataplane.haproxy.runtime import Runtime, RuntimeAPIError, ServerStat, ServerState
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,10 @@ class Step:
     why: str = ""
 
     def line(self) -> str:
+        if self.op == "add":  # as the Runtime API command reads
+            address, port, weight, backup, passive = self.value
+            words = [f"{address}:{port}", f"weight {weight}", "backup" if backup else "", passive]
+            return f"add {self.proxy}/{self.server} " + " ".join(w for w in words if w)
         return f"{self.op} {self.proxy}/{self.server}" + (f" {self.value}" if self.value is not None else "")
 
 
@@ -165,7 +170,10 @@ def plan(spec: PopSpec, proxies: set[str], states: Mapping[Key, ServerState], st
             want = want_of(s)
             cur = states.get(key)
             if cur is None:
-                ups.append(Step("add", pool.proxy, s.name, (s.address, s.port, s.weight, s.backup), "not in HAProxy"))
+                # The pool's passive-health words too: a server added at runtime is watched on live
+                # traffic like one from the config, not only after the next reload.
+                ups.append(Step("add", pool.proxy, s.name, (s.address, s.port, s.weight, s.backup, observe_words(pool)),
+                                "not in HAProxy"))
                 if s.state != MAINT:  # a dynamic server is born in maintenance
                     ups.append(Step("state", pool.proxy, s.name, s.state, "enable the added server"))
                 out.differences.append(Difference(pool.proxy, s.name, None, want.as_dict(), s.backend_id,
@@ -210,8 +218,8 @@ def plan(spec: PopSpec, proxies: set[str], states: Mapping[Key, ServerState], st
 
 def run(runtime: Runtime, step: Step) -> None:
     if step.op == "add":
-        address, port, weight, backup = step.value
-        runtime.add_server(step.proxy, step.server, address, port, weight=weight, backup=backup)
+        address, port, weight, backup, passive = step.value
+        runtime.add_server(step.proxy, step.server, address, port, weight=weight, backup=backup, extra=passive)
     elif step.op == "addr":
         runtime.set_addr(step.proxy, step.server, step.value[0], step.value[1])
     elif step.op == "state":

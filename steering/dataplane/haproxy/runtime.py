@@ -147,12 +147,17 @@ class Runtime:
         self._expect(f"set server {backend}/{server} weight {weight}")
 
     def add_server(self, backend: str, server: str, address: str, port: int, *, weight: int,
-                   backup: bool = False) -> None:
-        """A dynamic server: HAProxy registers it in maintenance; the caller enables it."""
+                   backup: bool = False, extra: str = "") -> None:
+        """A dynamic server: HAProxy registers it in maintenance; the caller enables it. `extra`:
+        more server words (a pool's `check observe ...`); a dynamic server's check starts
+        disabled, so it is enabled here."""
         from steering.dataplane.haproxy.render import server_address
 
         words = f"add server {backend}/{server} {server_address(address, port)} weight {weight}"
-        self._expect(words + (" backup" if backup else ""), "New server registered.")
+        words += (" backup" if backup else "") + (f" {extra}" if extra else "")
+        self._expect(words, "New server registered.")
+        if " check" in f" {extra}":
+            self._expect(f"enable health {backend}/{server}")
 
     def shutdown_sessions(self, backend: str, server: str) -> None:
         self._expect(f"shutdown sessions server {backend}/{server}")
