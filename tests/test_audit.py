@@ -393,6 +393,9 @@ def test_it_keeps_the_force_reason_in_the_audit_log(operator_api):
 
 
 def test_it_audits_creating_a_token_without_its_secret(admin_api, admin, operator):
+    # Only a superuser issues tokens for someone else (tests/test_tokens_auth.py has the refusal).
+    admin.is_superuser = True
+    admin.save(update_fields=["is_superuser"])
     r = post(admin_api, "/api/v1/tokens/", {"name": "deploy-pipeline", "role": "operator", "user": operator.username},
              HTTP_X_CHANGE_REASON="CI needs to drain during deploys")
     assert r.status_code == 201, r.content
@@ -404,7 +407,9 @@ def test_it_audits_creating_a_token_without_its_secret(admin_api, admin, operato
     assert change.action == "token.create"
     assert change.reason == "CI needs to drain during deploys"
     assert (change.object_type, change.object_id) == ("apitoken", token.pk)
+    # The actor (admin) and the owner (operator) are both on the row.
     assert (change.related_type, change.related_id) == ("user", operator.pk)
+    assert (change.after["user"], change.after["user_id"]) == (operator.username, operator.pk)
     assert change.before is None
     assert change.after["name"] == "deploy-pipeline"
     assert change.after["role"] == "operator"
@@ -437,15 +442,19 @@ def test_it_audits_revoking_a_token_without_its_secret(admin_api, admin, operato
 # --- where the change came from ---------------------------------------------------------------
 
 
-def test_it_records_source_cli_for_steerctl(operator):
+def test_it_records_source_api_and_the_token_whatever_the_client_says_it_is(operator):
+    # Before: a token request saying "steerctl" (X-Steering-Client or User-Agent) was recorded as cli.
+    # A client can say anything about itself, so the source now follows how it authenticated.
     pool = f.fleet(4)
     b = pool.backends.first()
-    cli = token_client(operator, HTTP_X_STEERING_CLIENT="steerctl/0.3")
+    cli = token_client(operator, HTTP_X_STEERING_CLIENT="steerctl", HTTP_USER_AGENT="steerctl/0.3")
+    token = ApiToken.objects.get(digest=hash_token(cli.raw_token))
     r = post(cli, f"/api/v1/backends/{b.pk}/drain/", {"reason": "deploy", "grace_seconds": 30})
     assert r.status_code == 202, r.content
     change = only()
-    assert_by(change, operator, source="cli")
-    assert Operation.objects.get(pk=r.json()["operation"]["id"]).source == "cli"
+    assert_by(change, operator, source="api")
+    assert (change.token_id, change.token_name) == (token.pk, token.name)
+    assert Operation.objects.get(pk=r.json()["operation"]["id"]).source == "api"
 
 
 def test_it_records_source_ui_for_a_dashboard_session(operator):
@@ -453,9 +462,12 @@ def test_it_records_source_ui_for_a_dashboard_session(operator):
     b = pool.backends.first()
     browser = APIClient()
     browser.force_login(operator)
-    r = post(browser, f"/api/v1/backends/{b.pk}/drain/", {"reason": "deploy", "grace_seconds": 30})
+    r = post(browser, f"/api/v1/backends/{b.pk}/drain/", {"reason": "deploy", "grace_seconds": 30},
+             HTTP_X_STEERING_CLIENT="steerctl")
     assert r.status_code == 202, r.content
-    assert_by(only(), operator, source="ui")
+    change = only()
+    assert_by(change, operator, source="ui")
+    assert (change.token_id, change.token_name) == (None, "")
 
 
 # --- refusals write nothing ---------------------------------------------------------------------

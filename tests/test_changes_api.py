@@ -220,3 +220,25 @@ def test_it_exports_awkward_reasons_intact(viewer_api, operator):
     _, rows = export(viewer_api, request_id="req-csv")
     assert len(rows) == 1
     assert rows[0]["reason"] == reason
+
+
+def test_it_shows_the_token_that_acted_and_the_chain(viewer_api, operator):
+    from steering.models import ApiToken
+    from steering.models.tokens import hash_token
+    from tests.conftest import token_client
+
+    client = token_client(operator)
+    token = ApiToken.objects.get(digest=hash_token(client.raw_token))
+    b = f.fleet(4).backends.first()
+    r = client.post(f"/api/v1/backends/{b.pk}/drain/", {"reason": "deploy"}, format="json", HTTP_X_REQUEST_ID="req-tok")
+    assert r.status_code == 202, r.content
+    (row,) = results(viewer_api, request_id="req-tok")
+    assert (row["token_id"], row["token_name"], row["source"]) == (token.pk, token.name, "api")
+    assert len(row["hash"]) == 64 and len(row["prev_hash"]) == 64
+    _, exported = export(viewer_api, request_id="req-tok")
+    assert (exported[0]["token_id"], exported[0]["token_name"]) == (str(token.pk), token.name)
+    # The token's deletion keeps the record of what it did.
+    token_id = token.pk
+    token.delete()
+    (row,) = results(viewer_api, request_id="req-tok")
+    assert row["token_id"] == token_id

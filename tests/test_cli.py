@@ -132,13 +132,14 @@ def test_a_deploy_script_drains_waits_and_undrains(tmp_path: Path, cli_env: dict
     backend = Backend.objects.get(pool=pool, name="api-3")
     assert backend.admin_state == "ready"
     drain_op = Operation.objects.get(kind="drain", target_id=backend.pk)
-    assert (drain_op.status, drain_op.source) == ("succeeded", "cli")
+    # steerctl authenticates with a token: source api (what a client says about itself is not trusted).
+    assert (drain_op.status, drain_op.source) == ("succeeded", "api")
     # --wait returned only after the sweeper completed the drain at its deadline.
     drained = Change.objects.get(action="backend.drained", object_id=backend.pk)
     assert drained.actor_name == "system:sweeper"
     mine = Change.objects.filter(actor_name="deploy-bot")
     assert set(mine.values_list("action", flat=True)) >= {"backend.drain", "backend.undrain"}
-    assert set(mine.values_list("source", flat=True)) == {"cli"}
+    assert set(mine.values_list("source", flat=True)) == {"api"}
     assert mine.get(action="backend.drain").reason == "deploy 1.4.2"
 
 
@@ -169,7 +170,7 @@ def test_the_guard_refusal_exits_3_and_force_with_a_reason_exits_0(steerctl: Any
                       "--force-reason", "peak is over, accepting 20% over capacity")
     assert forced.returncode == EXIT_OK, forced.stderr
     change = Change.objects.get(action="backend.drain", object_id=pool.backends.get(name="api-1").pk)
-    assert change.forced and change.source == "cli"
+    assert change.forced and change.source == "api"
 
 
 def test_wait_gives_up_with_exit_4(steerctl: Any) -> None:
@@ -212,7 +213,7 @@ def test_json_output_parses_for_actions_status_and_impact(steerctl: Any) -> None
     pool = bom1()
     drained = steerctl("--json", "drain", "bom1/api-web/api-1", "--reason", "r", "--grace", "600")
     body = json.loads(drained.stdout)
-    assert set(body) == {"operation", "impact"} and body["operation"]["source"] == "cli"
+    assert set(body) == {"operation", "impact"} and body["operation"]["source"] == "api"
     status = json.loads(steerctl("status", "bom1/api-web/api-1", "--json").stdout)
     assert status["object"]["admin_state"] == "draining" and status["operation"]["id"] == body["operation"]["id"]
     site = json.loads(steerctl("status", "region:ap-south", "--json").stdout)

@@ -81,7 +81,7 @@ def discover_list_endpoints() -> list[str]:
 
 WRITE_ENDPOINTS = discover_write_endpoints()
 LIST_ENDPOINTS = discover_list_endpoints()
-ADMIN_ONLY_READS = {f"{API}/tokens/"}
+ADMIN_ONLY_READS = {f"{API}/tokens/", f"{API}/changes/verify/"}
 
 
 def needed_role(action: str) -> str:

@@ -10,8 +10,10 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from steering.models import ApiToken
+from steering.models import ApiToken, Change
 from steering.models.tokens import hash_token
+from steering.services.context import Actor
+from steering.services.tokens import do_delete_token
 from tests.conftest import token_client
 
 
@@ -47,7 +49,13 @@ def test_it_acts_with_the_lower_of_token_and_user_role(admin):
     assert as_viewer.post("/api/v1/regions/", {"slug": "x", "name": "x", "latitude": 1, "longitude": 1}, format="json").status_code == 403
 
 
-def test_it_issues_and_revokes_tokens_through_the_api(admin_api, operator):
+def make_superuser(user):
+    user.is_superuser = True
+    user.save(update_fields=["is_superuser"])
+
+
+def test_it_issues_and_revokes_tokens_through_the_api(admin_api, admin, operator):
+    make_superuser(admin)  # a token for someone else
     r = admin_api.post("/api/v1/tokens/", {"name": "deploy-pipeline", "role": "operator", "user": operator.username,
                                            "expires_in_days": 7}, format="json")
     assert r.status_code == 201
@@ -60,10 +68,44 @@ def test_it_issues_and_revokes_tokens_through_the_api(admin_api, operator):
     assert bearer(raw).get("/api/v1/me/").status_code == 401
 
 
-def test_it_refuses_a_token_that_outranks_its_owner(admin_api, viewer):
+def test_it_refuses_a_token_that_outranks_its_owner(admin_api, admin, viewer):
+    make_superuser(admin)
     r = admin_api.post("/api/v1/tokens/", {"name": "sneaky", "role": "admin", "user": viewer.username}, format="json")
     assert r.status_code == 400
     assert "role" in r.json()["errors"]
+
+
+def test_it_refuses_an_admin_who_is_not_superuser_a_token_for_someone_else(admin_api, operator):
+    tokens, changes = ApiToken.objects.count(), Change.objects.count()
+    r = admin_api.post("/api/v1/tokens/", {"name": "on-behalf", "role": "viewer", "user": operator.username},
+                       format="json")
+    assert r.status_code == 403, r.content
+    assert r.json()["code"] == "not_superuser"
+    assert "Only a superuser issues tokens for other users" in r.json()["detail"]
+    assert (ApiToken.objects.count(), Change.objects.count()) == (tokens, changes)
+
+
+def test_it_lets_an_admin_who_is_not_superuser_issue_their_own_token(admin_api, admin):
+    r = admin_api.post("/api/v1/tokens/", {"name": "mine", "role": "viewer", "user": admin.username}, format="json")
+    assert r.status_code == 201, r.content
+    change = Change.objects.get(action="token.create", object_id=r.json()["id"])
+    assert (change.actor_id, change.after["user"]) == (admin.pk, admin.username)
+
+
+def test_it_audits_deleting_a_token_and_keeps_its_id_on_the_changes_it_made(operator_api, operator, admin):
+    from tests import factories as f
+
+    b = f.fleet(4).backends.first()
+    assert operator_api.post(f"/api/v1/backends/{b.pk}/drain/", {"reason": "x"}, format="json").status_code == 202
+    token = ApiToken.objects.get(digest=hash_token(operator_api.raw_token))
+    do_delete_token(token, actor=Actor(admin.username, "ui", admin), reason="left the team")
+    assert not ApiToken.objects.filter(pk=token.pk).exists()
+    deleted = Change.objects.get(action="token.delete")
+    assert (deleted.object_id, deleted.related_id, deleted.after) == (token.pk, operator.pk, None)
+    assert deleted.before["name"] == token.name and "digest" not in deleted.before
+    assert token.digest not in str(deleted.before)
+    drain = Change.objects.get(action="backend.drain")
+    assert (drain.token_id, drain.token_name) == (token.pk, token.name)
 
 
 def test_create_token_command_prints_a_working_token(operator):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from django.http import HttpRequest
 from rest_framework.request import Request
 
 from steering.choices import ChangeSource
@@ -15,16 +16,31 @@ _ETAG = re.compile(r'^(?:W/)?"(?P<model>[a-z]+)-(?P<pk>\d+)-r(?P<rev>\d+)"$')
 
 
 def actor_for(request: Request) -> Actor:
-    if isinstance(request.auth, ApiToken):
-        client = request.headers.get("X-Steering-Client", "") or request.headers.get("User-Agent", "")
-        source = ChangeSource.CLI if client.lower().startswith("steerctl") else ChangeSource.API
-    else:
-        source = ChangeSource.UI
+    """Who acts, and from where by how they authenticated: a token is `api`, a signed-in session `ui`.
+
+    Never by what the client says about itself (a header or User-Agent can claim anything), so an
+    API request is never `cli`, steerctl's included: `cli` is left to manage.py commands run on the
+    server (create_token) and to older rows."""
+    token = request.auth if isinstance(request.auth, ApiToken) else None
+    if token is None:
+        return session_actor(request._request)
     return Actor(
         name=request.user.get_username(),
-        source=source,
+        source=ChangeSource.API,
         user=request.user,
         request_id=getattr(request._request, "request_id", ""),
+        token_id=token.pk,
+        token_name=token.name,
+    )
+
+
+def session_actor(request: HttpRequest) -> Actor:
+    """A signed-in browser: the dashboard through the API, or the admin site."""
+    return Actor(
+        name=request.user.get_username(),
+        source=ChangeSource.UI,
+        user=request.user,
+        request_id=getattr(request, "request_id", ""),
     )
 
 

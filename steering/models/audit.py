@@ -3,7 +3,8 @@
 Shape after NetBox's ObjectChange; written by the service layer inside the action's own
 transaction (never by signals, which miss bulk updates and workers). The object is named by
 type, id and a copied repr, not a foreign key, so deleting the object leaves its history.
-Database triggers (migration 0002) refuse UPDATE and DELETE below the ORM.
+Database triggers (migrations 0002 and 0007) refuse UPDATE and DELETE below the ORM, and a
+hash chain (steering/models/audit_chain.py) shows what was done with them lifted.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any, NoReturn
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from steering.choices import ChangeSource
 
@@ -29,7 +31,8 @@ class ChangeQuerySet(models.QuerySet["Change"]):
 
 
 class Change(models.Model):
-    time = models.DateTimeField(auto_now_add=True, db_index=True)
+    # A default, not auto_now_add: the hash covers the time, so it is set before the row is written.
+    time = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
     # SET_NULL keeps the history when a user is removed; actor_name keeps who it was.
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     actor_name = models.CharField(max_length=150, db_index=True)
@@ -49,6 +52,13 @@ class Change(models.Model):
     before = models.JSONField(null=True, blank=True)
     after = models.JSONField(null=True, blank=True)
     version = models.BigIntegerField(help_text="State version this change produced.")
+    # The API token the actor authenticated with. An id, not a foreign key: deleting the token keeps the history.
+    token_id = models.BigIntegerField(
+        null=True, blank=True, help_text="The API token the actor used (none: a session, a command or the system).")
+    token_name = models.CharField(max_length=100, blank=True, help_text="That token's name when it acted.")
+    prev_hash = models.CharField(
+        max_length=64, blank=True, help_text="The hash of the change before this one (empty for the first).")
+    hash = models.CharField(max_length=64, blank=True, help_text="SHA-256 over this change's content and prev_hash.")
 
     objects = ChangeQuerySet.as_manager()
 

@@ -1,4 +1,4 @@
-"""Triggers that make steering_change append-only below the ORM.
+"""Triggers that make steering_change append-only below the ORM (migrations 0002 and 0007).
 
 The one update allowed is the foreign key's ON DELETE SET NULL when a user is removed
 (actor_id to NULL, nothing else changing); actor_name keeps who it was.
@@ -60,3 +60,17 @@ SQLITE_DROP = [
     "DROP TRIGGER IF EXISTS steering_change_no_update;",
     "DROP TRIGGER IF EXISTS steering_change_no_delete;",
 ]
+
+# The chain's columns (migration 0007) on SQLite: a trigger of their own, so the two above stay as
+# migration 0002 made them (and as the test runner lifts and restores them around its flush).
+# PostgreSQL's trigger compares whole rows (to_jsonb) and covers new columns by itself.
+SQLITE_CHAIN_CREATE = [
+    """
+CREATE TRIGGER steering_change_chain_no_update BEFORE UPDATE ON steering_change
+WHEN NOT (NEW.token_id IS OLD.token_id AND NEW.token_name IS OLD.token_name
+          AND NEW.prev_hash IS OLD.prev_hash AND NEW.hash IS OLD.hash)
+BEGIN SELECT RAISE(ABORT, 'steering_change is append-only: UPDATE refused'); END;
+""",
+]
+
+SQLITE_CHAIN_DROP = ["DROP TRIGGER IF EXISTS steering_change_chain_no_update;"]

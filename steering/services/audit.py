@@ -1,4 +1,9 @@
-"""Change rows and the state version, written inside the caller's transaction."""
+"""Change rows and the state version, written inside the caller's transaction.
+
+Every ChangeSet bumps the state version first, which holds the StateVersion row lock (an
+IMMEDIATE transaction on SQLite) until commit: Change rows are written one transaction at a
+time, so the row with the highest id is the one a new row chains to (steering/models/audit_chain.py).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,10 @@ from typing import Any
 
 from django.db import models, transaction
 from django.db.models import F
+from django.utils import timezone
 
 from steering.models import Change, StateVersion
+from steering.models.audit_chain import CHAINED_FIELDS, GENESIS, chain_hash
 from steering.services.context import Actor
 
 # Fields that are bookkeeping, not state an operator reasons about.
@@ -56,6 +63,11 @@ def current_version() -> int:
     return int(row or 0)
 
 
+def _last_hash() -> str:
+    """The hash of the newest Change; only read under bump_version()'s lock, so no writer slips between."""
+    return Change.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS
+
+
 @dataclass
 class ChangeSet:
     """The Change rows and live deltas of one action, sharing one state version."""
@@ -87,7 +99,8 @@ class ChangeSet:
         reason: str | None = None,
         operation_id: int | None = None,
     ) -> Change:
-        change = Change.objects.create(
+        change = Change(
+            time=timezone.now(),
             actor_id=self.actor.user_id,
             actor_name=self.actor.name,
             source=self.actor.source,
@@ -106,7 +119,12 @@ class ChangeSet:
             before=before,
             after=after,
             version=self.version,
+            token_id=self.actor.token_id,
+            token_name=self.actor.token_name,
+            prev_hash=_last_hash(),
         )
+        change.hash = chain_hash({name: getattr(change, name) for name in CHAINED_FIELDS})
+        change.save(force_insert=True)
         self.changes.append(change)
         self.deltas.append(
             {"op": "delete" if after is None else "upsert", "type": object_type(obj), "id": obj.pk}

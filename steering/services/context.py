@@ -17,6 +17,9 @@ class Actor:
     source: str
     user: AbstractBaseUser | AnonymousUser | None = None
     request_id: str = ""
+    # The API token the request authenticated with; none for a session, a command or the system.
+    token_id: int | None = None
+    token_name: str = ""
 
     @classmethod
     def system(cls, name: str, request_id: str = "") -> Actor:

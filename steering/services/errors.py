@@ -48,3 +48,10 @@ class InvalidInput(ServiceError):
     def __init__(self, errors: dict[str, list[str]]) -> None:
         super().__init__("Invalid input.", extra={"errors": errors})
         self.errors = errors
+
+
+class NotPermitted(ServiceError):
+    """The actor's role or standing does not allow this (the API answers 403)."""
+
+    status_code = 403
+    code = "permission_denied"  # the code DRF gives its own 403s

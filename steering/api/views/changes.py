@@ -1,8 +1,9 @@
-"""The audit log: read-only, filterable, exportable as CSV."""
+"""The audit log: read-only, filterable, exportable as CSV; its hash chain verified on request (admin)."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -12,13 +13,15 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
+from rest_framework.response import Response
 
 from steering.api.filters import ChangeFilter
 from steering.models import Change
+from steering.services.audit_verify import CHAIN_BROKEN, CONTENT_ALTERED, ROW_MISSING, verify_chain
 
 CSV_COLUMNS = ["id", "time", "actor_name", "source", "request_id", "action", "object_type", "object_id",
                "object_repr", "related_type", "related_id", "related_repr", "operation_id", "reason", "forced", "force_reason",
-               "version", "before", "after"]
+               "version", "before", "after", "token_id", "token_name", "prev_hash", "hash"]
 
 
 class ChangeSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
@@ -26,6 +29,17 @@ class ChangeSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
         model = Change
         fields = CSV_COLUMNS
         read_only_fields = fields
+
+
+class BrokenLinkSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    id = serializers.IntegerField(help_text="The first Change whose link does not hold.")
+    problem = serializers.ChoiceField(choices=[CONTENT_ALTERED, ROW_MISSING, CHAIN_BROKEN])
+
+
+class ChainVerdictSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    ok = serializers.BooleanField()
+    checked = serializers.IntegerField(help_text="Changes checked, the broken one included.")
+    first_broken = BrokenLinkSerializer(allow_null=True)
 
 
 def _csv_safe(value: Any) -> Any:
@@ -46,6 +60,13 @@ class ChangeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     filterset_class = ChangeFilter
     search_fields = ["object_repr", "reason", "actor_name"]
     ordering_fields = ["time", "id"]
+    required_roles = {"verify": "admin"}
+
+    @extend_schema(responses={200: ChainVerdictSerializer}, filters=False)
+    @action(detail=False, methods=["get"], url_path="verify", filter_backends=[], pagination_class=None)
+    def verify(self, request: Request) -> Response:
+        """Check the whole log's hash chain, oldest first: ok, or the first broken link."""
+        return Response(ChainVerdictSerializer(dataclasses.asdict(verify_chain())).data)
 
     @extend_schema(responses={(200, "text/csv"): OpenApiResponse(description="The filtered changes as CSV")})
     @action(detail=False, methods=["get"], url_path="export")
