@@ -21,7 +21,7 @@ USER steering
 EXPOSE 8000
 # 0.0.0.0 inside the container's own network namespace, so the published port reaches it;
 # docker-compose.yml publishes it on 127.0.0.1 only.
-CMD ["python", "-m", "uvicorn", "config.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]
+CMD ["python", "-m", "uvicorn", "config.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", "--ws-max-size", "65536"]
 
 
 # The PoP side: what runs beside a data plane. The agents use only the standard library (the GSLB

@@ -8,7 +8,7 @@ PORT   ?= 8000
 .PHONY: run test frontend deps lint typecheck schema clean bench
 
 run: deps frontend  ## set up and start everything (SQLite + private Redis unless DATABASE_URL/REDIS_URL)
-	PORT=$(PORT) $(PY) manage.py runstack --setup
+	PORT=$(PORT) STEERING_LOCAL_SECRET_KEY=$${STEERING_LOCAL_SECRET_KEY-1} $(PY) manage.py runstack --setup
 
 test: deps  ## the whole suite on embedded defaults (or DATABASE_URL / REDIS_URL when set)
 	$(PY) -m config.embedded $(PY) -m pytest $(PYTEST_ARGS)
@@ -37,7 +37,7 @@ typecheck: deps
 	$(VENV)/bin/mypy steering config
 
 schema: deps
-	$(PY) manage.py spectacular --file var/openapi.yaml --validate
+	STEERING_LOCAL_SECRET_KEY=1 $(PY) manage.py spectacular --file var/openapi.yaml --validate
 
 clean:
 	rm -rf var frontend/dist

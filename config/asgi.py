@@ -7,17 +7,22 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_asgi_app = get_asgi_application()
 
+from steering.startup import refuse_unsafe_start  # noqa: E402
+
+refuse_unsafe_start("web")
+
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up first)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from steering.api.longpoll import DesiredStateApp  # noqa: E402
+from steering.live.origin import SameOriginValidator  # noqa: E402
 from steering.live.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         # Agents' long-polls are answered beside Django's sync stack: a waiter holds no thread.
         "http": DesiredStateApp(django_asgi_app),
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # Same origin (scheme, host and port) or a CSRF_TRUSTED_ORIGINS entry; then the session.
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

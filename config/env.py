@@ -7,6 +7,7 @@ A variable NAME_FILE, when set, names a file holding the value (for secrets).
 from __future__ import annotations
 
 import os
+import re
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -57,3 +58,19 @@ def envlist(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return list(default)
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+_RATE = re.compile(r"^(\d+)/(s|sec|second|m|min|minute|h|hour|d|day)$")
+
+
+def envrate(name: str, default: str) -> str | None:
+    """A request rate as DRF's throttles read it ("120/min": count/period, the period one of s, min,
+    h, day); "off" means no limit (None)."""
+    raw = os.environ.get(name)
+    value = default if raw is None or raw.strip() == "" else raw.strip().lower().replace(" ", "")
+    if value == "off":
+        return None
+    match = _RATE.match(value)
+    if match is None or int(match[1]) < 1:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a rate like 120/min (or off)")
+    return value

@@ -10,20 +10,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import envbool, envint, envlist, envstr
+from config.env import envbool, envint, envlist, envrate, envstr
+from steering.privatefiles import read_or_create_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(envstr("STEERING_VAR_DIR", str(BASE_DIR / "var")))
 
 DEBUG = envbool("DEBUG", False)
 SECRET_KEY = envstr("SECRET_KEY")
-if not SECRET_KEY:
-    if not envbool("STEERING_INSECURE_DEV_KEY", True):
-        raise ImproperlyConfigured("SECRET_KEY (or SECRET_KEY_FILE) must be set")
-    # Only the embedded demo and tests run without SECRET_KEY; production sets it.
-    SECRET_KEY = "insecure-embedded-default-change-me"
+# Without SECRET_KEY a random key of this install's own is made up and kept (0600) under VAR_DIR,
+# so commands and tools work; the serving processes (web, worker, beat) then refuse to start
+# unless this is a local install (`make run`, `make test`: STEERING_LOCAL_SECRET_KEY=1) or DEBUG
+# (steering.startup): a production fleet shares one key that its operators set.
+SECRET_KEY_MADE_UP = not SECRET_KEY
+if SECRET_KEY_MADE_UP:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    SECRET_KEY = read_or_create_secret(VAR_DIR / "secret-key")
+STEERING_LOCAL_SECRET_KEY = envbool("STEERING_LOCAL_SECRET_KEY", False)
 
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
@@ -40,6 +46,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "csp",
     "steering",
 ]
 
@@ -56,6 +63,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -187,8 +195,45 @@ LOGOUT_REDIRECT_URL = "/accounts/login/"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
-SESSION_COOKIE_SECURE = envbool("SECURE_COOKIES", False)
+# --- HTTPS, session lifetime, Content-Security-Policy -------------------------------------
+# STEERING_HTTPS=1 when users reach the product over HTTPS (directly or through a TLS proxy):
+# cookies are sent over HTTPS only, browsers are told to use HTTPS for a year (HSTS) and plain
+# HTTP is redirected. Behind a proxy that ends TLS, set STEERING_TRUST_X_FORWARDED_PROTO=1 so
+# Django believes the proxy's `X-Forwarded-Proto: https` (SECURE_PROXY_SSL_HEADER); the proxy
+# must overwrite that header from clients, never pass it through.
+STEERING_HTTPS = envbool("STEERING_HTTPS", False)
+SESSION_COOKIE_SECURE = STEERING_HTTPS or envbool("SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+if STEERING_HTTPS:
+    SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 31_536_000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+    SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", True)
+    # Health checks come from the load balancer over plain HTTP inside the network.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+if envbool("STEERING_TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+# A signed-in session lasts this long from sign-in (a NOC screen signs in once a shift).
+SESSION_COOKIE_AGE = envint("STEERING_SESSION_HOURS", 12, minimum=1, maximum=24 * 30) * 3600
+
+# django-csp: everything from this origin only; no inline script anywhere (the dashboard is a
+# built bundle, the API docs use the split Swagger view); inline <style> only with the request's
+# nonce (the sign-in page). connect-src 'self' covers the live feed's same-origin WebSocket.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -260,6 +305,29 @@ STEERING_DATAPLANE_ACK_TIMEOUT_SECONDS = envint("STEERING_DATAPLANE_ACK_TIMEOUT_
 STEERING_AGENT_FORGET_SECONDS = envint("STEERING_AGENT_FORGET_SECONDS", 600, minimum=10)
 # The demo's pdns_server (runstack) listens on 127.0.0.1 at this port.
 STEERING_DNS_PORT = envint("STEERING_DNS_PORT", 5353, minimum=1, maximum=65535)
+
+# --- throttling, sign-in attempts, live-feed limits -------------------------------------
+# API requests per identity: an API token, else a signed-in user, else the client address
+# (steering.api.throttling). Generous: people, pipelines and the dashboard never meet them, a
+# runaway script does. Agents' tokens have their own rate: a report a second and an ACK per
+# version per instance. The counts live in the Redis cache (CACHES), shared by every process.
+STEERING_THROTTLE_READ = envrate("STEERING_THROTTLE_READ", "1200/min")
+STEERING_THROTTLE_WRITE = envrate("STEERING_THROTTLE_WRITE", "120/min")
+STEERING_THROTTLE_AGENT = envrate("STEERING_THROTTLE_AGENT", "3000/min")
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = [
+    "steering.api.throttling.ReadThrottle",
+    "steering.api.throttling.WriteThrottle",
+    "steering.api.throttling.AgentThrottle",
+]
+# Proxies in front that append to X-Forwarded-For (DRF's NUM_PROXIES). 0 trusts only the peer
+# address: uvicorn's --proxy-headers already puts the client there for a proxy it trusts.
+REST_FRAMEWORK["NUM_PROXIES"] = envint("STEERING_NUM_PROXIES", 0, minimum=0, maximum=10)
+# Sign-in (steering.signin): after this many failures for a username, or from a client address,
+# within the window, further attempts are refused (429) without checking the password.
+STEERING_LOGIN_MAX_FAILURES = envint("STEERING_LOGIN_MAX_FAILURES", 10, minimum=1)
+STEERING_LOGIN_WINDOW_SECONDS = envint("STEERING_LOGIN_WINDOW_SECONDS", 900, minimum=1, maximum=86400)
+# Live feed (steering.live): open WebSockets per user; the next one is closed with 4429.
+STEERING_LIVE_MAX_CONNECTIONS_PER_USER = envint("STEERING_LIVE_MAX_CONNECTIONS_PER_USER", 20, minimum=1)
 
 # --- static files: the Vite build output is served by Django (whitenoise) ---------------
 STATIC_URL = "/static/"

@@ -141,3 +141,19 @@ def _no_figures_outlive_their_test() -> Iterator[None]:
         redis.delete("steering:agents:seen")
     except Exception:  # a test that stopped Redis on purpose
         pass
+
+
+@pytest.fixture(autouse=True)
+def _no_throttle_counts_outlive_their_test() -> None:
+    """Ids of users and tokens are reused after each flush or rollback; the request and sign-in
+    counts an earlier test left in the Redis cache (steering.api.throttling, steering.signin) must
+    not count against this one's. The product's rates stay in force within each test."""
+    from steering.services.effects import _redis
+
+    try:
+        redis = _redis()
+        keys = list(redis.scan_iter(match="steering:*:throttle:*", count=1000))
+        if keys:
+            redis.delete(*keys)
+    except Exception:  # a test that stopped Redis on purpose
+        pass

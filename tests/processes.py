@@ -44,15 +44,17 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     # As in-process tests (conftest): drains complete in the model alone unless a test runs the
     # data planes' agents and asks for their confirmation (STEERING_DATAPLANE_CONFIRM="1").
     env.setdefault("STEERING_DATAPLANE_CONFIRM", "0")
+    env.setdefault("STEERING_LOCAL_SECRET_KEY", "1")  # the test's own install, however pytest was started
     env.update(DATABASE_URL=database_url_for_subprocess(), REDIS_URL=settings.REDIS_URL,
-               DJANGO_SETTINGS_MODULE="config.settings", PYTHONUNBUFFERED="1", **extra)
+               DJANGO_SETTINGS_MODULE="config.settings", PYTHONUNBUFFERED="1")
+    env.update(extra)  # a test may give its processes a Redis of their own (one it stops)
     return env
 
 
 class CeleryProcess:
     """`celery -A config worker|beat`, started in its own process group so it can be SIGKILLed whole."""
 
-    def __init__(self, role: str, log_dir: Path, *args: str) -> None:
+    def __init__(self, role: str, log_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.role = role
         self.log_path = log_dir / f"celery-{role}-{time.monotonic_ns()}.log"
         cmd = [sys.executable, "-m", "celery", "-A", "config", role, "--loglevel", "INFO", *args]
@@ -63,8 +65,8 @@ class CeleryProcess:
         if role == "beat":
             cmd += ["--schedule", str(log_dir / "beat-schedule")]
         self._log = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop())
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(**(env or {})), stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill(self) -> None:
         """SIGKILL the whole process group: no cleanup, no acks, as a crashed host would."""

@@ -90,3 +90,12 @@ def test_the_agents_it_starts_exist() -> None:
     assert "--token-file /run/secrets/agent_pop_token" in exabgp_conf and "--api http://web:8000" in exabgp_conf
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "AS agent" in dockerfile
+
+
+def test_redis_asks_for_a_password_and_the_app_gives_it() -> None:
+    services = compose()["services"]
+    redis = services["redis"]
+    assert "requirepass" in " ".join(redis["command"]) and "REDIS_PASSWORD" in redis["environment"]
+    assert "REDIS_PASSWORD" not in " ".join(redis["command"]).replace("$$REDIS_PASSWORD", "")  # never on argv
+    for name in ("web", "worker", "beat", "migrate"):
+        assert services[name]["environment"]["REDIS_URL"].startswith("redis://:${REDIS_PASSWORD"), name

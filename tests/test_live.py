@@ -14,6 +14,7 @@ from steering.services.context import Actor
 from tests import factories as f
 
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+HOST = (b"host", b"127.0.0.1:8000")  # the Origin must be this same site (steering.live.origin)
 
 
 def session_cookie(user) -> bytes:
@@ -36,7 +37,7 @@ def test_it_says_hello_then_pushes_a_delta_after_a_drain(operator):
     cookie = session_cookie(operator)
 
     async def scenario() -> tuple[dict, dict, int]:
-        comm = WebsocketCommunicator(application, "/ws/live/", headers=[(b"cookie", cookie), ORIGIN])
+        comm = WebsocketCommunicator(application, "/ws/live/", headers=[(b"cookie", cookie), HOST, ORIGIN])
         connected, _ = await comm.connect()
         assert connected
         hello = await receive_type(comm, "hello")
@@ -60,7 +61,7 @@ def test_it_says_hello_then_pushes_a_delta_after_a_drain(operator):
 @pytest.mark.django_db(transaction=True)
 def test_it_refuses_an_anonymous_socket():
     async def scenario() -> tuple[bool, object]:
-        comm = WebsocketCommunicator(application, "/ws/live/", headers=[ORIGIN])
+        comm = WebsocketCommunicator(application, "/ws/live/", headers=[HOST, ORIGIN])
         connected, code = await comm.connect()
         await comm.disconnect()
         return connected, code
@@ -75,7 +76,7 @@ def test_it_refuses_a_foreign_origin(operator):
     cookie = session_cookie(operator)
 
     async def scenario() -> bool:
-        comm = WebsocketCommunicator(application, "/ws/live/", headers=[(b"cookie", cookie), (b"origin", b"https://evil.example")])
+        comm = WebsocketCommunicator(application, "/ws/live/", headers=[(b"cookie", cookie), HOST, (b"origin", b"https://evil.example")])
         connected, _ = await comm.connect()
         await comm.disconnect()
         return connected

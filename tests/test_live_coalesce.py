@@ -23,7 +23,7 @@ from steering.services.context import Actor
 from steering.services.effects import LIVE_GROUP
 from steering.services.topology import do_update
 from tests import factories as f
-from tests.test_live import ORIGIN, receive_type, session_cookie
+from tests.test_live import HOST, ORIGIN, receive_type, session_cookie
 
 
 def upsert(kind: str, pk: int, **data: Any) -> dict[str, Any]:
@@ -85,7 +85,7 @@ def test_versions_already_sent_are_not_sent_again():
 # --- the consumer over the real channel layer ------------------------------------------------
 
 async def connect(cookie: bytes) -> tuple[WebsocketCommunicator, dict[str, Any]]:
-    comm = WebsocketCommunicator(application, "/ws/live/", headers=[(b"cookie", cookie), ORIGIN])
+    comm = WebsocketCommunicator(application, "/ws/live/", headers=[(b"cookie", cookie), HOST, ORIGIN])
     connected, _ = await comm.connect()
     assert connected
     first = await comm.receive_json_from(timeout=5)
@@ -271,7 +271,7 @@ def test_a_signed_in_user_without_a_role_is_refused(nobody):
     cookie = session_cookie(nobody)
 
     async def scenario() -> tuple[bool, object]:
-        comm = WebsocketCommunicator(application, "/ws/live/", headers=[(b"cookie", cookie), ORIGIN])
+        comm = WebsocketCommunicator(application, "/ws/live/", headers=[(b"cookie", cookie), HOST, ORIGIN])
         connected, code = await comm.connect()
         await comm.disconnect()
         return connected, code

@@ -91,8 +91,11 @@ export function startLive(hooks: LiveHooks): Live {
         hooks.observed(msg);
       }
     };
-    ws.onclose = () => {
+    ws.onclose = (ev: CloseEvent) => {
       hooks.status("offline");
+      // 4401: signed out or deactivated; 4403: no role any more. Reconnecting cannot help: ask who
+      // we are (its 401/403 shows "sign in") and stop. 4429 (too many sockets) retries with backoff.
+      if (ev.code === 4401 || ev.code === 4403) { hooks.rejected(); return; }
       if (!greeted) hooks.rejected();
       const delay = Math.min(MAX_DELAY, MIN_DELAY * 2 ** attempt);
       attempt += 1;

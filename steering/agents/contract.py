@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 import urllib.error
@@ -30,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from steering.privatefiles import write_private
 
 __version__ = "1"
 logger = logging.getLogger("steering.agents")
@@ -173,28 +174,6 @@ class StateFile:
 
     def save(self, desired: Desired) -> None:
         write_private(self.path, json.dumps(desired.as_dict(), separators=(",", ":")), sync=True)
-
-
-def write_private(path: str | os.PathLike[str], text: str, *, sync: bool = False) -> None:
-    """`text` into `path`, readable by this user only (0600 from the moment the file exists),
-    replaced atomically (a reader sees the old file or the new one, never half of one). Agents'
-    state files and the demo's token files are written this one way."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)  # created 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 class Follower:

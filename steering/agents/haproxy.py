@@ -45,13 +45,13 @@ from steering.agents.contract import (
     Follower,
     StateFile,
     read_token,
-    write_private,
 )
 from steering.dataplane.haproxy.apply import Key, Result, Want, reconcile, sync
 from steering.dataplane.haproxy.model import PopSpec, pop_spec_from_dict
 from steering.dataplane.haproxy.process import ManagedHAProxy, haproxy_binary
 from steering.dataplane.haproxy.runtime import Runtime, RuntimeAPIError
 from steering.dataplane.haproxy.stats import StatsCollector
+from steering.privatefiles import write_private
 
 logger = logging.getLogger("steering.agents.haproxy")
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from steering.agents.contract import write_private
 from steering.choices import Role
 from steering.models import ApiToken, PoP
 from steering.models.tokens import hash_token
+from steering.privatefiles import write_private
 from steering.services.context import Actor
 from steering.services.tokens import do_create_token, do_revoke_token
 

@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from steering.agents.contract import write_private
 from steering.dataplane.exabgp.lab import (
     Bird,
     ExaBGPProcess,
@@ -31,6 +30,7 @@ from steering.dataplane.exabgp.lab import (
     speakers_for,
 )
 from steering.lifecycle import StopRequest
+from steering.privatefiles import write_private
 
 logger = logging.getLogger("steering.exabgp.demo")
 TOKEN_NAME = "agent-anycast-{slug}"

@@ -10,6 +10,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 
+from steering.privatefiles import write_private
+
 
 class Command(BaseCommand):
     help = "Ensure an admin user exists; prints the generated password the first time."
@@ -38,6 +40,5 @@ class Command(BaseCommand):
             return
         # Kept (owner-only) so `make run` can show it again; delete the file once you change it.
         password_file = settings.VAR_DIR / "admin-password.txt"
-        password_file.write_text(password + "\n")
-        password_file.chmod(0o600)
+        write_private(password_file, password + "\n")
         self.stdout.write(f"admin user {username!r} created; password: {password} (also in {password_file})")

@@ -19,8 +19,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from steering.agents.contract import write_private
 from steering.gslb.server import parse_listen
+from steering.privatefiles import write_private
 
 DEMO_TOKEN_NAME = "agent-dns-demo"
 

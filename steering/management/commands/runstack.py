@@ -21,7 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from config.embedded import PrivateRedis
+from config.embedded import PrivateRedis, without_password
 from steering.dataplane.exabgp.demo import anycast_layer
 from steering.dataplane.haproxy.demo import local_layer
 from steering.gslb.demo import dns_layer
@@ -63,7 +63,10 @@ class Command(BaseCommand):
                     raise SystemExit(f"setup step {' '.join(step)} failed")
         commands = {
             "web": [python, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port),
-                    "--no-access-log", "--lifespan", "off"],
+                    "--no-access-log", "--lifespan", "off",
+                    # WebSocket frames over 64 KiB are refused (1009) before they are buffered;
+                    # steering.live.consumers enforces the same cap under any server.
+                    "--ws-max-size", "65536"],
             "worker": [python, "-m", "celery", "-A", "config", "worker", "--loglevel", "WARNING", "--concurrency", "2",
                        "--queues", "celery,probes", "--without-mingle", "--without-gossip",
                        "--hostname", "worker@%h"],
@@ -99,7 +102,7 @@ class Command(BaseCommand):
         try:
             for name, cmd in commands.items():
                 procs[name] = subprocess.Popen(cmd, env=env, start_new_session=True)
-            self._announce(host, port, env["REDIS_URL"], redis is not None, notes)
+            self._announce(host, port, without_password(env["REDIS_URL"]), redis is not None, notes)
             while not stop():
                 for name, proc in procs.items():
                     if proc.poll() is not None:
