@@ -15,13 +15,15 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set u
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from steering.api.longpoll import DesiredStateApp  # noqa: E402
+from steering.api.operation_wait import OperationWaitApp  # noqa: E402
 from steering.live.origin import SameOriginValidator  # noqa: E402
 from steering.live.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        # Agents' long-polls are answered beside Django's sync stack: a waiter holds no thread.
-        "http": DesiredStateApp(django_asgi_app),
+        # Long-polls (agents' desired state, `?wait=` on an operation) are answered beside Django's
+        # sync stack: a waiter holds no thread and no database connection.
+        "http": DesiredStateApp(OperationWaitApp(django_asgi_app)),
         # Same origin (scheme, host and port) or a CSRF_TRUSTED_ORIGINS entry; then the session.
         "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }

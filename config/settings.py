@@ -101,6 +101,17 @@ if DATABASE_URL:
     except ValueError as exc:
         raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {exc}") from exc
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and envbool("DB_POOL", True):
+        # Under ASGI a sync view runs on whichever executor thread is free, and a persistent
+        # connection (CONN_MAX_AGE) is per thread: idle threads would each keep one open. A pool
+        # per process bounds them and hands a connection back at the end of each request.
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+        DATABASES["default"]["CONN_HEALTH_CHECKS"] = False  # the pool checks connections itself
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": envint("DB_POOL_MIN", 1, minimum=0, maximum=100),
+            "max_size": envint("DB_POOL_MAX", 20, minimum=1, maximum=1000),
+            "timeout": envint("DB_POOL_TIMEOUT", 30, minimum=1, maximum=300),
+        }
     if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         DATABASES["default"]["CONN_MAX_AGE"] = 0
         DATABASES["default"]["OPTIONS"] = dict(SQLITE_OPTIONS)
@@ -134,7 +145,11 @@ CHANNEL_LAYERS = {
         # redis-py 8 reads with a 5 s socket timeout by default, the same as channels-redis' 5 s
         # BZPOPMIN: an idle WebSocket then dies with "Timeout reading" (redis/redis-py#4091).
         # Longer than the blocking pop, still finite so a vanished Redis is noticed.
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "prefix": "steering:asgi"},
+        # capacity: messages a channel holds before the layer drops new ones (default 100). A burst
+        # of versions (a flapping fleet) faster than a busy process reads them must not leave holes
+        # that make every browser refetch; memory stays bounded by `expiry` (60 s).
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "prefix": "steering:asgi",
+                   "capacity": 1000},
     }
 }
 

@@ -21,11 +21,22 @@ def test_readyz_checks_the_database_and_redis(client: Client, db) -> None:
     assert r.json()["checks"] == {"database": "ok", "redis": "ok"}
 
 
-def test_readyz_says_503_when_redis_is_away(client: Client, db, settings) -> None:
+def test_readyz_says_degraded_but_serving_when_redis_is_away(client: Client, db, settings) -> None:
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
     r = client.get("/readyz")
-    assert r.status_code == 503
+    assert r.status_code == 200 and r.json()["status"] == "degraded"
     assert r.json()["checks"]["redis"].startswith("error")
+
+
+def test_readyz_says_503_down_when_the_database_is_away(client: Client, db, monkeypatch) -> None:
+    from django.db import OperationalError, connection
+
+    def refuse(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(connection, "cursor", refuse)
+    r = client.get("/readyz")
+    assert r.status_code == 503 and r.json()["status"] == "down"
 
 
 def test_the_state_table_has_a_symbol_and_a_word_for_every_colour(viewer_api) -> None:

@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +41,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-def _close_db() -> None:
+def close_db() -> None:
     # A thread hop must not keep a connection open for the whole wait (or forever, in a pool
     # thread). Inside a test's transaction there is nothing to close.
     if not connection.in_atomic_block:
@@ -53,7 +54,7 @@ def _db_version() -> int:
     try:
         return current_version()
     finally:
-        _close_db()
+        close_db()
 
 
 class VersionWatcher:
@@ -159,6 +160,20 @@ class VersionWatcher:
             except TimeoutError:
                 break
         return self.latest
+
+
+_WATCHERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, VersionWatcher] = weakref.WeakKeyDictionary()
+
+
+def watcher_for_running_loop() -> VersionWatcher:
+    """The one VersionWatcher of this event loop (one Redis subscription per process, shared by
+    every long-poll served here), started."""
+    loop = asyncio.get_running_loop()
+    watcher = _WATCHERS.get(loop)
+    if watcher is None:
+        watcher = _WATCHERS[loop] = VersionWatcher()
+    watcher.start()
+    return watcher
 
 
 @dataclass
@@ -298,7 +313,7 @@ def _authorize(authorization: str, layer: str | None, pop: str | None, instance:
     except exceptions.AuthenticationFailed as exc:
         raise ScopeError(401, "authentication_failed", str(exc.detail)) from exc
     finally:
-        _close_db()
+        close_db()
 
 
 def _build_many(layer: str, scopes: dict[str, int | None]) -> dict[str, dict[str, Any]]:
@@ -313,7 +328,7 @@ def _build_many(layer: str, scopes: dict[str, int | None]) -> dict[str, dict[str
         by_id = desired_documents(layer, pops)
         return {scope: by_id[pk] for scope, pk in scopes.items() if pk is not None and pk in by_id}
     finally:
-        _close_db()
+        close_db()
 
 
 class DesiredStateApp:
@@ -329,7 +344,7 @@ class DesiredStateApp:
             await self.inner(scope, receive, send)
             return
         if self.watcher is None:
-            self.watcher = VersionWatcher()
+            self.watcher = watcher_for_running_loop()
             self.watcher.on_reset.append(self.cache.clear)
         disconnected = asyncio.ensure_future(_disconnect(receive))
         try:

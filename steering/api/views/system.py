@@ -46,7 +46,14 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Readiness: the database and Redis answer."""
+    """Readiness for a load balancer: 200 while this process can take writes.
+
+    - `ready`: the database and Redis answer.
+    - `degraded` (still 200): Redis is away. Writes are committed and audited; live browsers,
+      probes and timers wait for it (they resync and resume when it is back). Alert on it; do not
+      take the process out of rotation, every other one sees the same Redis.
+    - `down` (503): the database does not answer; nothing can be changed here.
+    """
     checks: dict[str, Any] = {}
     try:
         with connection.cursor() as cursor:
@@ -61,5 +68,10 @@ def readyz(request: HttpRequest) -> JsonResponse:
         checks["redis"] = "ok"
     except Exception as exc:
         checks["redis"] = f"error: {exc}"
-    ready = all(v == "ok" for v in checks.values())
-    return JsonResponse({"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503)
+    if checks["database"] != "ok":
+        status = "down"
+    elif checks["redis"] != "ok":
+        status = "degraded"
+    else:
+        status = "ready"
+    return JsonResponse({"status": status, "checks": checks}, status=503 if status == "down" else 200)
