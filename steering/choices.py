@@ -129,28 +129,38 @@ class StateStyle:
     meaning: str
 
 
-# The one table of state colours and symbols (UI.md): health first, then admin states, then alarms.
+def _style(state: models.TextChoices | str, symbol: str, colour: str, meaning: str, label: str = "") -> StateStyle:
+    """A state's row: a model state (Health, AdminState, AnnounceState) brings its own value and
+    label, so the style cannot drift from the choices the database stores."""
+    if isinstance(state, models.TextChoices):
+        return StateStyle(str(state.value), label or str(state.label), symbol, colour, meaning)
+    return StateStyle(state, label or state.replace("_", " "), symbol, colour, meaning)
+
+
+# The one table of what every state looks like: its word, symbol and colour (the dashboard reads it
+# from /api/v1/states/; colour never travels alone). Health first, then admin states, then alarms
+# and the data planes' versions. tests/test_system.py checks every model state has its row.
 STATE_STYLES: tuple[StateStyle, ...] = (
-    StateStyle("up", "up", "▲", "#2e9e44", "passing health checks"),
-    StateStyle("down", "down", "▼", "#d64545", "failing health checks"),
-    StateStyle("unknown", "unknown", "?", "#8a8f98", "not checked yet"),
-    StateStyle("stale", "stale", "◌", "#b58a00", "no check results arriving; last known state kept"),
+    _style(Health.UP, "▲", "#2e9e44", "passing health checks"),
+    _style(Health.DOWN, "▼", "#d64545", "failing health checks"),
+    _style(Health.UNKNOWN, "?", "#8a8f98", "not checked yet"),
+    _style(Health.STALE, "◌", "#b58a00", "no check results arriving; last known state kept"),
     # A PoP or pool, not a backend: some of its backends down, the rest serving.
-    StateStyle("degraded", "degraded", "◆", "#e07a1f", "some backends down; the rest carry the traffic"),
-    StateStyle("ready", "ready", "●", "#2e9e44", "in service"),
-    StateStyle("draining", "draining", "◐", "#d98a00", "no new traffic; existing sessions finishing"),
-    StateStyle("drained", "drained", "○", "#5f6b7a", "out of service, no sessions"),
-    StateStyle("maint", "maintenance", "■", "#7a5cc2", "forced out of service"),
-    StateStyle("panic", "panic", "‼", "#ff2d55", "most of the pool looks down: serving anyway, prober suspected"),
+    _style("degraded", "◆", "#e07a1f", "some backends down; the rest carry the traffic"),
+    _style(AdminState.READY, "●", "#2e9e44", "in service"),
+    _style(AdminState.DRAINING, "◐", "#d98a00", "no new traffic; existing sessions finishing"),
+    _style(AdminState.DRAINED, "○", "#5f6b7a", "out of service, no sessions"),
+    _style(AdminState.MAINT, "■", "#7a5cc2", "forced out of service"),
+    _style("panic", "‼", "#ff2d55", "most of the pool looks down: serving anyway, prober suspected"),
     # A backend, beside its health: live traffic took it out for a while (outlier ejection).
-    StateStyle("ejected", "ejected", "⏏", "#d0479b",
-               "taken out by live traffic for a while; the prober confirms (down) or it comes back"),
-    StateStyle("announce", "announcing", "⇡", "#2e9e44", "anycast prefix announced"),
-    StateStyle("withdraw", "withdrawn", "⇣", "#5f6b7a", "anycast prefix withdrawn"),
+    _style("ejected", "⏏", "#d0479b", "taken out by live traffic for a while; the prober confirms (down) or it comes back"),
+    _style(AnnounceState.ANNOUNCE, "⇡", "#2e9e44", "anycast prefix announced", label="announcing"),
+    _style(AnnounceState.WITHDRAW, "⇣", "#5f6b7a", "anycast prefix withdrawn", label="withdrawn"),
     # A data plane's version against the desired one (steering.dataplane.status).
-    StateStyle("in_sync", "in sync", "✓", "#2e9e44", "the data plane runs the desired version"),
-    StateStyle("applying", "applying", "⟳", "#b58a00", "a newer version is on its way to the data plane"),
-    StateStyle("behind", "behind", "✗", "#d64545", "the data plane has not applied the desired version in time"),
-    StateStyle("refused", "refused", "✗", "#d64545", "the data plane refused the desired version (its error is shown)"),
-    StateStyle("absent", "no agent", "○", "#8a8f98", "no agent has reported for this data plane"),
+    _style("in_sync", "✓", "#2e9e44", "the data plane runs the desired version"),
+    _style("applying", "⟳", "#b58a00", "a newer version is on its way to the data plane"),
+    _style("behind", "✗", "#d64545", "the data plane has not applied the desired version in time"),
+    _style("refused", "✗", "#d64545", "the data plane refused the desired version (its error is shown)"),
+    _style("absent", "○", "#8a8f98", "no agent has reported for this data plane", label="no agent"),
 )
+STATE_STYLE = {style.key: style for style in STATE_STYLES}

@@ -377,7 +377,7 @@ def test_it_audits_a_forced_drain_past_the_capacity_guard(operator_api, operator
 
 
 def test_it_keeps_the_force_reason_in_the_audit_log(operator_api):
-    """DESIGN §6: past the guard only with `force` and a reason, audited. The audit log is the
+    """ARCHITECTURE.md §5: past the guard only with `force` and a reason, audited. The audit log is the
     Change table (append-only, exported to CSV), so the force reason must be in the Change row."""
     pool = f.fleet(2, capacity_rps=1000, expected_rps=2000)
     b = pool.backends.first()

@@ -29,7 +29,7 @@ from steering.dataplane.haproxy.desired import pop_spec
 from steering.dataplane.haproxy.render import render, write_config
 from steering.dataplane.haproxy.runtime import Runtime
 from steering.dataplane.haproxy.stats import StatsCollector
-from steering.dataplane.stats import read_backend_stats
+from steering.dataplane.stats import RedisFigureStore, read_backend_stats
 from steering.models import Backend, Change, Pool, PoP
 from steering.services.dataplane import do_record_dataplane_repair
 from tests import factories as f
@@ -328,7 +328,7 @@ def test_the_runtime_client_reports_refusals(site: Site) -> None:
 
 
 def test_stats_collector_writes_sessions_and_rates(site: Site) -> None:
-    collector = StatsCollector(site.haproxy.runtime)
+    collector = StatsCollector(site.haproxy.runtime, RedisFigureStore())
     spec = pop_spec(site.pop)
     collector.collect(spec, now=1000.0)
     site.haproxy.spread(50)

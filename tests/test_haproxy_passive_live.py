@@ -28,7 +28,7 @@ import pytest
 from steering.dataplane.haproxy.desired import pop_spec
 from steering.dataplane.haproxy.runtime import Runtime
 from steering.dataplane.haproxy.stats import StatsCollector
-from steering.dataplane.stats import KEY
+from steering.dataplane.stats import KEY, RedisFigureStore
 from steering.models import Backend, Change, Pool
 from steering.services import outliers
 from steering.services.effects import _redis
@@ -162,7 +162,7 @@ class Lab:
             proc = BackendProcess(f"api-{i}")
             self.backends[proc.name] = proc
             f.backend(self.pool, name=proc.name, address="127.0.0.1", port=proc.port, capacity_rps=1000, health="up")
-        self.collector = StatsCollector(Runtime(self.socket))
+        self.collector = StatsCollector(Runtime(self.socket), RedisFigureStore())
 
     def start(self) -> Lab:
         self.hap.start(self.pop)

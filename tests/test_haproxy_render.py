@@ -22,7 +22,7 @@ from tests import factories as f
 
 
 def haproxy_binary() -> str:
-    """HAProxy is a real dependency here (DESIGN §6): missing it fails, in CI and outside."""
+    """HAProxy is a real dependency here (ARCHITECTURE.md §6): missing it fails, in CI and outside."""
     found = shutil.which("haproxy") or (shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin"))
     if found is None:
         pytest.fail("haproxy is not installed: apt-get install -y haproxy (HAProxy 2.6 or later)")

@@ -42,7 +42,7 @@ API = "/api/v1"
 SAFE_METHODS = {"get", "head", "options"}
 CRUD_WRITES = ("create", "update", "partial_update", "destroy")
 
-# The contract (DESIGN §5), written down independently of the views' own `required_roles`:
+# The contract (README: Roles), written down independently of the views' own `required_roles`:
 # operators act on traffic; everything else that writes is an admin's.
 OPERATOR_WRITES = {"drain", "undrain", "maintenance", "weight", "abort", "resume", "withdraw", "announce"}
 

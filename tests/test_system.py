@@ -28,14 +28,13 @@ def test_readyz_says_degraded_but_serving_when_redis_is_away(client: Client, db,
     assert r.json()["checks"]["redis"].startswith("error")
 
 
-def test_readyz_says_503_down_when_the_database_is_away(client: Client, db, monkeypatch) -> None:
+def test_readyz_says_503_down_when_the_database_is_away(client: Client, db) -> None:
+    from unittest import mock
+
     from django.db import OperationalError, connection
 
-    def refuse(*args, **kwargs):
-        raise OperationalError("connection refused")
-
-    monkeypatch.setattr(connection, "cursor", refuse)
-    r = client.get("/readyz")
+    with mock.patch.object(connection, "cursor", side_effect=OperationalError("connection refused")):
+        r = client.get("/readyz")
     assert r.status_code == 503 and r.json()["status"] == "down"
 
 
@@ -84,3 +83,13 @@ def test_secrets_can_come_from_files(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("X_SECRET_FILE", str(tmp_path / "missing"))
     with pytest.raises(ImproperlyConfigured):
         env.envstr("X_SECRET")
+
+
+def test_every_state_a_model_stores_or_the_product_says_has_one_row_of_style() -> None:
+    from steering.choices import STATE_STYLE, AdminState, AnnounceState, Health
+    from steering.dataplane import status
+
+    words = {*Health.values, *AdminState.values, *AnnounceState.values, *status.STATES, "degraded", "panic", "ejected"}
+    assert words <= set(STATE_STYLE), words - set(STATE_STYLE)
+    assert len(STATE_STYLE) == len(STATE_STYLES)  # one row per key
+    assert STATE_STYLE["maint"].label == AdminState.MAINT.label  # the label is the model's own

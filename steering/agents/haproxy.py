@@ -259,7 +259,7 @@ class HAProxyAgent:
         servers: dict[str, dict[str, float]] = {}
         if self.connected and self.spec is not None:
             try:
-                figures = self.collector.collect(self.spec, write=False, rows=rows)
+                figures = self.collector.collect(self.spec, rows=rows)
                 servers = {str(bid): {k: v for k, v in asdict(f).items() if isinstance(v, (int, float))}
                            for bid, f in figures.items()}
             except RuntimeAPIError as exc:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 MAX_AGE_SECONDS = 10.0
 KEY = "steering:stats:backend:{id}"
@@ -92,3 +93,21 @@ def read_backend_stats(backend_ids: Iterable[int]) -> dict[int, BackendStats]:
         if stats.fresh(now):
             found[backend_id] = stats
     return found
+
+
+class RedisFigureStore:
+    """A HAProxy stats collector's figures straight into Redis, as an agent's report would land
+    (steering.dataplane.haproxy.stats.FigureStore), for collectors run beside the control plane."""
+
+    def write(self, backend_id: int, figures: Any, at: float) -> None:
+        _redis().hset(KEY.format(id=backend_id), mapping={**asdict(figures), "updated_at": at})
+
+    def previous(self, backend_id: int) -> Any:
+        from steering.dataplane.haproxy.stats import Sample
+
+        row: dict[bytes, bytes] = _redis().hgetall(KEY.format(id=backend_id))
+        try:
+            return Sample(int(float(row[b"sessions"])), int(float(row[b"stot"])), int(float(row[b"hrsp_5xx"])),
+                          float(row[b"updated_at"]), errors=int(float(row.get(b"errors", 0) or 0)))
+        except (KeyError, ValueError):
+            return None

@@ -23,6 +23,10 @@ from steering.services.audit import current_version
 NAMES = {DataplaneLayer.LOCAL: "HAProxy", DataplaneLayer.ANYCAST: "ExaBGP", DataplaneLayer.DNS: "GSLB server"}
 
 
+# What a layer's status says, each with its row in steering.choices.STATE_STYLES.
+STATES = ("in_sync", "applying", "behind", "refused", "absent")
+
+
 @dataclass
 class LayerStatus:
     layer: str

@@ -1,4 +1,4 @@
-"""The only writers of state (DESIGN §4.1).
+"""The only writers of state (ARCHITECTURE.md §1, §2).
 
 Each `do_<verb>()` runs in one transaction: lock the rows, check guards, mutate, write the
 Change rows, then (after commit) publish a live delta. Views, consumers, tasks and commands

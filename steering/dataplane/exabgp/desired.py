@@ -1,4 +1,4 @@
-"""Which anycast prefixes a PoP should announce, and why (pure: no Django, DESIGN §2).
+"""Which anycast prefixes a PoP should announce, and why (pure: no Django, ARCHITECTURE.md §2).
 
 A PoP announces the prefix of each service it has pools for when the operator has not withdrawn
 it, the PoP and its region are in service (ready, or draining: see IN_SERVICE), and every service on that prefix

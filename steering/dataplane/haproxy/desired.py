@@ -1,7 +1,7 @@
 """The desired HAProxy state of one PoP, read from the database into plain data (model.py).
 
-The server weight is exactly `capacity.explain_effective_weight` of the backend (DESIGN §3: one
-function for every data plane, the what-if and the UI).
+The server weight is exactly `capacity.explain_effective_weight` of the backend: one function for
+every data plane, the what-if and the UI (pure modules, ARCHITECTURE.md §1).
 """
 
 from __future__ import annotations

@@ -14,12 +14,11 @@ live-traffic watch (`observe layer4`, see render.py) took the server out.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import Protocol
 
 from steering.dataplane.haproxy.model import PopSpec
 from steering.dataplane.haproxy.runtime import Runtime, ServerStat
-from steering.dataplane.stats import KEY
 
 
 @dataclass(frozen=True)
@@ -74,11 +73,22 @@ def backend_ids(spec: PopSpec) -> dict[tuple[str, str], int]:
     return {(p.proxy, s.name): s.backend_id for p in spec.pools for s in p.servers if s.backend_id is not None}
 
 
-class StatsCollector:
-    """One per PoP in a long-running loop; previous samples fall back to Redis after a restart."""
+class FigureStore(Protocol):
+    """Where figures go when the collector runs beside the control plane (tests, benches); the
+    agent keeps its samples in memory and reports figures over the API instead."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def write(self, backend_id: int, figures: Figures, at: float) -> None: ...
+
+    def previous(self, backend_id: int) -> Sample | None: ...
+
+
+class StatsCollector:
+    """One per PoP in a long-running loop. With a `store`, figures are written there and the
+    previous samples come back from it after a restart; without one (the agent), only memory."""
+
+    def __init__(self, runtime: Runtime, store: FigureStore | None = None) -> None:
         self.runtime = runtime
+        self.store = store
         self.previous: dict[int, Sample] = {}
 
     def observed_down(self, spec: PopSpec) -> tuple[set[int], list[ServerStat]]:
@@ -90,7 +100,7 @@ class StatsCollector:
                 and observed_down(row.status)}
         return down, rows
 
-    def collect(self, spec: PopSpec, *, now: float | None = None, write: bool = True,
+    def collect(self, spec: PopSpec, *, now: float | None = None,
                 rows: list[ServerStat] | None = None) -> dict[int, Figures]:
         rows = self.runtime.show_stat() if rows is None else rows
         now = now if now is not None else time.time()
@@ -101,27 +111,9 @@ class StatsCollector:
             if backend_id is None:
                 continue
             cur = sample_of(row, now)
-            prev = self.previous.get(backend_id) or (self._stored(backend_id) if write else None)
+            prev = self.previous.get(backend_id) or (self.store.previous(backend_id) if self.store else None)
             out[backend_id] = fig = figures(prev, cur, row.rate)
             self.previous[backend_id] = cur
-            if write:
-                self._write(backend_id, fig, cur)
+            if self.store is not None:
+                self.store.write(backend_id, fig, cur.at)
         return out
-
-    def _write(self, backend_id: int, fig: Figures, cur: Sample) -> None:
-        # Every field of Figures, as the API stores an agent's report (steering.dataplane.stats).
-        _redis().hset(KEY.format(id=backend_id), mapping={**asdict(fig), "updated_at": cur.at})
-
-    def _stored(self, backend_id: int) -> Sample | None:
-        row: Mapping[bytes, bytes] = _redis().hgetall(KEY.format(id=backend_id))
-        try:
-            return Sample(int(float(row[b"sessions"])), int(float(row[b"stot"])), int(float(row[b"hrsp_5xx"])),
-                          float(row[b"updated_at"]), errors=int(float(row.get(b"errors", 0) or 0)))
-        except (KeyError, ValueError):
-            return None
-
-
-def _redis():  # type: ignore[no-untyped-def]
-    from steering.services.effects import _redis as client
-
-    return client()
