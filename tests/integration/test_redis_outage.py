@@ -59,8 +59,9 @@ class Browser:
         """Read what is there for up to a second (connecting first if needed); the newest version."""
         try:
             if self.ws is None:
-                self.ws = connect(self.url, origin=self.origin, additional_headers={"Cookie": self.cookie},
-                                  open_timeout=5)
+                opened = connect(self.url, origin=self.origin, additional_headers={"Cookie": self.cookie},
+                                 open_timeout=5)
+                self.ws = opened.__enter__()  # the connection, kept open across calls
             message = json.loads(self.ws.recv(timeout=1))
             self.version = max(self.version, int(message.get("version", 0)))
         except TimeoutError:
