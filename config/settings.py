@@ -165,7 +165,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # a probe wave from delaying the sweeper's timers; a single worker serves both (`-Q celery,probes`).
 CELERY_TASK_ROUTES = {"steering.probe_shard": {"queue": "probes"}}
 CELERY_BEAT_SCHEDULE = {
-    # Timers live in DB columns; this sweep acts on what is due (DESIGN §4.3). Twice a second, so
+    # Timers live in DB columns; this sweep acts on what is due (ARCHITECTURE.md §4). Twice a second, so
     # a deadline is met within ~0.5 s plus the sweep itself, with room to spare for a loaded worker
     # or one that was just restarted (the durability test holds completions within 2 s).
     "sweep-due-operations": {
@@ -173,7 +173,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 0.5,
         "options": {"expires": 0.5},
     },
-    # Health probing (DESIGN §4.2): the tick claims due backends from Redis and dispatches shards.
+    # Health probing (ARCHITECTURE.md §4): the tick claims due backends from Redis and dispatches shards.
     "probe-tick": {
         "task": "steering.probe_tick",
         "schedule": 1.0,
@@ -305,6 +305,14 @@ STEERING_TOKEN_DEFAULT_DAYS = envint("STEERING_TOKEN_DEFAULT_DAYS", 90, minimum=
 STEERING_PROBE_SHARD_SIZE = envint("STEERING_PROBE_SHARD_SIZE", 500, minimum=1, maximum=5000)
 STEERING_PROBE_SAMPLES = envint("STEERING_PROBE_SAMPLES", 60, minimum=1, maximum=1000)
 STEERING_PROBE_RESYNC_SECONDS = envint("STEERING_PROBE_RESYNC_SECONDS", 30, minimum=1, maximum=3600)
+# Health reconcile (steering.tasks.probes.reconcile): how often DB health is compared with the
+# probe state in Redis and a transition that never reached the DB is repaired (system:reconciler).
+STEERING_HEALTH_RECONCILE_SECONDS = envint("STEERING_HEALTH_RECONCILE_SECONDS", 30, minimum=1, maximum=3600)
+CELERY_BEAT_SCHEDULE["probe-reconcile"] = {
+    "task": "steering.probe_reconcile",
+    "schedule": float(STEERING_HEALTH_RECONCILE_SECONDS),
+    "options": {"expires": float(STEERING_HEALTH_RECONCILE_SECONDS)},
+}
 # DNS (GSLB): the remote-backend server PowerDNS asks, and the zone data we answer with.
 # Nameserver names for the NS/SOA of each zone we serve (default ns1./ns2.<zone>).
 STEERING_GSLB_LISTEN = envstr("STEERING_GSLB_LISTEN", "127.0.0.1:8053")

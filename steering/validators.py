@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 
 from django.core.exceptions import ValidationError
 
@@ -77,3 +78,25 @@ def parse_status_range(value: str) -> list[tuple[int, int]]:
 def validate_path_prefix(value: str) -> None:
     if value and (not value.startswith("/") or any(c.isspace() for c in value)):
         raise ValidationError("A path prefix starts with / and has no spaces, e.g. /payments.", code="invalid_path")
+
+
+_PERCENT_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def validate_monitor_path(value: str) -> None:
+    """A health check's path (and query): what can go on an HTTP request line once percent-encoded
+    (steering.health.checks.request_target encodes the rest, e.g. non-ASCII as UTF-8). Refused:
+    spaces and control characters (CR/LF would split the request), a fragment (never sent), and a
+    "%" that starts no escape (ambiguous: write %25)."""
+    if not value.startswith("/"):
+        raise ValidationError("A monitor path starts with /, e.g. /healthz.", code="invalid_path")
+    bad = next((c for c in value if c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp")), None)
+    if bad is not None:
+        raise ValidationError(f"A monitor path cannot contain spaces or control characters (found {bad!r}); "
+                              "percent-encode them, e.g. %20.", code="invalid_path")
+    if "#" in value:
+        raise ValidationError("A monitor path cannot contain # (a fragment is never sent to the server).",
+                              code="invalid_path")
+    if _PERCENT_ESCAPE.search(value):
+        raise ValidationError('A "%" in a monitor path must start an escape such as %2F (write %25 for "%").',
+                              code="invalid_path")

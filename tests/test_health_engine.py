@@ -297,6 +297,6 @@ def test_a_shard_through_the_worker_path_leaves_the_db_to_the_recorder(transacti
     finally:
         server.shutdown()
     assert health(b.pk) == "unknown" and asked == [1]  # queued, and one recorder asked for
-    assert outbox.pending(_redis()) == 1
+    assert outbox.backlog(_redis()) == 1
     assert probes.record_probe_transitions() == 1  # the recorder task, as a worker runs it
     assert health(b.pk) == "up"

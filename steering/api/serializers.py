@@ -10,6 +10,7 @@ from steering import capacity
 from steering.models import VIP, AnycastPrefix, Backend, ClientNetwork, Monitor, Pool, PoP, Region, Service
 from steering.representation import weight_inputs
 from steering.services.allowlist import allowlist_error
+from steering.validators import validate_monitor_path
 
 COMMON_READ_ONLY = ("id", "revision", "created_at", "updated_at")
 
@@ -92,6 +93,8 @@ class MonitorSerializer(BaseModelSerializer):
         fields = [*COMMON_READ_ONLY, "slug", "kind", "method", "path", "host_header", "expected_status",
                   "body_match", "tls_verify", "interval_seconds", "timeout_seconds", "rise", "fall"]
         read_only_fields = COMMON_READ_ONLY
+        # What the prober can send once percent-encoded (steering.health.checks.request_target).
+        extra_kwargs = {"path": {"validators": [validate_monitor_path]}}
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         instance = self.instance

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import ssl
 import time
 from collections.abc import Sequence
+from urllib.parse import quote
 
 from steering.health.fastcheck import start_check
 from steering.health.httpbody import dechunk, is_chunked
@@ -102,10 +104,27 @@ class _Connect(asyncio.Protocol):
         transport.close()
 
 
+# RFC 3986 path and query: unreserved characters (always kept by quote), sub-delims, ":", "@",
+# "/" and "?"; "%" stays for escapes already there (a "%" that starts none is escaped first).
+# Everything else (non-ASCII as UTF-8, spaces, controls, "#") is percent-encoded.
+PATH_SAFE = "/?:@!$&'()*+,;=%"
+_STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]+")
+
+
+def request_target(path: str) -> str:
+    """The monitor's path as it goes on the request line: percent-encoded per RFC 3986."""
+    return quote(_STRAY_PERCENT.sub("%25", path), safe=PATH_SAFE)
+
+
 def build_request(target: ProbeTarget) -> bytes:
+    """The request bytes. Raises ValueError for what cannot be sent (a Host with spaces or
+    controls: header injection); the engine counts that as this target's failed probe."""
     host = target.host_header or (f"[{target.address}]" if ":" in target.address else target.address)
-    return (f"{target.method} {target.path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: steering-prober/1\r\n"
-            "Accept: */*\r\nConnection: close\r\n\r\n").encode("latin-1")
+    if not _HEADER_VALUE.fullmatch(host):
+        raise ValueError(f"the Host header {host[:60]!r} cannot be sent: it must be printable ASCII without spaces")
+    return (f"{target.method} {request_target(target.path)} HTTP/1.1\r\nHost: {host}\r\n"
+            "User-Agent: steering-prober/1\r\nAccept: */*\r\nConnection: close\r\n\r\n").encode("ascii")
 
 
 def allowed(ip: str, networks: Sequence[Network]) -> bool:
@@ -172,10 +191,25 @@ def judge(target: ProbeTarget, status: int, body: bytes) -> tuple[bool, str, str
     return True, "ok", ""
 
 
+def failed(target: ProbeTarget, due: float, exc: BaseException, started: float | None = None) -> ProbeResult:
+    """The result of a probe that could not be built or run (a bad monitor or backend): a failure
+    of this target alone, with what went wrong as its evidence."""
+    now = time.time()
+    return ProbeResult(target.backend_id, False, "error", 0.0, due, now if started is None else started, now,
+                       error=f"the probe could not run: {type(exc).__name__}: {exc}"[:300], check=target.kind)
+
+
 async def probe(target: ProbeTarget, networks: Sequence[Network], *, due: float) -> ProbeResult:
-    """Run one check, bounded by the target's timeout. Never raises.
+    """Run one check, bounded by the target's timeout. Never raises (but for cancellation).
 
     tcp and http to an address go through fastcheck's raw-socket path; https and names here."""
+    try:
+        return await _probe(target, networks, due=due)
+    except Exception as exc:  # a bad target fails its own probe and nothing else
+        return failed(target, due, exc)
+
+
+async def _probe(target: ProbeTarget, networks: Sequence[Network], *, due: float) -> ProbeResult:
     loop = asyncio.get_running_loop()
     fast: asyncio.Future[ProbeResult] = loop.create_future()
     if start_check(loop, target, networks, due, fast.set_result, build_request(target)) is not None:

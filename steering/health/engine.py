@@ -4,6 +4,10 @@ The event loop does network I/O only. Results are handed, in small batches, to `
 plain function) on ONE helper thread: that is where Redis counters move and where transitions
 go to the database through the service layer. The loop never blocks on either, and a DB
 commit of one transition never delays the next probe.
+
+A bad target (a monitor or backend that cannot be probed: its request cannot be built, a check
+raises) fails its own probe, with the exception as evidence, and never stops the shard: every
+target always gets exactly one result.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 
-from steering.health.checks import Network, build_request, probe
+from steering.health.checks import Network, build_request, failed, probe
 from steering.health.fastcheck import RawCheck, expire_checks, start_check
 from steering.health.target import ProbeResult, ProbeTarget
 
@@ -89,14 +93,20 @@ async def run_shard(
             all_done.set_result(None)
 
     async def general(target: ProbeTarget, due: float) -> None:
-        done(await probe(target, nets, due=due))
+        done(await probe(target, nets, due=due))  # probe() turns any exception into a failed result
 
     def launch_group(group: list[tuple[ProbeTarget, float]]) -> None:
         # The fast path needs no task, and the checks started here share one timeout timer per
         # timeout value; TLS and names get one coroutine each.
         expiring: dict[float, list[RawCheck]] = {}
         for target, due in group:
-            check = start_check(loop, target, nets, due, done, _request(target), own_timer=False)
+            try:
+                check = start_check(loop, target, nets, due, done, _request(target), own_timer=False)
+            except Exception as exc:
+                # Raised before the check reported anything (a started RawCheck reports its own
+                # errors): this target's failure, and the rest of the group still starts.
+                done(failed(target, due, exc))
+                continue
             if check is None:
                 task = loop.create_task(general(target, due))
                 slow.add(task)

@@ -5,6 +5,8 @@ status line and headers (and the body match, if any) are in, then an abortive cl
 0, as HAProxy closes its checks: no TIME_WAIT pile-up at thousands of probes per second).
 One timer per probe bounds it. https goes through checks.py (asyncio's TLS transport).
 Measured in bench/README.md: this path is what gets a probe down to tens of microseconds.
+Once started, a check reports exactly once whatever goes wrong: an exception in one of its
+steps is its own failure (`_crashed`), never a lost result that would hold its shard up.
 """
 
 from __future__ import annotations
@@ -105,14 +107,20 @@ class RawCheck:
             self.finish(False, "error", exc.strerror or str(exc))
             return
         self.sock, self.fd = sock, sock.fileno()
-        err = sock.connect_ex((ip, self.target.port))
-        if err not in (0, errno.EINPROGRESS):
-            self.fail_errno(err)
-            return
-        if own_timer:
-            self.timer = self.loop.call_later(self.target.timeout, self.on_timeout)
-        self.loop.add_writer(self.fd, self.on_connected)
-        self.io = 1
+        try:
+            err = sock.connect_ex((ip, self.target.port))
+            if err not in (0, errno.EINPROGRESS):
+                self.fail_errno(err)
+                return
+            if own_timer:
+                self.timer = self.loop.call_later(self.target.timeout, self.on_timeout)
+            self.loop.add_writer(self.fd, self.on_connected)
+            self.io = 1
+        except Exception as exc:
+            self._crashed(exc)
+
+    def _crashed(self, exc: Exception) -> None:
+        self.finish(False, "error", f"the probe could not run: {type(exc).__name__}: {exc}"[:300])
 
     def fail_errno(self, err: int) -> None:
         if err == errno.ECONNREFUSED:
@@ -128,55 +136,61 @@ class RawCheck:
 
     def on_connected(self) -> None:
         assert self.sock is not None
-        err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            self.fail_errno(err)
-            return
-        if self.target.kind == "tcp":
-            self.finish(True, "ok", "")
-            return
         try:
-            self.sock.send(self.request)  # a few hundred bytes: always fits an empty send buffer
-        except OSError as exc:
-            self.fail_errno(exc.errno or 0)
-            return
-        # The reader goes on before the writer comes off: uvloop keeps one poll handle per fd while
-        # either is registered, so the switch is one epoll change instead of a handle torn down
-        # and built again.
-        self.loop.add_reader(self.fd, self.on_readable)
-        self.loop.remove_writer(self.fd)
-        self.io = 2
+            err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self.fail_errno(err)
+                return
+            if self.target.kind == "tcp":
+                self.finish(True, "ok", "")
+                return
+            try:
+                self.sock.send(self.request)  # a few hundred bytes: always fits an empty send buffer
+            except OSError as exc:
+                self.fail_errno(exc.errno or 0)
+                return
+            # The reader goes on before the writer comes off: uvloop keeps one poll handle per fd
+            # while either is registered, so the switch is one epoll change instead of a handle
+            # torn down and built again.
+            self.loop.add_reader(self.fd, self.on_readable)
+            self.loop.remove_writer(self.fd)
+            self.io = 2
+        except Exception as exc:
+            self._crashed(exc)
 
     def on_readable(self) -> None:
         assert self.sock is not None
         try:
-            data = self.sock.recv(65536)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self.fail_errno(exc.errno or 0)
-            return
-        if not data:
-            if self.status:
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self.fail_errno(exc.errno or 0)
+                return
+            if not data:
+                if self.status:
+                    self.verdict()
+                else:
+                    self.finish(False, "error", "connection closed before a response")
+                return
+            self.buf += data
+            if self.header_end < 0:
+                end = self.buf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(self.buf) > MAX_HEAD:
+                        self.finish(False, "error", "response headers too long")
+                    return
+                self.header_end = end + 4
+                parts = self.buf[: self.buf.find(b"\r\n")].split(b" ", 2)
+                if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+                    self.finish(False, "error", f"not an HTTP response: {self.buf[:60]!r}")
+                    return
+                self.status = int(parts[1])
+            if self.want is None or self.want in self.buf[self.header_end:] or len(self.buf) - self.header_end >= MAX_BODY:
                 self.verdict()
-            else:
-                self.finish(False, "error", "connection closed before a response")
-            return
-        self.buf += data
-        if self.header_end < 0:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self.buf) > MAX_HEAD:
-                    self.finish(False, "error", "response headers too long")
-                return
-            self.header_end = end + 4
-            parts = self.buf[: self.buf.find(b"\r\n")].split(b" ", 2)
-            if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-                self.finish(False, "error", f"not an HTTP response: {self.buf[:60]!r}")
-                return
-            self.status = int(parts[1])
-        if self.want is None or self.want in self.buf[self.header_end:] or len(self.buf) - self.header_end >= MAX_BODY:
-            self.verdict()
+        except Exception as exc:
+            self._crashed(exc)
 
     def verdict(self) -> None:
         t = self.target
@@ -191,22 +205,24 @@ class RawCheck:
         if self.finished:
             return
         self.finished = True
-        if self.timer is not None:
-            self.timer.cancel()
-        if self.sock is not None:
-            if self.io == 2:
-                self.loop.remove_reader(self.fd)
-            elif self.io == 1:
-                self.loop.remove_writer(self.fd)
-            self.io = 0
-            try:
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
-            except OSError:
-                pass
-            self.sock.close()
-        latency = (time.perf_counter() - self.t0) * 1000.0
-        self.on_done(ProbeResult(self.target.backend_id, ok, result, latency, self.due, self.started, time.time(),
-                                 status=self.status or None, error=error, check=self.target.kind))
+        try:
+            if self.timer is not None:
+                self.timer.cancel()
+            if self.sock is not None:
+                if self.io == 2:
+                    self.loop.remove_reader(self.fd)
+                elif self.io == 1:
+                    self.loop.remove_writer(self.fd)
+                self.io = 0
+                try:
+                    self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
+                except OSError:
+                    pass
+                self.sock.close()
+        finally:  # the result is reported even if letting go of the socket failed
+            latency = (time.perf_counter() - self.t0) * 1000.0
+            self.on_done(ProbeResult(self.target.backend_id, ok, result, latency, self.due, self.started,
+                                     time.time(), status=self.status or None, error=error, check=self.target.kind))
 
 
 def start_check(loop: asyncio.AbstractEventLoop, target: ProbeTarget, networks: Sequence[Network], due: float,

@@ -9,6 +9,8 @@ Keys (all under `steering:probe:`):
   state:{id}     STR   CheckState ("health|ok|fail|last_time|last_due")
   samples:{id}   LIST  the latest SAMPLES results, newest first
   stale_at       ZSET  backend id -> time after which it is stale without a new result
+  seq            HASH  backend id -> sequence number of its latest transition (see APPLY_SCRIPT)
+  transitions:stream  STREAM  the transitions on their way to the DB (steering.health.outbox)
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ from steering.health.target import ProbeResult, ProbeTarget, decode_sample
 
 P = "steering:probe:"
 DUE, CFG, IVL, STALE_AT, SYNCED = P + "due", P + "cfg", P + "interval", P + "stale_at", P + "synced"
+SEQ, TRANSITIONS = P + "seq", P + "transitions:stream"
+# A cap on the stream in case no recorder runs for a long while (the recorder trims what it
+# acknowledged); a transition trimmed unrecorded is healed by the reconcile (tasks.probes.reconcile).
+TRANSITIONS_MAXLEN = 100_000
 M = "steering:metrics:"
 M_PROBES, M_LATENCY, M_LAG, M_GAUGES = M + "probes", M + "latency", M + "lag", M + "gauges"
 STALE_INTERVALS = 3
@@ -188,6 +194,18 @@ class Transition:
     from_health: str
     to_health: str
     evidence: dict[str, object]
+    seq: int = 0   # increases with each transition of this backend (0: not from the engine)
+
+    def pack(self) -> bytes:
+        """The stream entry (the same msgpack array APPLY_SCRIPT writes)."""
+        return bytes(msgpack.packb([self.backend_id, self.pool_id, self.from_health, self.to_health, self.evidence,
+                                    self.seq], use_bin_type=True))
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Transition:
+        backend_id, pool_id, from_health, to_health, evidence, *seq = msgpack.unpackb(raw, raw=False)
+        return cls(int(backend_id), int(pool_id), str(from_health), str(to_health), dict(evidence),
+                   int(seq[0]) if seq else 0)
 
 
 def _lua_list(values: Sequence[float]) -> str:
@@ -201,11 +219,17 @@ def _lua_names(values: Sequence[float]) -> str:
 # The whole of apply_results in one round trip. ARGV[1] the key prefix, ARGV[2] samples kept,
 # ARGV[3] stale intervals, ARGV[4] the wall clock for the last_result_time gauge, ARGV[5] the
 # batch as ONE msgpack array of [backend id, ok 0|1, latency ms, result, due, started, finished,
-# rise, fall, interval, sample detail]. KEYS: stale_at, then the probes/latency/lag/gauges hashes.
+# rise, fall, interval, sample detail, pool id, check kind, HTTP status or -1, error], ARGV[6]
+# '1' to append transitions to the outbox stream, ARGV[7] the stream's cap. KEYS: stale_at, the
+# probes/latency/lag/gauges hashes, the transitions stream, the seq hash.
 # Server side, per result: the rise/fall step (the same semantics as steering.health.state.step,
 # checked against it by tests/test_health_state.py), its state string and stale deadline, the
-# sample (LPUSH + LTRIM); per batch: the metric counters and histogram buckets. Returns only the
-# transitions, flat: index into the batch, from, to, ok streak, fail streak.
+# sample (LPUSH + LTRIM); per transition: its sequence number and, in the same atomic call as the
+# state change, its stream entry (so no transition is ever in Redis without its outbox entry);
+# per batch: the metric counters and histogram buckets. Returns only the transitions, flat:
+# index into the batch, the entry (a msgpack array, Transition.unpack).
+# seq = max(previous + 1, Redis TIME in microseconds): increasing per backend, and still above
+# every earlier one if Redis lost the hash (the DB keeps the last applied seq: services.health).
 # The state and samples keys are built here from the prefix (fine on one Redis server; on Redis
 # Cluster they would have to be passed in KEYS).
 APPLY_SCRIPT = """
@@ -228,6 +252,8 @@ local function decode(s)
   end
   return h, o, f, lt, ld
 end
+local to_outbox, maxlen = ARGV[6] == '1', ARGV[7]
+local now_us = nil
 local by_result, lat_c, lag_c = {}, {}, {}
 local lat_sum, lag_sum, lag_max = 0.0, 0.0, 0.0
 local out = {}
@@ -259,7 +285,19 @@ for i, r in ipairs(batch) do
     redis.call('SET', key, string.format('%s|%d|%d|%.3f|%.3f', nh, o, f, finished, due))
     redis.call('ZADD', KEYS[1], string.format('%.17g', finished + stale_n * interval), id)
     if nh ~= h then
-      out[#out + 1] = i - 1; out[#out + 1] = h; out[#out + 1] = nh; out[#out + 1] = o; out[#out + 1] = f
+      if not now_us then
+        local t = redis.call('TIME')
+        now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+      end
+      local seq = math.max((tonumber(redis.call('HGET', KEYS[7], id)) or 0) + 1, now_us)
+      redis.call('HSET', KEYS[7], id, string.format('%.0f', seq))
+      local ev = {check = r[13], result = result, latency_ms = math.floor(latency_ms * 100 + 0.5) / 100,
+                  ok_streak = o, fail_streak = f, rise = rise, fall = fall}
+      if r[14] >= 0 then ev.status = r[14] end
+      if r[15] ~= '' then ev.error = r[15] end
+      local entry = cmsgpack.pack({bid, r[12], h, nh, ev, seq})
+      if to_outbox then redis.call('XADD', KEYS[6], 'MAXLEN', '~', maxlen, '*', 't', entry) end
+      out[#out + 1] = i - 1; out[#out + 1] = entry
     end
   end
   local skey = P .. 'samples:' .. id
@@ -299,33 +337,28 @@ def pack_results(results: Sequence[ProbeResult], targets: dict[int, ProbeTarget]
         t = targets[res.backend_id]
         detail = str(res.status) if res.status is not None else res.error[:120].replace("|", "/")
         rows.append((res.backend_id, 1 if res.ok else 0, res.latency_ms, res.result, res.due, res.started,
-                     res.finished, t.rise, t.fall, t.interval, detail))
+                     res.finished, t.rise, t.fall, t.interval, detail, t.pool_id, res.check,
+                     -1 if res.status is None else res.status, res.error[:300]))
     return _pack(rows)
 
 
 def apply_results(r: Any, results: Sequence[ProbeResult], targets: dict[int, ProbeTarget], *,
-                  keep_samples: int = 60) -> list[Transition]:
+                  keep_samples: int = 60, outbox: bool = True) -> list[Transition]:
     """Feed results to the state machine with Redis as memory; return the transitions.
 
     One Redis round trip per batch (APPLY_SCRIPT): the script steps each backend's counters,
-    writes its samples and the metric counters, and answers only with the transitions. Results
-    are applied in order, so two results for one backend in a batch step one after the other;
-    the `last_due` check drops a result that arrives out of order.
+    writes its samples and the metric counters, appends each transition to the outbox stream
+    (unless `outbox` is False: a caller that records them itself), and answers only with the
+    transitions. Results are applied in order, so two results for one backend in a batch step
+    one after the other; the `last_due` check drops a result that arrives out of order.
     """
     results = [res for res in results if res.backend_id in targets]
     if not results:
         return []
-    flat = run_script(r, APPLY_SCRIPT, APPLY_SHA, (STALE_AT, M_PROBES, M_LATENCY, M_LAG, M_GAUGES),
-                      (P, keep_samples, STALE_INTERVALS, repr(time.time()), pack_results(results, targets)))
-    transitions: list[Transition] = []
-    for i in range(0, len(flat), 5):
-        res = results[int(flat[i])]
-        t = targets[res.backend_id]
-        from_h, to_h = (x.decode() if isinstance(x, bytes) else x for x in flat[i + 1:i + 3])
-        ev = {**res.evidence(), "ok_streak": int(flat[i + 3]), "fail_streak": int(flat[i + 4]),
-              "rise": t.rise, "fall": t.fall}
-        transitions.append(Transition(res.backend_id, t.pool_id, from_h, to_h, ev))
-    return transitions
+    flat = run_script(r, APPLY_SCRIPT, APPLY_SHA, (STALE_AT, M_PROBES, M_LATENCY, M_LAG, M_GAUGES, TRANSITIONS, SEQ),
+                      (P, keep_samples, STALE_INTERVALS, repr(time.time()), pack_results(results, targets),
+                       "1" if outbox else "0", TRANSITIONS_MAXLEN))
+    return [Transition.unpack(flat[i + 1]) for i in range(0, len(flat), 2)]
 
 
 def set_health(r: Any, backend_id: int, health: str) -> None:
@@ -362,6 +395,48 @@ def forget_stale(r: Any, backend_ids: Iterable[int]) -> None:
     ids = list(backend_ids)
     if ids:
         r.zrem(STALE_AT, *ids)
+
+
+# Each backend's state string, seq and interval, read together: a transition is never seen
+# half (its new health with the previous seq). ARGV[1] the prefix, ARGV[2] ids comma-separated;
+# KEYS: the seq and interval hashes. One line per id: "state;seq;interval".
+SNAPSHOT_SCRIPT = """
+local out = {}
+for id in string.gmatch(ARGV[2], '[^,]+') do
+  local s = redis.call('GET', ARGV[1] .. 'state:' .. id) or ''
+  out[#out + 1] = s .. ';' .. (redis.call('HGET', KEYS[1], id) or '0') .. ';' .. (redis.call('HGET', KEYS[2], id) or '0')
+end
+return table.concat(out, '\\n')
+"""
+SNAPSHOT_SHA = hashlib.sha1(SNAPSHOT_SCRIPT.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the prober's Redis says about one backend (for the reconcile)."""
+
+    state: CheckState
+    seq: int
+    interval: float
+
+    def fresh(self, now: float) -> bool:
+        """A result within the stale window: the state still speaks for the backend."""
+        return self.state.last_time > 0 and now - self.state.last_time <= STALE_INTERVALS * self.interval
+
+
+def snapshot(r: Any, *, chunk: int = 1000) -> dict[int, Observed]:
+    """Every scheduled backend's probe state, seq and interval (those with a state only)."""
+    ids = sorted(int(x) for x in r.hkeys(CFG))
+    out: dict[int, Observed] = {}
+    for i in range(0, len(ids), chunk):
+        part = ids[i:i + chunk]
+        packed = run_script(r, SNAPSHOT_SCRIPT, SNAPSHOT_SHA, (SEQ, IVL), (P, ",".join(map(str, part))))
+        lines = (packed.decode() if isinstance(packed, bytes) else packed).split("\n")
+        for bid, line in zip(part, lines, strict=True):
+            state, seq, interval = line.rsplit(";", 2)
+            if state:
+                out[bid] = Observed(CheckState.decode(state), int(seq), float(interval))
+    return out
 
 
 def read_state(r: Any, backend_id: int) -> tuple[CheckState, list[dict[str, object]]]:

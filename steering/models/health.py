@@ -21,12 +21,17 @@ class HealthEvent(models.Model):
     #  "ok_streak": 0, "fail_streak": 3, "rise": 2, "fall": 3}
     evidence = models.JSONField(default=dict, blank=True)
     change_id = models.BigIntegerField(null=True, blank=True, help_text="The audit Change of this transition.")
+    # The prober's per-backend transition sequence (steering.health.store.APPLY_SCRIPT): a
+    # transition delivered again is skipped unless newer than the highest recorded here.
+    seq = models.BigIntegerField(null=True, blank=True, help_text="The prober's sequence number of this transition.")
 
     class Meta:
         ordering = ["-time", "-id"]
         indexes = [
             # Serves "recent health events of this backend" (backend page, samples endpoint).
             models.Index(fields=["backend", "-time"], name="steering_healthevent_recent"),
+            # Serves "the newest seq recorded for these backends" (steering.services.health).
+            models.Index(fields=["backend", "seq"], name="steering_healthevent_seq"),
         ]
 
     def __str__(self) -> str:

@@ -6,14 +6,22 @@ measured, so operators see every down; while its pool is in panic, `capacity.exp
 keeps down backends at their weight, so nothing is pulled from steering. A pool is in panic
 while more than `panic_threshold_percent` of its backends are down or failing their latest
 check (see steering.health.state.panic_decision); entering and leaving are audited.
+
+Recording is idempotent, because the recorder delivers at least once (steering.health.outbox): a
+transition carries the health it left (`from_health`) and its seq (increasing per backend, kept
+on its HealthEvent); it is skipped when the DB no longer says `from_health` or has applied that
+seq or a newer one. The reconcile (`reconcile_health`) repairs what never arrived, as
+system:reconciler, through the same path.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from steering.choices import Health
@@ -25,7 +33,26 @@ from steering.services.context import Actor
 from steering.validators import parse_status_range
 
 PROBER = Actor.system("prober")
+RECONCILER = Actor.system("reconciler")
 HealthChange = tuple[int, str, dict[str, Any]]  # (backend id, new health, evidence)
+
+
+class HealthUpdate(NamedTuple):
+    """One transition to record; `from_health` and `seq` make recording it twice harmless."""
+
+    backend_id: int
+    to_health: str
+    evidence: dict[str, Any]
+    from_health: str | None = None   # skipped unless the DB still says this (None: from anything)
+    seq: int = 0                     # skipped unless newer than the last applied (0: no seq)
+
+
+class ObservedHealth(NamedTuple):
+    """What the prober's own state says of a backend (steering.health.store.snapshot)."""
+
+    health: str
+    seq: int
+    evidence: dict[str, Any]
 
 
 def probe_targets() -> tuple[list[ProbeTarget], dict[int, str]]:
@@ -50,6 +77,8 @@ def probe_targets() -> tuple[list[ProbeTarget], dict[int, str]]:
 
 
 def _reason(new: str, evidence: dict[str, Any]) -> str:
+    if "why" in evidence:
+        return str(evidence["why"])
     what = evidence.get("error") or (f"status {evidence['status']}" if "status" in evidence else evidence.get("result"))
     check = evidence.get("check", "check")
     if new == Health.UP:
@@ -89,15 +118,37 @@ def _panic(pool: Pool, failing: set[int], changes: Callable[[], ChangeSet]) -> N
         cs.touch(backend)
 
 
+def _applied_seqs(backend_ids: Sequence[int]) -> dict[int, int]:
+    """The newest seq each backend's health was recorded with (HealthEvent.seq)."""
+    if not backend_ids:
+        return {}
+    rows = (HealthEvent.objects.filter(backend_id__in=backend_ids, seq__isnull=False).order_by()
+            .values("backend_id").annotate(top=Max("seq")).values_list("backend_id", "top"))
+    return {int(pk): int(top) for pk, top in rows}
+
+
+def _applies(current: str, update: HealthUpdate, applied_seq: int, *, restate_seq: bool) -> bool:
+    if current == update.to_health:
+        return False  # already there (a retry, or another worker won)
+    if update.from_health is not None and current != update.from_health:
+        return False  # the DB moved on since this transition happened
+    if update.seq and (applied_seq > update.seq or (applied_seq == update.seq and not restate_seq)):
+        return False  # this one, or a later one, was applied already (delivered again)
+    return True
+
+
 @transaction.atomic
-def record_transitions_many(by_pool: Mapping[int, Sequence[HealthChange]], *,
-                            failing: dict[int, set[int]] | None = None, actor: Actor = PROBER) -> int:
+def record_transitions_many(by_pool: Mapping[int, Sequence[HealthChange | HealthUpdate]], *,
+                            failing: dict[int, set[int]] | None = None, actor: Actor = PROBER,
+                            restate_seq: bool = False) -> int:
     """Apply the prober's transitions, pool by pool, then re-decide each pool's panic flag.
 
     One transaction and one state version for the batch (a wave of transitions costs one commit
     and one live delta, not one each); inside it, per changed backend exactly one Change (actor
     system:prober) and one HealthEvent. The delta goes out after commit through the ChangeSet.
-    Returns the transitions applied.
+    A transition is skipped (compare-and-set) when the backend is already there, no longer at its
+    `from_health`, or has a seq at least as new applied; `restate_seq` lets an equal seq through
+    (the reconciler restating the state that seq left). Returns the transitions applied.
     """
     opened: list[ChangeSet] = []
 
@@ -108,14 +159,19 @@ def record_transitions_many(by_pool: Mapping[int, Sequence[HealthChange]], *,
 
     now = timezone.now()
     applied = 0
+    updates = {pk: [HealthUpdate(*item) for item in items] for pk, items in by_pool.items()}
     # Pools locked in id order, then their backends in id order: serialises panic decisions of a
     # pool across shard threads and workers, and a fixed order means no deadlock between them.
-    for pool in Pool.objects.select_for_update().filter(pk__in=list(by_pool)).order_by("pk"):
-        wanted = {bid: (new, ev) for bid, new, ev in by_pool[pool.pk]}
+    # Every writer of a seq holds its pool's lock, so the seqs read after locking are current.
+    pools = list(Pool.objects.select_for_update().filter(pk__in=list(updates)).order_by("pk"))
+    applied_seq = _applied_seqs([u.backend_id for items in updates.values() for u in items if u.seq])
+    for pool in pools:
+        wanted = {u.backend_id: u for u in updates[pool.pk]}
         for backend in Backend.objects.select_for_update().filter(pool=pool, pk__in=wanted).order_by("pk"):
-            new, evidence = wanted[backend.pk]
-            if backend.health == new:
-                continue  # compare-and-set: already there (a retry, or another worker won)
+            update = wanted[backend.pk]
+            if not _applies(backend.health, update, applied_seq.get(backend.pk, 0), restate_seq=restate_seq):
+                continue
+            new, evidence = update.to_health, update.evidence
             before = snapshot(backend)
             old = backend.health
             backend.health = new
@@ -125,7 +181,7 @@ def record_transitions_many(by_pool: Mapping[int, Sequence[HealthChange]], *,
             change = changes().record("backend.health", backend, before=before, after=snapshot(backend),
                                       related=pool, reason=_reason(new, evidence))
             HealthEvent.objects.create(backend=backend, from_health=old, to_health=new, evidence=evidence,
-                                       change_id=change.pk)
+                                       change_id=change.pk, seq=update.seq or None)
             applied += 1
         _panic(pool, (failing or {}).get(pool.pk, set()), changes)
     return applied
@@ -179,3 +235,27 @@ def do_mark_stale(backend_ids: Iterable[int], *, still_stale: Callable[[int], bo
                                            evidence=evidence, change_id=change.pk)
                 marked.append(backend.pk)
     return marked
+
+
+def reconcile_health(observed: Mapping[int, ObservedHealth], *,
+                     failing: Callable[[list[int]], dict[int, set[int]]]) -> int:
+    """Make DB health say what the prober's state says, where a transition never reached the DB.
+
+    Through the same path as the prober (one Change and HealthEvent per repaired backend, panic
+    re-decided), as system:reconciler; `failing(pool ids)` gives the pools' failing backends.
+    Compare-and-set on the health read here, and never over a newer seq than the observed one:
+    a transition recorded meanwhile wins. Returns the backends repaired.
+    """
+    by_pool: dict[int, list[HealthUpdate]] = defaultdict(list)
+    rows = Backend.objects.filter(pool__monitor__isnull=False).values_list("pk", "pool_id", "health")
+    for pk, pool_id, health in rows.iterator(chunk_size=2000):
+        seen = observed.get(pk)
+        if seen is None or seen.health == health:
+            continue
+        why = (f"the prober's state says {seen.health} but the database said {health}: "
+               f"a transition that never reached the database, repaired")
+        by_pool[pool_id].append(HealthUpdate(pk, seen.health, {**seen.evidence, "why": why}, from_health=health,
+                                             seq=seen.seq))
+    if not by_pool:
+        return 0
+    return record_transitions_many(by_pool, failing=failing(sorted(by_pool)), actor=RECONCILER, restate_seq=True)

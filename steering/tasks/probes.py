@@ -3,14 +3,17 @@ them to shard tasks; each shard probes its backends concurrently (asyncio) and f
 to the state machine; transitions go to the DB through steering.services.health.
 
 No task per probe, no DB row per probe. A shard writes nothing to the DB itself: transitions go
-through a Redis outbox to the recorder task (another process), so a wave of them never holds
-the GIL the shard's event loop needs (health/outbox.py). The schedule follows the DB: the tick rebuilds it
-when the state version in Redis moved (any audited change, including monitor and backend
-edits) and at least every STEERING_PROBE_RESYNC_SECONDS.
+through a Redis stream to the recorder task (another process), so a wave of them never holds
+the GIL the shard's event loop needs (health/outbox.py: recorded at least once, applied once).
+The schedule follows the DB: the tick rebuilds it when the state version in Redis moved (any
+audited change, including monitor and backend edits) and at least every
+STEERING_PROBE_RESYNC_SECONDS. Every STEERING_HEALTH_RECONCILE_SECONDS the reconcile compares
+DB health with the probe state and repairs what never arrived (`reconcile`).
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import time
@@ -20,7 +23,8 @@ from typing import Any
 
 from celery import shared_task
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
+from redis.exceptions import LockError, RedisError
 
 from steering.health import engine, outbox, store
 from steering.health.checks import Network
@@ -96,16 +100,20 @@ def tick(*, now: float | None = None, dispatch: Callable[[list[list[float]]], An
 
 
 def ingest(r: Any, results: list[ProbeResult], targets: dict[int, ProbeTarget]) -> int:
-    """Results -> Redis counters and samples -> (on a transition) the DB, per pool, on this thread."""
-    transitions = store.apply_results(r, results, targets, keep_samples=settings.STEERING_PROBE_SAMPLES)
+    """Results -> Redis counters and samples -> (on a transition) the DB, per pool, on this thread
+    (no outbox entry: recorded here; one lost by a failure here is healed by the reconcile)."""
+    transitions = store.apply_results(r, results, targets, keep_samples=settings.STEERING_PROBE_SAMPLES,
+                                      outbox=False)
     return record(r, transitions)
 
 
 def record(r: Any, transitions: Sequence[store.Transition]) -> int:
-    """Transitions -> the DB through the service layer (Change + HealthEvent, panic re-decided)."""
-    by_pool: dict[int, list[health_service.HealthChange]] = defaultdict(list)
+    """Transitions -> the DB through the service layer (Change + HealthEvent, panic re-decided).
+    Each carries its `from` and seq, so recording one again changes nothing."""
+    by_pool: dict[int, list[health_service.HealthUpdate]] = defaultdict(list)
     for t in transitions:
-        by_pool[t.pool_id].append((t.backend_id, t.to_health, t.evidence))
+        by_pool[t.pool_id].append(health_service.HealthUpdate(t.backend_id, t.to_health, t.evidence,
+                                                              from_health=t.from_health, seq=t.seq))
     if not by_pool:
         return 0
     failing = store.failing_in_pools(r, sorted(by_pool))
@@ -117,13 +125,13 @@ def schedule_recorder() -> None:
 
 
 def ingest_deferred(r: Any, results: list[ProbeResult], targets: dict[int, ProbeTarget]) -> int:
-    """Results -> Redis; transitions -> the outbox, recorded by another process (see outbox.py)."""
+    """Results -> Redis, and in the same atomic step the transitions -> the outbox stream, recorded
+    by another process (see outbox.py)."""
     transitions = store.apply_results(r, results, targets, keep_samples=settings.STEERING_PROBE_SAMPLES)
-    if transitions:
-        outbox.push(r, transitions)
-        # One recorder task queued at a time; a recorder clears the flag before it drains.
-        if r.set(outbox.SCHEDULED, "1", nx=True, px=5000):
-            schedule_recorder()
+    # One recorder task queued at a time; a recorder clears the flag before it drains. Should the
+    # task never run, the stale sweep's safety net records the entries (sweep_stale).
+    if transitions and r.set(outbox.SCHEDULED, "1", nx=True, px=5000):
+        schedule_recorder()
     return len(transitions)
 
 
@@ -141,26 +149,81 @@ def rounds(transitions: Sequence[store.Transition]) -> list[list[store.Transitio
     return out
 
 
-def record_queued(r: Any, *, limit: int = 1000) -> int:
-    """Drain the outbox into the DB. One drainer at a time, so a backend's transitions commit in
-    the order they happened; a batch that fails goes back to the front for the next drainer."""
+def record_queued(r: Any, *, limit: int = 1000, lock_ms: int = outbox.LOCK_MS,
+                  claim_idle_ms: int | None = None) -> int:
+    """Drain the outbox into the DB; returns the transitions applied. One drainer at a time (the
+    lock), so a backend's transitions commit in the order they happened. Entries are acknowledged
+    only once their transaction committed; a batch that fails stays pending and goes first next
+    time. Entries a dead drainer left pending are claimed once idle `claim_idle_ms` (default: the
+    lock's lifetime, by when its lock has expired too); until then nothing newer is recorded."""
+    idle_ms = lock_ms if claim_idle_ms is None else claim_idle_ms
     total = 0
     while True:
-        if not r.set(outbox.LOCK, "1", nx=True, px=60_000):
+        lock = r.lock(outbox.LOCK, timeout=lock_ms / 1000, blocking=False)
+        if not lock.acquire():
             return total  # another drainer is at it and looks again before it lets go
         try:
             r.delete(outbox.SCHEDULED)
-            while raw := outbox.take(r, limit):
-                try:
-                    for batch in rounds([outbox.decode(x) for x in raw]):
-                        total += record(r, batch)
-                except Exception:
-                    outbox.give_back(r, raw)
-                    raise
+            applied, complete = _drain(r, lock, limit=limit, claim_idle_ms=idle_ms)
+            total += applied
+        except Exception:
+            _let_go(r, idle_ms)
+            raise
         finally:
-            r.delete(outbox.LOCK)
-        if not outbox.pending(r):  # anything pushed while we let go is ours to take
+            _release(lock)
+        if not complete or not outbox.undelivered(r):  # anything appended while we let go is ours to take
             return total
+
+
+def _let_go(r: Any, idle_ms: int) -> None:
+    try:
+        outbox.let_go(r, outbox.consumer_name(), idle_ms=idle_ms)
+    except RedisError:  # then they are claimable once idle; the original error is the one to raise
+        logger.warning("could not hand back the outbox entries of a failed batch", exc_info=True)
+
+
+def _release(lock: Any) -> None:
+    try:
+        lock.release()
+    except LockError:
+        pass  # it expired (a long batch) and may be another drainer's now: theirs to release
+
+
+def _still_ours(lock: Any) -> bool:
+    """Renew the lock after a read, so it outlives the entries just handed to us (a dead drainer's
+    entries are claimable once idle a lock's lifetime). False: we lost it, stop after this batch."""
+    try:
+        lock.reacquire()
+        return True
+    except LockError:
+        return False
+    except RedisError:
+        logger.warning("the recorder's lock could not be renewed; finishing this batch only", exc_info=True)
+        return False
+
+
+def _drain(r: Any, lock: Any, *, limit: int, claim_idle_ms: int) -> tuple[int, bool]:
+    """Record the outbox, holding `lock`: abandoned entries first, then ours, then new ones.
+    Returns (transitions applied, whether the outbox was drained)."""
+    consumer = outbox.consumer_name()
+    outbox.ensure_group(r)
+    outbox.claim_abandoned(r, consumer, idle_ms=claim_idle_ms)
+    if held := outbox.held_by_others(r, consumer):
+        logger.info("%d outbox entries are held by a recorder that stopped; recording resumes when they "
+                    "can be claimed (idle %d ms)", held, claim_idle_ms)
+        return 0, False
+    total = 0
+    for entries in outbox.read(r, consumer, limit=limit):
+        keep = _still_ours(lock)
+        for batch in rounds([t for _, t in entries if t is not None]):
+            total += record(r, batch)
+        # record() commits each round itself (the recorder runs in autocommit); inside a caller's
+        # transaction the acknowledgement waits for that transaction's commit.
+        transaction.on_commit(functools.partial(outbox.ack, r, [entry_id for entry_id, _ in entries]))
+        if not keep:
+            return total, False
+    outbox.tidy(r, consumer)
+    return total, True
 
 
 def prepare(r: Any, items: Sequence[Sequence[float]], *, deferred: bool = True
@@ -175,7 +238,10 @@ def prepare(r: Any, items: Sequence[Sequence[float]], *, deferred: bool = True
     def sink(batch: list[ProbeResult]) -> None:
         try:
             apply(r, batch, targets)
-        except Exception:  # one bad batch must not stop the shard; the next results retry the transition
+        except Exception:
+            # One bad batch must not stop the shard. Nothing half-done is left behind: a batch's
+            # state changes and outbox entries are one atomic script, and the reconcile repairs
+            # a transition that the DB missed anyway.
             logger.exception("probe results could not be recorded (%d results)", len(batch))
 
     return pairs, sink, targets
@@ -204,7 +270,7 @@ def sweep_stale(*, now: float | None = None) -> list[int]:
     from steering.models import Pool
 
     r = _redis()
-    if outbox.pending(r):  # a safety net: transitions whose recorder task was lost (a killed worker)
+    if outbox.backlog(r):  # a safety net: transitions whose recorder task was lost (a killed worker)
         record_queued(r)
     now = time.time() if now is None else now
     due = store.due_stale(r, now=now)
@@ -225,6 +291,38 @@ def sweep_stale(*, now: float | None = None) -> list[int]:
     return marked
 
 
+def reconcile(*, now: float | None = None, lock_wait: float = 5.0) -> int | None:
+    """Repair DB health from the probe state in Redis: a transition that never reached the DB
+    (trimmed from the outbox unrecorded, lost with an older Redis, ...) heals here. Returns the
+    backends repaired, None when the recorder's lock stayed busy (the next round tries again).
+
+    Holding the recorder's lock: read the probe state, record everything the outbox holds, then
+    compare. Whatever the state showed was appended to the outbox in the same atomic step, so a
+    difference left after that drain is a real loss; a transition newer than the read wins (seq).
+    Only fresh states are trusted (a result within the stale window): an old one is the stale
+    sweep's business, and `unknown` says nothing.
+    """
+    r = _redis()
+    lock = r.lock(outbox.LOCK, timeout=outbox.LOCK_MS / 1000, blocking_timeout=lock_wait)
+    if not lock.acquire():
+        return None
+    try:
+        observed = store.snapshot(r)
+        _, drained = _drain(r, lock, limit=1000, claim_idle_ms=outbox.LOCK_MS)
+    finally:
+        _release(lock)
+    if not drained:
+        return None  # a stopped recorder's entries wait to be claimed: compare once they are in
+    now = time.time() if now is None else now
+    trusted = {
+        bid: health_service.ObservedHealth(o.state.health, o.seq, {
+            "check": "reconcile", "result": o.state.health, "seq": o.seq, "ok_streak": o.state.ok_streak,
+            "fail_streak": o.state.fail_streak, "last_result_age_s": round(max(0.0, now - o.state.last_time), 1)})
+        for bid, o in observed.items() if o.state.health in ("up", "down", "stale") and o.fresh(now)
+    }
+    return health_service.reconcile_health(trusted, failing=lambda pools: store.failing_in_pools(r, pools))
+
+
 @shared_task(name="steering.probe_tick", ignore_result=True, time_limit=20, soft_time_limit=15)
 def probe_tick() -> int:
     return tick()
@@ -243,3 +341,8 @@ def record_probe_transitions() -> int:
 @shared_task(name="steering.probe_sweep_stale", ignore_result=True, time_limit=30, soft_time_limit=25)
 def probe_sweep_stale() -> int:
     return len(sweep_stale())
+
+
+@shared_task(name="steering.probe_reconcile", ignore_result=True, time_limit=60, soft_time_limit=50)
+def probe_reconcile() -> int:
+    return reconcile() or 0
