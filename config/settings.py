@@ -14,6 +14,7 @@ from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import envbool, envint, envlist, envrate, envstr
+from steering import redisconn
 from steering.privatefiles import read_or_create_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -128,13 +129,19 @@ else:
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- redis: broker, channel layer, cache ----------------------------------------------
+# --- redis: broker, channel layer, cache, beat -----------------------------------------
+# A Redis URL, or a Sentinel set: sentinel://[:password@]host1:port1,host2:port2/<master-name>/<db>.
+# steering.redisconn turns it into every client and into the fragments below; a plain URL is
+# used as it is.
 REDIS_URL = envstr("REDIS_URL", "redis://127.0.0.1:6379/0")
+try:
+    redisconn.sentinel_set(REDIS_URL)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"REDIS_URL is not a Redis or sentinel:// URL: {exc}") from exc
 
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": REDIS_URL,
+        **redisconn.cache_settings(REDIS_URL),
         "KEY_PREFIX": "steering",
     }
 }
@@ -148,12 +155,12 @@ CHANNEL_LAYERS = {
         # capacity: messages a channel holds before the layer drops new ones (default 100). A burst
         # of versions (a flapping fleet) faster than a busy process reads them must not leave holes
         # that make every browser refetch; memory stays bounded by `expiry` (60 s).
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "prefix": "steering:asgi",
+        "CONFIG": {"hosts": [redisconn.channel_layer_host(REDIS_URL, socket_timeout=15)], "prefix": "steering:asgi",
                    "capacity": 1000},
     }
 }
 
-CELERY_BROKER_URL = REDIS_URL
+CELERY_BROKER_URL, CELERY_BROKER_TRANSPORT_OPTIONS = redisconn.celery_broker(REDIS_URL)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -198,6 +205,18 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 3600.0},
     },
 }
+
+# Beat: RedBeat's scheduler with its lock in Redis (steering.beat), so however many beats run,
+# one sends the schedule above. The one holding the lock renews it at every tick; the others try
+# to take it every second (MAX_LOOP_INTERVAL), so a beat that dies without releasing it (SIGKILL,
+# a lost host) is replaced within the lock timeout plus a second.
+CELERY_BEAT_SCHEDULER = "steering.beat:LockedScheduler"
+CELERY_BEAT_MAX_LOOP_INTERVAL = 1
+CELERY_REDBEAT_REDIS_URL = REDIS_URL
+CELERY_REDBEAT_KEY_PREFIX = "steering:redbeat:"
+CELERY_REDBEAT_LOCK_KEY = "steering:redbeat:lock"
+CELERY_REDBEAT_LOCK_TIMEOUT = envint("STEERING_BEAT_LOCK_SECONDS", 10, minimum=2, maximum=300)
+CELERY_REDBEAT_REDIS_OPTIONS: dict[str, object] = {}  # unused: steering.beat hands RedBeat its client
 
 # --- auth -----------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -26,7 +26,6 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.db import connection
 
 logger = logging.getLogger(__name__)
@@ -113,13 +112,12 @@ class VersionWatcher:
             logger.debug("version watcher: database not answering: %s", exc)
 
     async def _run(self) -> None:
-        import redis.asyncio as aioredis
-
+        from steering.redisconn import async_client
         from steering.services.effects import VERSION_CHANNEL
 
         await self._resync()
         while True:
-            client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
+            client = async_client(socket_connect_timeout=2)  # REDIS_URL, plain or Sentinel
             try:
                 async with client.pubsub() as pubsub:
                     await pubsub.subscribe(VERSION_CHANNEL)

@@ -16,7 +16,8 @@ from collections import defaultdict
 from typing import Any
 
 from channels.layers import get_channel_layer
-from django.conf import settings
+
+from steering.redisconn import sync_client
 
 logger = logging.getLogger(__name__)
 
@@ -38,19 +39,10 @@ return 0
 """
 
 
-_clients: dict[str, Any] = {}
-
-
 def _redis():  # type: ignore[no-untyped-def]
-    """One client (and connection pool) per URL and process: redis-py pools are thread-safe and
-    notice a fork, so Celery's prefork children get their own connections."""
-    import redis
-
-    url = settings.REDIS_URL
-    client = _clients.get(url)
-    if client is None:
-        client = _clients[url] = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-    return client
+    """The process's Redis client (steering.redisconn.sync_client: a plain or a Sentinel
+    REDIS_URL); kept under this name for its many importers."""
+    return sync_client()
 
 
 def build_delta(version: int, deltas: list[dict[str, Any]]) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from config.embedded import PrivateRedis, without_password
+from config.embedded import PrivateRedis
+from steering import redisconn
 from steering.dataplane.exabgp.demo import anycast_layer
 from steering.dataplane.haproxy.demo import local_layer
 from steering.gslb.demo import dns_layer
@@ -70,8 +71,9 @@ class Command(BaseCommand):
             "worker": [python, "-m", "celery", "-A", "config", "worker", "--loglevel", "WARNING", "--concurrency", "2",
                        "--queues", "celery,probes", "--without-mingle", "--without-gossip",
                        "--hostname", "worker@%h"],
-            "beat": [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "WARNING",
-                     "--schedule", str(var / "celerybeat-schedule")],
+            # The scheduler (settings: CELERY_BEAT_SCHEDULER, steering.beat) keeps the schedule and
+            # its lock in Redis: no schedule file, and a second beat started anywhere stands by.
+            "beat": [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "WARNING"],
         }
         if options["demo_backends"]:
             # Real listeners for the demo fleet, so health checks have something true to find.
@@ -102,7 +104,7 @@ class Command(BaseCommand):
         try:
             for name, cmd in commands.items():
                 procs[name] = subprocess.Popen(cmd, env=env, start_new_session=True)
-            self._announce(host, port, without_password(env["REDIS_URL"]), redis is not None, notes)
+            self._announce(host, port, redisconn.printable(env["REDIS_URL"]), redis is not None, notes)
             while not stop():
                 for name, proc in procs.items():
                     if proc.poll() is not None:
