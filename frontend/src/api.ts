@@ -1,52 +1,50 @@
 // Fetch helpers and the shapes of the public API objects this page reads (same origin, session cookie).
+// The shapes come from the API's OpenAPI schema (generated/openapi.ts: `npm run types`, never by
+// hand); what is here only narrows them where the schema says less than the page relies on.
 
-export interface Me { username: string; role: Role | null; auth: "session" | "token" }
-export type Role = "viewer" | "operator" | "admin";
+import type { components } from "./generated/openapi";
 
-export interface StateStyle { key: string; label: string; symbol: string; colour: string; meaning: string }
+type Schemas = components["schemas"];
+/** `T` with the fields of `N` replaced by `N`'s more precise types. */
+type Narrow<T, N extends { [K in keyof T]?: unknown } & Record<string, unknown>> = Omit<T, keyof N> & N;
 
-export type AdminState = "ready" | "draining" | "drained" | "maint";
-export type Health = "unknown" | "up" | "down" | "stale";
+export type Role = Exclude<Schemas["RoleEnum"], "agent">;
+/** GET /api/v1/me/: the role is null for a user without one; `auth` is how this request signed in. */
+export type Me = Narrow<Schemas["Me"], { role: Role | null; auth: "session" | "token" }>;
 
-interface Row { id: number; revision?: number | null }
+/** One row of the state table (GET /api/v1/states/, and the topology's `states`). */
+export type StateStyle = Schemas["State"] & { label: string; symbol: string; meaning: string };
 
-export interface Region extends Row { slug: string; name: string; latitude: number; longitude: number; admin_state: AdminState }
-export interface PoP extends Row {
-  region_id: number; slug: string; name: string; city: string;
-  latitude: number; longitude: number; admin_state: AdminState; announce: "announce" | "withdraw"; capacity_rps?: number;
-}
-export interface Service extends Row {
-  slug: string; fqdn: string; port: number; protocol: string; dns_policy: string; ttl: number; anycast_prefix_id: number | null;
-}
-export interface VIP extends Row {
-  service_id: number; region_id: number; address: string; weight: number; priority: number; enabled: boolean;
-}
-export interface Prefix extends Row { prefix: string; description: string }
-export interface ClientNetwork extends Row { cidr: string; region_id: number; description: string }
-export interface Pool extends Row {
-  pop_id: number; service_id: number; slug: string; mode: string; algorithm: string; in_panic: boolean;
-  admin_state: AdminState; backup_pool_id: number | null; default_grace_seconds: number; expected_rps: number;
-}
-export interface Backend extends Row {
-  pool_id: number; name: string; address: string; port: number;
-  weight: number; effective_weight: number; effective_weight_reason: string;
-  admin_state: AdminState; health: Health; capacity_rps: number; backup: boolean;
-  version?: string; operation_id?: number | null; drain_deadline?: string | null; health_changed_at?: string | null;
-}
+export type AdminState = Schemas["AdminStateEnum"];
+export type Health = Schemas["HealthEnum"];
+
+/** An object as the topology snapshot and live deltas carry it: the model's row, i.e. the API
+ * resource's fields, each foreign key under its column's name (`pool` → `pool_id`), every field
+ * present, without the timestamps (and without `Skip`, fields the resource computes). */
+type TopologyRow<T, FK extends keyof T = never, Skip extends keyof T = never> =
+  Required<Omit<T, FK | Skip | "created_at" | "updated_at">> & { readonly [K in FK as `${K & string}_id`]-?: T[K] };
+
+export type Region = TopologyRow<Schemas["Region"]>;
+export type PoP = TopologyRow<Schemas["PoP"], "region">;
+export type Service = TopologyRow<Schemas["Service"], "anycast_prefix">;
+export type VIP = TopologyRow<Schemas["VIP"], "service" | "region">;
+export type Prefix = TopologyRow<Schemas["AnycastPrefix"]>;
+export type ClientNetwork = TopologyRow<Schemas["ClientNetwork"], "region">;
+export type Monitor = TopologyRow<Schemas["Monitor"]>;
+export type Pool = TopologyRow<Schemas["Pool"], "pop" | "service" | "monitor" | "backup_pool", "pop_slug">;
+export type Backend = TopologyRow<Schemas["Backend"], "pool" | "operation", "path">;
+/** Operation.progress: free-form in the schema; the keys the operations list shows. */
 export interface OperationProgress {
   percent?: number; backends_left?: number; backends_total?: number; backends_done?: number;
   seconds_left?: number | null; sessions_left?: number; step?: string | number; steps?: number; weight?: number;
   arriving_rps?: number; unconfirmed?: string[]; dns?: string; anycast?: string;
 }
-export interface Operation extends Row {
-  kind: string; status: "running" | "paused" | "succeeded" | "aborted" | "failed" | "unconfirmed"; target_type: string; target_id: number;
-  target_repr: string; progress: OperationProgress; actor_name: string; reason: string; forced?: boolean;
-  steps?: { name: string; status: string }[]; deadline?: string | null; created_at?: string; finished_at?: string | null;
-}
-type Other = Row & Record<string, unknown>;
+export type Operation = Narrow<TopologyRow<Schemas["Operation"], never, "impact">, {
+  progress: OperationProgress; steps: { name: string; status: string }[];
+}>;
 
-export interface Topology {
-  version: number;
+/** GET /api/v1/topology/: the schema names only `version`; the lists are the rows above. */
+export type Topology = Schemas["Topology"] & {
   generated_at: string;
   regions: Region[];
   pops: PoP[];
@@ -54,13 +52,14 @@ export interface Topology {
   vips: VIP[];
   prefixes: Prefix[];
   client_networks: ClientNetwork[];
-  monitors: Other[];
+  monitors: Monitor[];
   pools: Pool[];
   backends: Backend[];
   operations: Operation[];
   states: StateStyle[];
-}
+};
 
+// --- the live feed (WebSocket /ws/live/: not part of the OpenAPI schema) ---------------------
 /** The topology lists that deltas update, keyed by the delta's `type`. */
 export const DELTA_KEYS = {
   region: "regions", pop: "pops", service: "services", vip: "vips", anycastprefix: "prefixes",
@@ -69,61 +68,58 @@ export const DELTA_KEYS = {
 export type DeltaType = keyof typeof DELTA_KEYS;
 
 export type Change =
-  | { op: "upsert"; type: DeltaType; id: number; data: Row & Record<string, unknown> }
+  | { op: "upsert"; type: DeltaType; id: number; data: { id: number } & Record<string, unknown> }
   | { op: "delete"; type: DeltaType; id: number };
 export interface Hello { type: "hello"; version: number; role: string }
 export interface Delta { type: "delta"; version: number; from_version?: number; changes: Change[] }
 export interface Observed { type: "observed"; layer: string; pop?: number; desired?: string[]; observed?: string[]; at?: number }
 
 // --- measurements (Redis-backed, polled) -------------------------------------------------
-export interface BackendStats { sessions: number; session_rate: number; completion_rate: number; rate_5xx: number; updated_at: number }
-export interface StatsResponse { connected: boolean; backends: Record<string, BackendStats> }
-export interface DnsAnswers {
-  connected: boolean; window_seconds: number;
-  services: Record<string, { total: number; qps: number; regions: Record<string, { answers: number; share: number }> }>;
-}
-export interface AnycastPop {
-  desired: string[]; observed: string[]; observed_at: number | null; agent: "connected" | "stale" | "absent"; reason: string;
-}
-export interface AnycastResponse { pops: Record<string, AnycastPop> }
+/** One backend's HAProxy figures. */
+export type BackendStats = Schemas["BackendFigures"];
+/** GET /api/v1/stats/backends/ */
+export type StatsResponse = Schemas["BackendStats"];
+/** GET /api/v1/dns/answers/ */
+export type DnsAnswers = Schemas["DnsAnswers"];
+export type AnycastPop = Schemas["_PopAnycast"];
+/** GET /api/v1/anycast/ */
+export type AnycastResponse = Schemas["AnycastOverview"];
 export interface DataplaneLayer { connected: boolean; detail: string }
 /** Desired vs applied for one layer at one PoP (or the DNS layer): GET /api/v1/dataplanes/ → applied. */
 export interface LayerApplied {
-  layer: "local" | "dns" | "anycast"; pop: string | null; desired_version: number; applied_version: number | null;
+  layer: Schemas["LayerEnum"]; pop: string | null; desired_version: number; applied_version: number | null;
   state: "in_sync" | "applying" | "behind" | "refused" | "absent"; lag_seconds: number | null; error: string;
   error_version: number | null; seen_at: number | null; detail: string;
   instances: { instance: string; applied_version: number; seen_at: number | null; error: string }[];
 }
 export interface Applied { version: number; dns: LayerApplied; pops: Record<string, { local: LayerApplied; anycast: LayerApplied }> }
-export interface Dataplanes { local: DataplaneLayer; dns: DataplaneLayer; anycast: DataplaneLayer; applied?: Applied }
+/** GET /api/v1/dataplanes/: free-form objects in the schema. */
+export type Dataplanes = Narrow<Schemas["Dataplanes"], {
+  local: DataplaneLayer; dns: DataplaneLayer; anycast: DataplaneLayer; applied: Applied;
+}>;
 export const LAYER_KEYS = ["local", "dns", "anycast"] as const;
 
-export interface Sample { time: number; ok: boolean; latency_ms: number; result: string; detail: string }
-export interface Samples {
-  backend: number; probed: boolean; health: string;
-  counters: { health: string; ok_streak: number; fail_streak: number; rise: number | null; fall: number | null; interval_seconds: number | null; last_result_time: number | null };
-  samples: Sample[];
-  events: { time: string; from_health: string; to_health: string; evidence: Record<string, unknown> }[];
-}
+export type Sample = Schemas["Sample"];
+/** GET /api/v1/backends/<id>/samples/ */
+export type Samples = Schemas["Samples"];
 
+/** A backend, pool, PoP or region that takes over traffic in a what-if (free-form in the schema). */
 export interface Receiver {
   type: string; id: number; name: string; load_before_rps: number; load_after_rps: number;
   capacity_rps: number | null; headroom_after_percent: number | null; overloaded: boolean;
 }
-export interface Impact {
-  action: string; verdict: "safe" | "overload" | "outage"; safe: boolean; basis: string;
-  target: { type: string; id: number; name: string }; backends_affected: number; moved_rps: number; unplaced_rps: number;
-  receivers: Receiver[]; notes: string[]; explain: string;
+/** The capacity what-if (…/impact/, a dry run, or a capacity-guard refusal's `impact`). */
+export type Impact = Narrow<Schemas["Impact"], {
+  target: { type: string; id: number; name: string }; receivers: Receiver[];
   grace?: { seconds: number; basis: string; derivation: string };
   plan?: { steps: number[]; step_seconds: number };
-}
+}>;
+/** The answer of an action's POST. */
+export type ActionResult = Schemas["ActionResult"];
 
-export interface ChangeEntry {
-  id: number; time: string; actor_name: string; source: string; action: string; object_type: string; object_id: number;
-  object_repr: string; related_repr: string; operation_id: number | null; reason: string; forced: boolean; force_reason: string;
-  version: number; before: Record<string, unknown> | null; after: Record<string, unknown> | null;
-}
-export interface Page<T> { count: number; next: string | null; previous: string | null; results: T[] }
+/** One audit entry (GET /api/v1/changes/). */
+export type ChangeEntry = Narrow<Schemas["Change"], { before: Record<string, unknown> | null; after: Record<string, unknown> | null }>;
+export type ChangePage = Narrow<Schemas["PaginatedChangeList"], { results: ChangeEntry[] }>;
 
 /** 401/403 from the API: the session is gone or the user may not look. */
 export class AuthError extends Error {

@@ -1,11 +1,17 @@
-// The picture held in the browser: every object indexed by id in Maps, plus per-PoP tallies that
-// are recomputed only for the PoPs a delta touched. Components subscribe and re-render at most
-// once per animation frame, however many deltas arrive.
+// The one state of the page: the picture (every object indexed by id in Maps, plus per-PoP tallies
+// recomputed only for the PoPs a delta touched) and the shell around it (who is signed in, the live
+// feed's state, the banner, pushed observations). Listeners are called at most once per animation
+// frame, however many changes arrive; each component reads the slice it shows with
+// `useStore(selector)` and re-renders only when that slice changed.
 
+import { useSyncExternalStore } from "preact/compat";
+import { useRef } from "preact/hooks";
 import {
-  DELTA_KEYS, type AdminState, type Backend, type ClientNetwork, type Delta, type DeltaType, type Operation, type Pool,
-  type PoP, type Prefix, type Region, type Service, type StateStyle, type Topology, type VIP,
+  DELTA_KEYS, type AdminState, type Backend, type ClientNetwork, type Delta, type DeltaType, type Me, type Monitor,
+  type Observed, type Operation, type Pool, type PoP, type Prefix, type Region, type Service, type StateStyle,
+  type Topology, type VIP,
 } from "./api";
+import type { ConnState } from "./live";
 
 export const FLASH_MS = 1500;
 
@@ -16,21 +22,30 @@ export type PopHealth = "up" | "degraded" | "down" | "stale" | "unknown";
 export const SLICES = ["up", "down", "stale", "unknown", "draining", "drained", "maint"] as const;
 export type Slice = (typeof SLICES)[number];
 
+/** A new object whenever the PoP or anything under it changed (so selectors compare it by identity). */
 export interface PopSummary {
   health: PopHealth;
   counts: Record<Slice, number>;
   total: number;
   panic: boolean;
   capacity: number;
-  /** Bumped whenever the PoP or anything under it changes: memoised components compare it. */
-  stamp: number;
 }
 
 type Lists = {
   regions: Region; pops: PoP; services: Service; vips: VIP; prefixes: Prefix; client_networks: ClientNetwork;
-  monitors: { id: number }; pools: Pool; backends: Backend; operations: Operation;
+  monitors: Monitor; pools: Pool; backends: Backend; operations: Operation;
 };
 type Tables = { [K in keyof Lists]: Map<number, Lists[K]> };
+export type TableKey = keyof Tables;
+
+/** What surrounds the picture: replaced (never mutated) on each change, so selectors see it. */
+export interface Shell {
+  me: Me | null;
+  conn: ConnState;
+  banner: { kind: string; text: string; link?: { href: string; text: string } } | null;
+  /** The latest anycast observation each PoP's agent pushed over the live feed, by PoP id. */
+  observed: ReadonlyMap<number, Observed>;
+}
 
 export function sliceOf(b: Backend): Slice {
   return b.admin_state === "ready" ? b.health : b.admin_state;
@@ -55,13 +70,19 @@ export class Store {
   summaries = new Map<number, PopSummary>();
   /** "type:id" -> performance.now() of its last change, for the brief highlight. */
   changed = new Map<string, number>();
-  /** Bumped on every applied change, so views can tell "something changed". */
-  tick = 0;
+  /** Per table, bumped whenever one of its objects is added, replaced or deleted (or on a load). */
+  rev: Record<TableKey, number> = this.emptyRevs();
+  shell: Shell = { me: null, conn: "connecting", banner: null, observed: new Map() };
 
   private dirtyPops = new Set<number>();
   private listeners = new Set<() => void>();
   private frame = 0;
-  private stampSeq = 0;
+
+  private emptyRevs(): Record<TableKey, number> {
+    return {
+      regions: 0, pops: 0, services: 0, vips: 0, prefixes: 0, client_networks: 0, monitors: 0, pools: 0, backends: 0, operations: 0,
+    };
+  }
 
   private emptyTables(): Tables {
     return {
@@ -77,6 +98,7 @@ export class Store {
       for (const obj of topo[key] as { id: number }[]) table.set(obj.id, obj);
     }
     this.t = t;
+    for (const key of Object.values(DELTA_KEYS)) this.rev[key] += 1;
     this.states = new Map(topo.states.map((s) => [s.key, s]));
     this.version = topo.version;
     this.poolsByPop.clear();
@@ -99,6 +121,7 @@ export class Store {
       const key = DELTA_KEYS[change.type as DeltaType];
       if (!key) continue; // a type this page does not know yet
       const table = this.t[key] as Map<number, { id: number }>;
+      this.rev[key] += 1;
       const old = table.get(change.id);
       this.unindex(change.type, old);
       if (change.op === "delete") table.delete(change.id);
@@ -144,7 +167,7 @@ export class Store {
     const now = performance.now();
     let any = false;
     for (const [key, at] of this.changed) if (now - at >= FLASH_MS) { this.changed.delete(key); any = true; }
-    if (any) { this.tick++; this.schedule(); }
+    if (any) this.notify();
   }
 
   isFlashing(key: string): boolean {
@@ -186,7 +209,7 @@ export class Store {
     else if (health.stale > 0) h = "stale";
     else if (health.up > 0) h = "up";
     else h = "unknown";
-    return { health: h, counts, total, panic, capacity, stamp: ++this.stampSeq };
+    return { health: h, counts, total, panic, capacity };
   }
 
   *backendsOfPop(popId: number): Generator<Backend> {
@@ -214,18 +237,26 @@ export class Store {
 
   adminOf(popId: number): AdminState { return this.t.pops.get(popId)?.admin_state ?? "ready"; }
 
-  subscribe(fn: () => void): () => void {
+  /** Change the shell (who is signed in, the feed's state, the banner, observations). */
+  setShell(patch: Partial<Shell>): void {
+    this.shell = { ...this.shell, ...patch };
+    this.notify();
+  }
+
+  /** An anycast agent's observed routes, pushed over the live feed. */
+  observe(m: Observed): void {
+    if (m.layer !== "anycast" || typeof m.pop !== "number") return;
+    this.setShell({ observed: new Map(this.shell.observed).set(m.pop, m) });
+  }
+
+  /** `fn` is called after changes, at most once per animation frame. A bound field, so it is stable. */
+  subscribe = (fn: () => void): (() => void) => {
     this.listeners.add(fn);
-    return () => this.listeners.delete(fn);
-  }
+    return () => { this.listeners.delete(fn); };
+  };
 
-  /** Coalesce: many deltas within a frame cause one render. */
+  /** Coalesce: many deltas within a frame cause one round of listeners, so one render. */
   notify(): void {
-    this.tick++;
-    this.schedule();
-  }
-
-  private schedule(): void {
     if (this.frame) return;
     this.frame = requestAnimationFrame(() => {
       this.frame = 0;
@@ -235,3 +266,35 @@ export class Store {
 }
 
 export const store = new Store();
+
+/** Values equal when they are the same, or arrays / plain objects whose items are the same. */
+export function shallow<T>(a: T, b: T): boolean {
+  if (Object.is(a, b)) return true;
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
+  if (Array.isArray(a)) {
+    return Array.isArray(b) && a.length === b.length && a.every((x, i) => Object.is(x, b[i]));
+  }
+  const ka = Object.keys(a), kb = Object.keys(b);
+  return ka.length === kb.length &&
+    ka.every((k) => Object.is((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
+}
+
+/** The slice of the store `select` picks; the component re-renders when it changes (`equal`:
+ * `Object.is` by default, `shallow` for a selector that builds an array or object each call).
+ * Preact's useSyncExternalStore (preact/compat), with the last value kept while equal, as React's
+ * useSyncExternalStoreWithSelector does. */
+export function useStore<T>(select: (s: Store) => T, equal: (a: T, b: T) => boolean = Object.is): T {
+  const last = useRef<{ value: T } | null>(null);
+  const snapshot = (): T => {
+    const next = select(store);
+    if (last.current && equal(last.current.value, next)) return last.current.value;
+    last.current = { value: next };
+    return next;
+  };
+  return useSyncExternalStore(store.subscribe, snapshot);
+}
+
+/** Re-render when any object of these tables changes; read them from `store.t`. */
+export function useTables(...keys: TableKey[]): void {
+  useStore((s) => keys.map((k) => s.rev[k]), shallow);
+}

@@ -2,25 +2,17 @@
 // layers, the PoP panel (or an overview), operations and the audit timeline.
 
 import { useEffect, useRef, useState } from "preact/hooks";
-import { LAYER_KEYS, type AnycastResponse, type Dataplanes, type DnsAnswers, type Me, type Observed, type StatsResponse } from "../api";
-import type { ConnState } from "../live";
+import { LAYER_KEYS, type AnycastResponse, type Dataplanes, type DnsAnswers, type Observed, type PoP, type StatsResponse } from "../api";
 import { pollData, usePoll, type PollState } from "../poll";
-import { store } from "../store";
+import { shallow, store, useStore, useTables } from "../store";
 import { ActionDialog, type ActionRequest } from "./actions";
 import { AppliedSummary } from "./applied";
-import { Badge, colourOf, fmt, useStore } from "./common";
+import { Badge, colourOf, fmt } from "./common";
 import { WorldMap, type Layer } from "./map";
 import { Operations } from "./ops";
 import { PopPanel } from "./panel";
 import { Search, type Hit } from "./search";
 import { Timeline } from "./timeline";
-
-export interface Shell {
-  me: Me | null;
-  conn: ConnState;
-  banner: { kind: string; text: string; link?: { href: string; text: string } } | null;
-  observed: Map<number, Observed>;
-}
 
 const LAYERS: { key: Layer; label: string; title: string }[] = [
   { key: "dns", label: "DNS", title: "Which regions each service answers with, weights, TTL, live answer shares" },
@@ -28,8 +20,11 @@ const LAYERS: { key: Layer; label: string; title: string }[] = [
   { key: "local", label: "Local", title: "Per PoP, a donut of its backends' states" },
 ];
 
-export function App({ shell }: { shell: Shell }) {
-  useStore();
+const first = (ids: Iterable<number>): number | null => { for (const id of ids) return id; return null; };
+
+/** The page. It re-renders for its own state, its polls and the few store slices it reads here;
+ * a delta re-renders only the components below that read what it changed. */
+export function App() {
   const [layers, setLayers] = useState<Record<Layer, boolean>>({ dns: false, anycast: false, local: true });
   const [selPop, setSelPop] = useState<number | null>(null);
   const [selRegion, setSelRegion] = useState<number | null>(null);
@@ -47,12 +42,13 @@ export function App({ shell }: { shell: Shell }) {
   const anycast = usePoll<AnycastResponse>(layers.anycast || selPop !== null ? "/api/v1/anycast/" : null, 2000);
   const planes = usePoll<Dataplanes>("/api/v1/dataplanes/", 5000);
   const stats = usePoll<StatsResponse>(selPop === null ? null : `/api/v1/stats/backends/?pop=${selPop}`, 2000);
-  const anycastData = mergeObserved(pollData(anycast), shell.observed);
+  const observed = useStore((s) => s.shell.observed);
+  const anycastData = mergeObserved(pollData(anycast), observed);
 
-  const role = shell.me?.role ?? null;
+  const role = useStore((s) => s.shell.me?.role ?? null);
   const canAct = role === "operator" || role === "admin";
-  const firstService = [...store.t.services.keys()][0] ?? null;
-  const firstPrefix = [...store.t.prefixes.keys()][0] ?? null;
+  const firstService = useStore((s) => first(s.t.services.keys()));
+  const firstPrefix = useStore((s) => first(s.t.prefixes.keys()));
 
   useEffect(() => {
     const onKey = (e: KeyboardEvent) => {
@@ -85,18 +81,11 @@ export function App({ shell }: { shell: Shell }) {
       if (pop) { openPop(pop.id); setSelBackend(h.id); }
     }
   };
-  const pop = selPop === null ? undefined : store.t.pops.get(selPop);
+  // Whether the selected PoP exists (the panel reads the PoP itself).
+  const panel = useStore((s) => (selPop !== null && s.t.pops.has(selPop) ? selPop : null));
   // For measurements (browser tests): when the first picture with data is on screen.
-  const loaded = store.version !== null;
+  const loaded = useStore((s) => s.version !== null);
   useEffect(() => { if (loaded) performance.mark("steering:first-render"); }, [loaded]);
-  // The latest picture drawn, replaced (not accumulated) so a long session does not grow the buffer.
-  const drawn = useRef<number | null>(null);
-  useEffect(() => {
-    if (store.version === drawn.current) return;
-    drawn.current = store.version;
-    performance.clearMarks("steering:render");
-    performance.mark("steering:render", { detail: { version: store.version } });
-  });
 
   return (
     <>
@@ -111,26 +100,22 @@ export function App({ shell }: { shell: Shell }) {
             </button>
           ))}
         </div>
-        <LiveStatus conn={shell.conn} />
-        <span class="version" title="state version of the picture shown">v{store.version ?? "—"}</span>
+        <LiveStatus />
+        <Version />
         <DataplaneStatus planes={planes} />
         <span class="spacer" />
-        {shell.me && <span class="me">{shell.me.username} <span class="role" data-testid="role">{role ?? "no role"}</span></span>}
+        <WhoAmI />
         <a href="/api/docs/">API</a>
         <form method="post" action="/accounts/logout/" class="signout">
           <input type="hidden" name="csrfmiddlewaretoken" value={csrf()} />
           <button type="submit">Sign out</button>
         </form>
       </header>
-      {shell.banner && (
-        <div class={`banner ${shell.banner.kind}`} role="alert">
-          {shell.banner.text} {shell.banner.link && <a href={shell.banner.link.href}>{shell.banner.link.text}</a>}
-        </div>
-      )}
+      <Banner />
       <main class="layout">
         <div class="left">
           <div class="map-wrap">
-            {store.version === null ? <p class="muted loading">Loading topology…</p> : (
+            {!loaded ? <p class="muted loading">Loading topology…</p> : (
               <WorldMap layers={layers} selectedPop={selPop} onSelectPop={openPop}
                 dnsService={dnsService ?? firstService} dns={pollData(dns)} anycastPrefix={prefix ?? firstPrefix} anycast={anycastData}
                 applied={pollData(planes)?.applied} />
@@ -140,14 +125,14 @@ export function App({ shell }: { shell: Shell }) {
           </div>
           <div class="bottom">
             <Operations canAct={canAct} onAction={setDialog} stats={pollData(stats)} />
-            <Timeline version={store.version} history={history} />
+            <Timeline history={history} />
           </div>
         </div>
         <aside class="right">
-          {pop ? (
-            <PopPanel key={pop.id} pop={pop} canAct={canAct} selectedBackend={selBackend} focusPool={focusPool}
+          {panel !== null ? (
+            <PopPanel key={panel} popId={panel} canAct={canAct} selectedBackend={selBackend} focusPool={focusPool}
               onSelectBackend={setSelBackend} onAction={setDialog} onClose={() => setSelPop(null)} onHistory={showHistory}
-              anycast={anycastData?.pops[String(pop.id)]} anycastMissing={anycast.kind === "missing"} stats={stats}
+              anycast={anycastData?.pops[String(panel)]} anycastMissing={anycast.kind === "missing"} stats={stats}
               applied={pollData(planes)?.applied} />
           ) : (
             <Overview region={selRegion} onPop={openPop} canAct={canAct} onAction={setDialog} onRegion={setSelRegion}
@@ -167,13 +152,14 @@ function csrf(): string {
 }
 
 /** Pushed observations (WebSocket) are newer than the last poll: lay them over it. */
-function mergeObserved(base: AnycastResponse | undefined, pushed: Map<number, Observed>): AnycastResponse | undefined {
+function mergeObserved(base: AnycastResponse | undefined, pushed: ReadonlyMap<number, Observed>): AnycastResponse | undefined {
   if (!pushed.size) return base;
   const pops = { ...(base?.pops ?? {}) };
   for (const [id, m] of pushed) {
     const cur = pops[String(id)];
     if (cur && cur.observed_at !== null && (m.at ?? 0) < cur.observed_at) continue;
     pops[String(id)] = {
+      slug: cur?.slug ?? store.t.pops.get(id)?.slug ?? "", session: cur?.session ?? null,
       desired: m.desired ?? cur?.desired ?? [], observed: m.observed ?? [], observed_at: m.at ?? null,
       agent: "connected", reason: cur?.reason ?? "",
     };
@@ -181,10 +167,38 @@ function mergeObserved(base: AnycastResponse | undefined, pushed: Map<number, Ob
   return { pops };
 }
 
-function LiveStatus({ conn }: { conn: ConnState }) {
+function LiveStatus() {
+  const conn = useStore((s) => s.shell.conn);
   const text = { connecting: "◌ connecting…", live: "● live", offline: "○ offline: reconnecting" }[conn];
   return <span class="conn" data-testid="live-status" data-state={conn} role="status" aria-live="polite"
     title={conn === "offline" ? "The live feed is down: figures may be out of date; the view resyncs when it returns." : undefined}>{text}</span>;
+}
+
+/** The state version of the picture shown; its effect marks the latest picture drawn. */
+function Version() {
+  const version = useStore((s) => s.version);
+  // Replaced (not accumulated) so a long session does not grow the buffer. Effects run after the
+  // frame's whole render, so this marks the picture of this version on screen.
+  useEffect(() => {
+    if (version === null) return;
+    performance.clearMarks("steering:render");
+    performance.mark("steering:render", { detail: { version } });
+  }, [version]);
+  return <span class="version" title="state version of the picture shown">v{version ?? "—"}</span>;
+}
+
+function WhoAmI() {
+  const me = useStore((s) => s.shell.me);
+  return me && <span class="me">{me.username} <span class="role" data-testid="role">{me.role ?? "no role"}</span></span>;
+}
+
+function Banner() {
+  const banner = useStore((s) => s.shell.banner);
+  return banner && (
+    <div class={`banner ${banner.kind}`} role="alert">
+      {banner.text} {banner.link && <a href={banner.link.href}>{banner.link.text}</a>}
+    </div>
+  );
 }
 
 function DataplaneStatus({ planes }: { planes: PollState<Dataplanes> }) {
@@ -210,6 +224,7 @@ function Legend(p: {
   layers: Record<Layer, boolean>; dns: PollState<DnsAnswers>; anycast: PollState<AnycastResponse>; anycastData: AnycastResponse | undefined;
   dnsService: number | null; setDnsService: (id: number) => void; prefix: number | null; setPrefix: (id: number) => void;
 }) {
+  useTables("services", "prefixes");
   const svc = p.dnsService === null ? undefined : store.t.services.get(p.dnsService);
   const dnsData = pollData(p.dns);
   const live = svc && dnsData?.connected ? dnsData.services[String(svc.id)] : undefined;
@@ -249,6 +264,7 @@ function Legend(p: {
 }
 
 function AnycastSummary({ prefix, state, data }: { prefix: string | undefined; state: PollState<AnycastResponse>; data: AnycastResponse | undefined }) {
+  useTables("pops");
   const pops = [...store.t.pops.values()];
   const desired = pops.filter((p) => { const a = data?.pops[String(p.id)]; return a && prefix ? a.desired.includes(prefix) : p.announce === "announce"; });
   if (state.kind === "missing" && !data) return <span>{desired.length} PoPs announce (desired) · <span class="err">✕ observed routes not available (endpoint missing)</span></span>;
@@ -263,6 +279,7 @@ function Overview(p: {
   region: number | null; onPop: (id: number) => void; canAct: boolean; onAction: (r: ActionRequest) => void; onRegion: (id: number | null) => void;
   dns: DnsAnswers | undefined; dnsOn: boolean; dnsService: number | null;
 }) {
+  useTables("regions", "pops", "services");
   const regions = [...store.t.regions.values()].filter((r) => p.region === null || r.id === p.region).sort((a, b) => a.slug.localeCompare(b.slug));
   const svc = p.dnsService === null ? undefined : store.t.services.get(p.dnsService);
   return (
@@ -285,18 +302,7 @@ function Overview(p: {
             </h3>
             <table class="pop-list">
               <tbody>
-                {pops.map((pop) => {
-                  const s = store.summary(pop.id);
-                  return (
-                    <tr key={pop.id} class={store.isFlashing(`pop:${pop.id}`) ? "flash" : undefined}>
-                      <td><button class="link" onClick={() => p.onPop(pop.id)}>{pop.slug}</button> <span class="muted">{pop.city}</span></td>
-                      <td><Badge state={s.health} label={s.health} /></td>
-                      <td>{pop.admin_state !== "ready" ? <Badge state={pop.admin_state} /> : null} {pop.announce === "withdraw" ? <Badge state="withdraw" /> : null}</td>
-                      <td class="num" title="backends up / total">{s.counts.up}/{s.total} up</td>
-                      {s.counts.down > 0 ? <td class="num" style={{ color: colourOf("down") }}>▼ {s.counts.down}</td> : <td />}
-                    </tr>
-                  );
-                })}
+                {pops.map((pop) => <PopRow key={pop.id} pop={pop} onPop={p.onPop} />)}
               </tbody>
             </table>
           </div>
@@ -306,7 +312,22 @@ function Overview(p: {
   );
 }
 
+/** A PoP's line in the overview: re-rendered when its tallies or its highlight change. */
+function PopRow({ pop, onPop }: { pop: PoP; onPop: (id: number) => void }) {
+  const { s, flash } = useStore((st) => ({ s: st.summary(pop.id), flash: st.isFlashing(`pop:${pop.id}`) }), shallow);
+  return (
+    <tr class={flash ? "flash" : undefined}>
+      <td><button class="link" onClick={() => onPop(pop.id)}>{pop.slug}</button> <span class="muted">{pop.city}</span></td>
+      <td><Badge state={s.health} label={s.health} /></td>
+      <td>{pop.admin_state !== "ready" ? <Badge state={pop.admin_state} /> : null} {pop.announce === "withdraw" ? <Badge state="withdraw" /> : null}</td>
+      <td class="num" title="backends up / total">{s.counts.up}/{s.total} up</td>
+      {s.counts.down > 0 ? <td class="num" style={{ color: colourOf("down") }}>▼ {s.counts.down}</td> : <td />}
+    </tr>
+  );
+}
+
 function DnsTable({ service, dns }: { service: number; dns: DnsAnswers | undefined }) {
+  useTables("services", "vips", "regions");
   const svc = store.t.services.get(service)!;
   const vips = [...store.t.vips.values()].filter((v) => v.service_id === service);
   const total = vips.filter((v) => v.enabled).reduce((s, v) => s + v.weight, 0);

@@ -1,22 +1,14 @@
 // Small shared pieces: the state badge (symbol + word, coloured from the API's one table), number formats.
 
 import type { ComponentChildren } from "preact";
-import { useEffect, useState } from "preact/hooks";
-import { store } from "../store";
+import { store, useStore } from "../store";
 
 export const fmt = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
 export const pct = (x: number): string => `${fmt.format(x)} %`;
 
-/** Re-render the calling component whenever the store changes (coalesced to one per frame). */
-export function useStore(): number {
-  const [tick, setTick] = useState(store.tick);
-  useEffect(() => store.subscribe(() => setTick(store.tick)), []);
-  return tick;
-}
-
 /** A state key from the API's table: its symbol and word, tinted with its colour. Unknown keys still show their word. */
 export function Badge({ state, label, title }: { state: string; label?: string; title?: string }) {
-  const s = store.states.get(state);
+  const s = useStore((st) => st.states.get(state)); // the table arrives with the topology
   return (
     <span class="state" style={s ? { "--c": s.colour } : undefined} title={title ?? s?.meaning} data-state={state}>
       <span class="sym" aria-hidden="true">{s?.symbol ?? "•"}</span> {label ?? s?.label ?? state}

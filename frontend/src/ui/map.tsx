@@ -9,7 +9,7 @@ import { feature, mesh } from "topojson-client";
 import type { GeometryCollection, Topology as TopoJSON } from "topojson-specification";
 import world from "world-atlas/countries-110m.json";
 import type { AnycastResponse, Applied, DnsAnswers, PoP } from "../api";
-import { SLICES, store, type PopSummary } from "../store";
+import { shallow, SLICES, store, useStore, useTables } from "../store";
 import { popTrouble } from "./applied";
 import { colourOf, symbolOf } from "./common";
 
@@ -44,10 +44,8 @@ function markerSymbol(health: string): string {
 }
 
 interface MarkerProps {
-  pop: PoP; x: number; y: number; summary: PopSummary; selected: boolean; flash: boolean;
+  pop: PoP; x: number; y: number; selected: boolean;
   anycastMismatch: boolean; onSelect: (id: number) => void;
-  /** Backends live traffic has ejected right now (passive health, beside the prober's verdict). */
-  ejected: number;
   /** A layer of this PoP whose data plane does not run the desired version (its words), if any. */
   notApplied: string | undefined;
 }
@@ -57,22 +55,26 @@ function ejectedIn(popId: number): number {
   const now = Date.now();
   let n = 0;
   for (const b of store.backendsOfPop(popId)) {
-    const x = b as typeof b & { ejected_at?: string | null; ejected_until?: string | null };
-    if (x.ejected_at && x.ejected_until && Date.parse(x.ejected_until) > now) n += 1;
+    if (b.ejected_at && b.ejected_until && Date.parse(b.ejected_until) > now) n += 1;
   }
   return n;
 }
 
-/** One PoP: a dot in its health colour with its symbol and, when not ready, its admin symbol. */
+/** One PoP: a dot in its health colour with its symbol and, when not ready, its admin symbol.
+ * Re-rendered when its PoP's tallies, highlight or ejections change (its own subscription), or
+ * when the map moves it. */
 const Marker = memo(function Marker(p: MarkerProps) {
-  const { pop, summary } = p;
+  const { pop } = p;
+  const { summary, flash, ejected } = useStore((s) => ({
+    summary: s.summary(pop.id), flash: s.isFlashing(`pop:${pop.id}`), ejected: ejectedIn(pop.id),
+  }), shallow);
   const admin = pop.admin_state;
   const title = `${pop.name} (${pop.slug}) · ${summary.health} · ${admin} · anycast ${pop.announce} · ` +
     `${summary.counts.up} up, ${summary.counts.down} down of ${summary.total} backends` +
-    (p.ejected ? ` · ${p.ejected} ejected by live traffic` : "") + (p.notApplied ? ` · ✗ ${p.notApplied}` : "");
+    (ejected ? ` · ${ejected} ejected by live traffic` : "") + (p.notApplied ? ` · ✗ ${p.notApplied}` : "");
   return (
-    <g class={`pop-marker${p.selected ? " selected" : ""}${p.flash ? " flash-svg" : ""}`} data-testid="pop-marker"
-      data-pop={pop.slug} data-health={summary.health} data-admin-state={admin} data-ejected={p.ejected || undefined}
+    <g class={`pop-marker${p.selected ? " selected" : ""}${flash ? " flash-svg" : ""}`} data-testid="pop-marker"
+      data-pop={pop.slug} data-health={summary.health} data-admin-state={admin} data-ejected={ejected || undefined}
       data-not-applied={p.notApplied ? "true" : undefined}
       transform={`translate(${p.x},${p.y})`}
       // Lower-case on purpose: SVG keeps an attribute's case, and only "tabindex" makes a <g> focusable.
@@ -84,18 +86,18 @@ const Marker = memo(function Marker(p: MarkerProps) {
         stroke={admin === "ready" ? "#0b0e13" : colourOf(admin)} stroke-width={admin === "ready" ? 1.5 : 2.5}
         stroke-dasharray={admin === "draining" ? "2 1.5" : undefined} />
       {p.anycastMismatch && <circle r={10} fill="none" stroke={colourOf("stale")} stroke-width={1.5} stroke-dasharray="3 2" />}
-      {p.ejected > 0 && <circle r={p.selected ? 9.5 : 8} fill="none" stroke={colourOf("ejected")} stroke-width={1.8}
+      {ejected > 0 && <circle r={p.selected ? 9.5 : 8} fill="none" stroke={colourOf("ejected")} stroke-width={1.8}
         stroke-dasharray="1.5 1.5" data-testid="ejected-ring" />}
       {p.notApplied && <text x={-3} y={-8} class="not-applied" fill={colourOf("behind")} data-testid="not-applied">✗</text>}
     </g>
   );
-}, (a, b) => a.summary.stamp === b.summary.stamp && a.x === b.x && a.y === b.y && a.selected === b.selected &&
-  a.flash === b.flash && a.anycastMismatch === b.anycastMismatch && a.pop === b.pop && a.ejected === b.ejected &&
-  a.notApplied === b.notApplied);
+}, (a, b) => a.x === b.x && a.y === b.y && a.selected === b.selected && a.anycastMismatch === b.anycastMismatch &&
+  a.pop === b.pop && a.notApplied === b.notApplied);
 
 /** The PoP's slug with its health symbol and, when not ready / withdrawn, those symbols too. Drawn
  * under the markers and not clickable, so a label never hides another PoP's marker. */
-const Label = memo(function Label({ pop, x, y, health, ejected }: { pop: PoP; x: number; y: number; health: string; stamp: number; ejected: number }) {
+const Label = memo(function Label({ pop, x, y, health }: { pop: PoP; x: number; y: number; health: string }) {
+  const ejected = useStore(() => ejectedIn(pop.id));
   const admin = pop.admin_state;
   return (
     <text x={x + 9} y={y + 4} class="pop-label" data-pop={pop.slug}>
@@ -105,9 +107,26 @@ const Label = memo(function Label({ pop, x, y, health, ejected }: { pop: PoP; x:
       {ejected > 0 && <tspan fill={colourOf("ejected")}> {symbolOf("ejected")}{ejected}</tspan>}
     </text>
   );
-}, (a, b) => a.pop === b.pop && a.x === b.x && a.y === b.y && a.stamp === b.stamp && a.ejected === b.ejected);
+}, (a, b) => a.pop === b.pop && a.x === b.x && a.y === b.y && a.health === b.health);
 
-const Donut = memo(function Donut({ summary, x, y }: { summary: PopSummary; x: number; y: number }) {
+/** The labels that fit, placed again when a PoP's health (so the order) changes. */
+function Labels({ pops, pt, selected }: { pops: PoP[]; pt: (lon: number, lat: number) => [number, number]; selected: number | null }) {
+  const healths = useStore((s) => pops.map((pop) => s.summary(pop.id).health), shallow);
+  const labelled = placeLabels(pops, pt, selected);
+  return (
+    <g class="labels" aria-hidden="true">
+      {pops.map((pop, i) => {
+        if (!labelled.has(pop.id)) return null;
+        const [x, y] = pt(pop.longitude, pop.latitude);
+        return <Label key={pop.id} pop={pop} x={x} y={y} health={healths[i] ?? "unknown"} />;
+      })}
+    </g>
+  );
+}
+
+const Donut = memo(function Donut({ popId, x, y }: { popId: number; x: number; y: number }) {
+  const summary = useStore((s) => s.summary(popId));
+  if (!summary.total) return null;
   const r = 11;
   const c = 2 * Math.PI * r;
   let offset = 0;
@@ -124,7 +143,7 @@ const Donut = memo(function Donut({ summary, x, y }: { summary: PopSummary; x: n
       })}
     </g>
   );
-}, (a, b) => a.summary.stamp === b.summary.stamp && a.x === b.x && a.y === b.y);
+});
 
 const SEVERITY: Record<string, number> = { down: 0, degraded: 1, stale: 2, unknown: 3, up: 4 };
 
@@ -176,7 +195,10 @@ export interface MapProps {
   applied: Applied | undefined;
 }
 
+/** Re-rendered when a PoP or region itself changes (position, admin state, announce) or the view
+ * does; a backend's change re-renders only its PoP's marker, donut and label. */
 export function WorldMap(props: MapProps) {
+  useTables("pops", "regions");
   const box = useRef<HTMLDivElement>(null);
   const { w, h } = useSize(box);
   // Fit the fleet (PoPs and regions) with a margin, never closer than a continent: a fleet on one
@@ -204,7 +226,6 @@ export function WorldMap(props: MapProps) {
 
   const pops = [...store.t.pops.values()];
   const pt = (lon: number, lat: number): [number, number] => projection([lon, lat]) ?? [-100, -100];
-  const labelled = placeLabels(pops, pt, props.selectedPop);
   return (
     <div class="map-box" ref={box}>
       <svg data-testid="map" width={w} height={h} viewBox={`0 0 ${w} ${h}`} role="img" aria-label="World map of regions and PoPs"
@@ -237,29 +258,19 @@ export function WorldMap(props: MapProps) {
         {props.layers.local && (
           <g data-testid="layer" data-layer="local" class="layer-local" aria-hidden="true">
             {pops.map((pop) => {
-              const s = store.summary(pop.id);
-              if (!s.total) return null;
               const [x, y] = pt(pop.longitude, pop.latitude);
-              return <Donut key={pop.id} summary={s} x={x} y={y} />;
+              return <Donut key={pop.id} popId={pop.id} x={x} y={y} />;
             })}
           </g>
         )}
-        <g class="labels" aria-hidden="true">
-          {pops.map((pop) => {
-            if (!labelled.has(pop.id)) return null;
-            const [x, y] = pt(pop.longitude, pop.latitude);
-            const s = store.summary(pop.id);
-            return <Label key={pop.id} pop={pop} x={x} y={y} health={s.health} stamp={s.stamp} ejected={ejectedIn(pop.id)} />;
-          })}
-        </g>
+        <Labels pops={pops} pt={pt} selected={props.selectedPop} />
         <g class="pops">
           {pops.map((pop) => {
             const [x, y] = pt(pop.longitude, pop.latitude);
             const sel = props.selectedPop === pop.id;
-            return <Marker key={pop.id} pop={pop} x={x} y={y} summary={store.summary(pop.id)} selected={sel}
-              flash={store.isFlashing(`pop:${pop.id}`)}
+            return <Marker key={pop.id} pop={pop} x={x} y={y} selected={sel}
               anycastMismatch={props.layers.anycast && mismatch(pop, props.anycast)} onSelect={props.onSelectPop}
-              ejected={ejectedIn(pop.id)} notApplied={popTrouble(props.applied, pop.slug)?.detail} />;
+              notApplied={popTrouble(props.applied, pop.slug)?.detail} />;
           })}
         </g>
       </svg>
@@ -283,6 +294,7 @@ function mismatch(pop: PoP, anycast: AnycastResponse | undefined): boolean {
 }
 
 function DnsLayer({ pt, serviceId, dns }: { pt: (lon: number, lat: number) => [number, number]; serviceId: number | null; dns: DnsAnswers | undefined }) {
+  useTables("services", "vips", "regions", "pops");
   const service = serviceId === null ? undefined : store.t.services.get(serviceId);
   if (!service) return <g data-testid="layer" data-layer="dns" />;
   const vips = [...store.t.vips.values()].filter((v) => v.service_id === service.id && v.enabled);
@@ -326,6 +338,7 @@ const CELL_HUES = [210, 150, 40, 280, 0, 100, 320, 180, 60, 240];
 function AnycastLayer({ path, pt, prefixId, anycast }: {
   path: ReturnType<typeof geoPath>; pt: (lon: number, lat: number) => [number, number]; prefixId: number | null; anycast: AnycastResponse | undefined;
 }) {
+  useTables("prefixes", "pops", "client_networks", "regions");
   const prefix = prefixId === null ? undefined : store.t.prefixes.get(prefixId);
   // Desired: the control plane's choice (PoP.announce, refined by the anycast API when present).
   const announcing = [...store.t.pops.values()].filter((p) => {

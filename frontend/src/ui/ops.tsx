@@ -3,13 +3,13 @@
 
 import { useEffect, useState } from "preact/hooks";
 import type { Operation, StatsResponse } from "../api";
-import { store } from "../store";
+import { shallow, store, useStore, useTables } from "../store";
 import type { ActionRequest } from "./actions";
-import { clock } from "./common";
 
 const ACTIVE = new Set(["running", "paused"]);
 
 export function Operations({ canAct, onAction, stats }: { canAct: boolean; onAction: (r: ActionRequest) => void; stats: StatsResponse | undefined }) {
+  useTables("operations");
   const ops = [...store.t.operations.values()];
   const running = ops.filter((o) => ACTIVE.has(o.status)).sort((a, b) => b.id - a.id);
   const finished = ops.filter((o) => !ACTIVE.has(o.status)).sort((a, b) => b.id - a.id).slice(0, 3);
@@ -20,12 +20,14 @@ export function Operations({ canAct, onAction, stats }: { canAct: boolean; onAct
     const t = window.setInterval(() => setNow(Date.now()), 1000);
     return () => window.clearInterval(t);
   }, [running.length]);
+  // Sessions left read backends too: re-render when those figures change, not on every backend delta.
+  const sessions = useStore(() => running.map((op) => sessionsLeft(op, stats)), shallow);
   return (
     <section class="ops" aria-label="Operations">
       <h2>Operations <span class="muted">{running.length} running</span></h2>
       {running.length === 0 && finished.length === 0 && <p class="muted">No operations.</p>}
       <ul>
-        {running.map((op) => <OpRow key={op.id} op={op} canAct={canAct} onAction={onAction} sessions={sessionsLeft(op, stats)} />)}
+        {running.map((op, i) => <OpRow key={op.id} op={op} canAct={canAct} onAction={onAction} sessions={sessions[i]} />)}
         {finished.map((op) => <OpRow key={op.id} op={op} canAct={false} onAction={onAction} sessions={undefined} />)}
       </ul>
     </section>
@@ -55,6 +57,7 @@ function OpRow({ op, canAct, onAction, sessions }: { op: Operation; canAct: bool
   const p = op.progress ?? {};
   const pctDone = Math.max(0, Math.min(100, p.percent ?? (op.status === "succeeded" ? 100 : 0)));
   const left = secondsLeft(op);
+  const flash = useStore((s) => s.isFlashing(`operation:${op.id}`));
   const parts = [
     `${pctDone}%`,
     p.backends_left !== undefined ? `${p.backends_left}${p.backends_total !== undefined ? ` of ${p.backends_total}` : ""} backends left` : null,
@@ -68,7 +71,7 @@ function OpRow({ op, canAct, onAction, sessions }: { op: Operation; canAct: bool
   // The whole plan goes in the tooltip; the line shows where it is now.
   const current = ACTIVE.has(op.status) ? op.steps?.find((s) => s.status === "running" || s.status === "next") : undefined;
   return (
-    <li data-testid="operation" data-operation={op.id} data-status={op.status} class={store.isFlashing(`operation:${op.id}`) ? "flash" : undefined}>
+    <li data-testid="operation" data-operation={op.id} data-status={op.status} class={flash ? "flash" : undefined}>
       <div class="op-line">
         <span class="op-kind">{op.kind}</span>
         <span class="op-target" title={op.target_repr}>{op.target_repr}</span>
@@ -85,7 +88,7 @@ function OpRow({ op, canAct, onAction, sessions }: { op: Operation; canAct: bool
         {parts}{current && <span class="muted"> · now: {current.name} ({current.status})</span>}
         {p.dns && ACTIVE.has(op.status) && <span class="muted"> · DNS: {p.dns}</span>}
         {p.unconfirmed?.length ? <div class="err" data-testid="unconfirmed">✗ not confirmed by the data plane: {p.unconfirmed.join("; ")}</div> : null}
-        <span class="muted"> · by {op.actor_name || "—"}{op.forced ? " (forced)" : ""}{op.created_at ? ` at ${clock(op.created_at)}` : ""} · “{op.reason}”</span>
+        <span class="muted"> · by {op.actor_name || "—"}{op.forced ? " (forced)" : ""} · “{op.reason}”</span>
       </div>
     </li>
   );

@@ -6,7 +6,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import type { AnycastPop, Applied, Backend, BackendStats, Pool, PoP, StatsResponse } from "../api";
 import { pollData, type PollState } from "../poll";
 import { samples } from "../samples";
-import { store } from "../store";
+import { shallow, store, useStore } from "../store";
 import type { ActionRequest } from "./actions";
 import { PopApplied } from "./applied";
 import { ago, Badge, fmt, symbolOf } from "./common";
@@ -15,18 +15,10 @@ type SortKey = "name" | "health" | "admin" | "weight" | "eff" | "share" | "sessi
 const HEALTH_ORDER: Record<string, number> = { down: 0, stale: 1, unknown: 2, up: 3 };
 const ADMIN_ORDER: Record<string, number> = { maint: 0, draining: 1, drained: 2, ready: 3 };
 
-/** Passive health (outlier ejection) as the topology carries it: every model field travels. */
-type Passive = { ejected_at?: string | null; ejected_until?: string | null; ejection_count?: number; ejection_reason?: string };
-type PoolPassive = {
-  outlier_panic?: boolean; outlier_panic_reason?: string; outlier_detection?: boolean; outlier_max_ejected_percent?: number;
-  retries?: number; redispatch?: boolean; observe?: string; error_limit?: number;
-};
-
 /** Seconds of ejection left, or null when live traffic has not taken the backend out. */
 export function ejectedFor(b: Backend): number | null {
-  const x = b as Backend & Passive;
-  if (!x.ejected_at || !x.ejected_until) return null;
-  const left = (Date.parse(x.ejected_until) - Date.now()) / 1000;
+  if (!b.ejected_at || !b.ejected_until) return null;
+  const left = (Date.parse(b.ejected_until) - Date.now()) / 1000;
   return left > 0 ? left : null;
 }
 
@@ -34,13 +26,12 @@ export function ejectedFor(b: Backend): number | null {
 export function ejectionText(b: Backend): string {
   const left = ejectedFor(b);
   if (left === null) return "";
-  const x = b as Backend & Passive;
-  const nth = (x.ejection_count ?? 1) > 1 ? ` (ejection ${x.ejection_count} in a row)` : "";
-  return `ejected by live traffic: ${x.ejection_reason || "failing requests"} · back in ${Math.ceil(left)} s unless the prober finds it down${nth}`;
+  const nth = b.ejection_count > 1 ? ` (ejection ${b.ejection_count} in a row)` : "";
+  return `ejected by live traffic: ${b.ejection_reason || "failing requests"} · back in ${Math.ceil(left)} s unless the prober finds it down${nth}`;
 }
 
 export interface PanelProps {
-  pop: PoP;
+  popId: number;
   canAct: boolean;
   selectedBackend: number | null;
   focusPool: number | null;
@@ -73,13 +64,15 @@ export function shares(backends: Backend[]): Map<number, { share: number; total:
 }
 
 export function PopPanel(p: PanelProps) {
-  const { pop } = p;
-  const region = store.t.regions.get(pop.region_id);
+  const pop = useStore((s) => s.t.pops.get(p.popId));
+  const region = useStore((s) => (pop ? s.t.regions.get(pop.region_id) : undefined));
   const stats = p.stats;
   const statsData = pollData(stats);
   const [sort, setSort] = useState<{ key: SortKey; dir: 1 | -1 }>({ key: "name", dir: 1 });
-  const pools = store.poolsOf(pop.id);
-  const summary = store.summary(pop.id);
+  const pools = useStore((s) => s.poolsOf(p.popId), shallow);
+  const summary = useStore((s) => s.summary(p.popId));
+  const ejected = useStore(() => ejectedInPop(p.popId));
+  const selected = useStore((s) => (p.selectedBackend === null ? undefined : s.t.backends.get(p.selectedBackend)));
   const ref = useRef<HTMLElement>(null);
 
   useEffect(() => {
@@ -94,6 +87,7 @@ export function PopPanel(p: PanelProps) {
   const statsNote = stats.kind === "missing" ? "session figures: not available on this server (HAProxy stats endpoint missing)"
     : stats.kind === "error" ? `session figures: ${stats.message}`
       : statsData && !statsData.connected ? "session figures: HAProxy not connected" : null;
+  if (!pop) return null; // gone: the App shows the overview
   const act = (kind: ActionRequest["kind"]) => () => p.onAction({ kind, target: { type: "pop", id: pop.id, name: pop.slug } });
   return (
     <section class="pop-panel" data-testid="pop-panel" data-pop={pop.slug} aria-label={`PoP ${pop.name}`} ref={ref}>
@@ -110,7 +104,7 @@ export function PopPanel(p: PanelProps) {
           <Badge state={pop.admin_state} />
           <Badge state={pop.announce} />
           {summary.panic && <Badge state="panic" />}
-          <span class="muted">{summary.total} backends · {summary.counts.up} up · {summary.counts.down} down{ejectedInPop(pop.id) > 0 ? ` · ${ejectedInPop(pop.id)} ejected by live traffic` : ""} · capacity {fmt.format(summary.capacity)} req/s</span>
+          <span class="muted">{summary.total} backends · {summary.counts.up} up · {summary.counts.down} down{ejected > 0 ? ` · ${ejected} ejected by live traffic` : ""} · capacity {fmt.format(summary.capacity)} req/s</span>
         </div>
         {p.canAct && (
           <div class="actions">
@@ -129,9 +123,7 @@ export function PopPanel(p: PanelProps) {
         {pools.length === 0 && <p class="muted">No pools in this PoP.</p>}
         {pools.map((pool) => <PoolBlock key={pool.id} {...p} pool={pool} sort={sort} setSort={setSort} stats={statsData?.connected ? statsData.backends : undefined} />)}
       </div>
-      {p.selectedBackend !== null && store.t.backends.get(p.selectedBackend) && (
-        <BackendDetail backend={store.t.backends.get(p.selectedBackend)!} onClose={() => p.onSelectBackend(null)} onHistory={p.onHistory} />
-      )}
+      {selected && <BackendDetail backend={selected} onClose={() => p.onSelectBackend(null)} onHistory={p.onHistory} />}
     </section>
   );
 }
@@ -160,8 +152,11 @@ function AnycastLine({ pop, a, missing }: { pop: PoP; a: AnycastPop | undefined;
 
 function PoolBlock(p: Omit<PanelProps, "stats"> & { pool: Pool; sort: { key: SortKey; dir: 1 | -1 }; setSort: (s: { key: SortKey; dir: 1 | -1 }) => void; stats: Record<string, BackendStats> | undefined }) {
   const { pool, sort } = p;
-  const service = store.t.services.get(pool.service_id);
-  const backends = store.backendsOf(pool.id);
+  const service = useStore((s) => s.t.services.get(pool.service_id));
+  const popSlug = useStore((s) => s.t.pops.get(pool.pop_id)?.slug);
+  const flash = useStore((s) => s.isFlashing(`pool:${pool.id}`));
+  // A copy: sorted in place below, while the store's hook keeps the one it returned.
+  const backends = [...useStore((s) => s.backendsOf(pool.id), shallow)];
   const share = shares(backends);
   const stat = (b: Backend) => p.stats?.[String(b.id)];
   const val = (b: Backend): number | string => {
@@ -188,20 +183,19 @@ function PoolBlock(p: Omit<PanelProps, "stats"> & { pool: Pool; sort: { key: Sor
       </button>
     </th>
   );
-  const act = (kind: ActionRequest["kind"]) => () => p.onAction({ kind, target: { type: "pool", id: pool.id, name: `${store.t.pops.get(pool.pop_id)?.slug}/${pool.slug}` } });
+  const act = (kind: ActionRequest["kind"]) => () => p.onAction({ kind, target: { type: "pool", id: pool.id, name: `${popSlug}/${pool.slug}` } });
   const totalEff = backends.filter((b) => !b.backup).reduce((s, b) => s + b.effective_weight, 0);
-  const passive = pool as Pool & PoolPassive;
   const ejected = backends.filter((b) => ejectedFor(b) !== null).length;
-  const policy = passive.outlier_detection === false ? "outlier ejection off"
-    : `ejects at most ${passive.outlier_max_ejected_percent ?? 10}% at once`;
+  const policy = !pool.outlier_detection ? "outlier ejection off"
+    : `ejects at most ${pool.outlier_max_ejected_percent}% at once`;
   return (
-    <div class={`pool${store.isFlashing(`pool:${pool.id}`) ? " flash" : ""}`} data-pool-id={pool.id} data-testid="pool">
+    <div class={`pool${flash ? " flash" : ""}`} data-pool-id={pool.id} data-testid="pool">
       <div class="pool-head">
         <strong>{pool.slug}</strong>
         <span class="muted">{service ? service.fqdn : `service #${pool.service_id}`} · {pool.mode} · {pool.algorithm} · Σ eff {totalEff}</span>
         {pool.admin_state !== "ready" && <Badge state={pool.admin_state} />}
         {pool.in_panic && <Badge state="panic" />}
-        {passive.outlier_panic && <Badge state="panic" label="ejection limit" title={passive.outlier_panic_reason ?? ""} />}
+        {pool.outlier_panic && <Badge state="panic" label="ejection limit" title={pool.outlier_panic_reason} />}
         {p.canAct && (
           <span class="pool-actions">
             <button class="small" onClick={act("drain")} title="Drain every backend of the pool">Drain pool</button>
@@ -211,11 +205,11 @@ function PoolBlock(p: Omit<PanelProps, "stats"> & { pool: Pool; sort: { key: Sor
         )}
       </div>
       <div class="muted passive-line" data-testid="passive-line">
-        live traffic: {passive.retries ?? 3} retries{passive.redispatch === false ? "" : " on another server"}
-        {passive.observe === "layer4" ? ` · HAProxy takes a server out after ${passive.error_limit ?? 5} failed connections` : ""}
+        live traffic: {pool.retries} retries{pool.redispatch ? " on another server" : ""}
+        {pool.observe === "layer4" ? ` · HAProxy takes a server out after ${pool.error_limit} failed connections` : ""}
         {` · ${policy}`}{ejected > 0 ? ` · ${ejected} ejected now` : ""}
       </div>
-      {passive.outlier_panic && <div class="note" role="status" data-testid="outlier-panic">{symbolOf("panic")} {passive.outlier_panic_reason}</div>}
+      {pool.outlier_panic && <div class="note" role="status" data-testid="outlier-panic">{symbolOf("panic")} {pool.outlier_panic_reason}</div>}
       {backends.length === 0 ? <p class="muted">No backends in this pool.</p> : (
         <table class="backends">
           <thead>
@@ -234,7 +228,7 @@ function PoolBlock(p: Omit<PanelProps, "stats"> & { pool: Pool; sort: { key: Sor
           <tbody>
             {backends.map((b) => (
               <BackendRow key={b.id} b={b} share={share.get(b.id)!} stats={stat(b)} canAct={p.canAct}
-                selected={p.selectedBackend === b.id} onSelect={p.onSelectBackend} onAction={p.onAction} path={`${store.t.pops.get(pool.pop_id)?.slug}/${pool.slug}/${b.name}`} />
+                selected={p.selectedBackend === b.id} onSelect={p.onSelectBackend} onAction={p.onAction} path={`${popSlug}/${pool.slug}/${b.name}`} />
             ))}
           </tbody>
         </table>
@@ -261,10 +255,11 @@ function BackendRow({ b, share, stats, canAct, selected, onSelect, onAction, pat
     onAction({ kind, target: { type: "backend", id: b.id, name: path }, weight: b.weight });
   };
   const ejection = ejectionText(b);
+  const flash = useStore((s) => s.isFlashing(`backend:${b.id}`));
   return (
     <tr data-testid="backend-row" data-backend={b.id} data-health={b.health} data-admin-state={b.admin_state}
       data-ejected={ejection ? "true" : undefined}
-      class={`${selected ? "selected" : ""}${store.isFlashing(`backend:${b.id}`) ? " flash" : ""}`}
+      class={`${selected ? "selected" : ""}${flash ? " flash" : ""}`}
       onClick={() => onSelect(selected ? null : b.id)}>
       <td class="name">
         <button class="link" onClick={(e) => { e.stopPropagation(); onSelect(selected ? null : b.id); }} aria-expanded={selected}
@@ -332,7 +327,8 @@ function BackendDetail({ backend: b, onClose, onHistory }: { backend: Backend; o
   }, [b.id]);
   const s = samples.get(b.id);
   const last = s?.samples[0];
-  const share = shares(store.backendsOf(b.pool_id)).get(b.id);
+  const siblings = useStore((st) => st.backendsOf(b.pool_id), shallow);
+  const share = shares(siblings).get(b.id);
   return (
     <aside class="backend-detail" data-testid="backend-detail" aria-label={`Backend ${b.name}`}>
       <div class="title-row">
@@ -367,12 +363,11 @@ function BackendDetail({ backend: b, onClose, onHistory }: { backend: Backend; o
 
 /** Passive health beside active health: what live traffic decided, and what happens next. */
 function LiveTrafficLine({ b }: { b: Backend }) {
-  const x = b as Backend & Passive;
   const text = ejectionText(b);
   if (text) {
     return <div data-testid="live-traffic">Live traffic: <Badge state="ejected" /> {text.replace("ejected by live traffic: ", "")}
-      <span class="muted"> · since {x.ejected_at ? new Date(x.ejected_at).toLocaleTimeString() : "?"} (audited as system:outlier)</span></div>;
+      <span class="muted"> · since {b.ejected_at ? new Date(b.ejected_at).toLocaleTimeString() : "?"} (audited as system:outlier)</span></div>;
   }
-  const last = x.ejected_until ? ` · last ejected until ${new Date(x.ejected_until).toLocaleTimeString()}${x.ejection_reason ? ` (${x.ejection_reason})` : ""}` : "";
+  const last = b.ejected_until ? ` · last ejected until ${new Date(b.ejected_until).toLocaleTimeString()}${b.ejection_reason ? ` (${b.ejection_reason})` : ""}` : "";
   return <div class="muted" data-testid="live-traffic">Live traffic: in rotation{last}</div>;
 }

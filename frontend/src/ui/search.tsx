@@ -2,11 +2,19 @@
 // at a dozen hits, which stays well under a millisecond per thousand objects.
 
 import { useRef, useState } from "preact/hooks";
-import { store } from "../store";
+import { store, useStore } from "../store";
 
 export interface Hit { type: "region" | "pop" | "pool" | "backend"; id: number; label: string; detail: string }
 
 const LIMIT = 12;
+const NONE: Hit[] = [];
+
+function sameHits(a: Hit[], b: Hit[]): boolean {
+  return a.length === b.length && a.every((h, i) => {
+    const o = b[i];
+    return o !== undefined && h.type === o.type && h.id === o.id && h.label === o.label && h.detail === o.detail;
+  });
+}
 
 function find(q: string): Hit[] {
   const s = q.trim().toLowerCase();
@@ -41,7 +49,8 @@ export function Search({ onPick, inputRef }: { onPick: (hit: Hit) => void; input
   const [q, setQ] = useState("");
   const [active, setActive] = useState(0);
   const [open, setOpen] = useState(false);
-  const hits = open ? find(q) : [];
+  // While open, the hits follow the picture: a delta that changes them re-renders the list.
+  const hits = useStore(() => (open ? find(q) : NONE), sameHits);
   const blurTimer = useRef(0);
   const pick = (h: Hit | undefined) => {
     if (!h) return;

@@ -1,13 +1,14 @@
 // The audit timeline: GET /api/v1/changes/ with filters; each entry opens to a small before/after diff.
 
 import { useEffect, useRef, useState } from "preact/hooks";
-import { getJSON, type ChangeEntry, type Page } from "../api";
+import { getJSON, type ChangePage } from "../api";
+import { useStore } from "../store";
 import { clock } from "./common";
 
 const PAGE = 100;
 const KEEP = 300;
 
-function merge(old: Page<ChangeEntry>, fresh: Page<ChangeEntry>): Page<ChangeEntry> {
+function merge(old: ChangePage, fresh: ChangePage): ChangePage {
   const byId = new Map(old.results.map((c) => [c.id, c]));
   for (const c of fresh.results) byId.set(c.id, c);
   const results = [...byId.values()].sort((a, b) => b.time.localeCompare(a.time) || b.id - a.id).slice(0, KEEP);
@@ -16,14 +17,15 @@ function merge(old: Page<ChangeEntry>, fresh: Page<ChangeEntry>): Page<ChangeEnt
 
 const SINCE: Record<string, number | null> = { "15m": 15 * 60, "1h": 3600, "24h": 86400, "7d": 7 * 86400, any: null };
 
-export function Timeline({ version, history }: { version: number | null; history: { q: string; n: number } | null }) {
+export function Timeline({ history }: { history: { q: string; n: number } | null }) {
+  const version = useStore((s) => s.version);
   const [object, setObject] = useState("");
   // "History" buttons elsewhere put an object's name into the object filter.
   useEffect(() => { if (history) setObject(history.q); }, [history]);
   const [actor, setActor] = useState("");
   const [action, setAction] = useState("");
   const [since, setSince] = useState("24h");
-  const [page, setPage] = useState<Page<ChangeEntry> | null>(null);
+  const [page, setPage] = useState<ChangePage | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [open, setOpen] = useState<Set<number>>(new Set());
   const filterKey = useRef("");
@@ -38,7 +40,7 @@ export function Timeline({ version, history }: { version: number | null; history
     if (secs) q.set("since", new Date(Date.now() - secs * 1000).toISOString());
     let stale = false;
     const t = window.setTimeout(() => {
-      getJSON<Page<ChangeEntry>>(`/api/v1/changes/?${q.toString()}`).then(
+      getJSON<ChangePage>(`/api/v1/changes/?${q.toString()}`).then(
         (p) => {
           if (stale) return;
           // Same filters: merge, so an entry seen once stays even when a burst of newer ones
