@@ -24,6 +24,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from steering.api.agent_scope import LAYERS, AgentCaller, ScopeError, resolve
+from steering.api.longpoll import MAX_WAIT_SECONDS
 from steering.choices import DataplaneLayer
 from steering.models import ApiToken, PoP
 from steering.services import agent_reports
@@ -33,6 +34,13 @@ from steering.services.dataplane import do_record_dataplane_repair
 MAX_BODY_BYTES = 1024 * 1024
 MAX_SERVERS = 20_000
 _FIGURE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+# A database id (a 64-bit signed integer): larger ones are refused (400) before they reach a query,
+# which SQLite answers with an OverflowError (a 500).
+MAX_ID = 2**63 - 1
+_BACKEND_KEY = re.compile(r"[0-9]{1,18}")  # ASCII digits only ("²".isdigit() is True, int() refuses it)
+# Answers per [service, region] row of a DNS report: a Redis counter (HINCRBY) takes at most
+# 2**63 - 1, and a row's answers are those of a second or of an outage's backlog, never near this.
+MAX_ANSWERS_PER_ROW = 10**12
 
 
 class _Refused(Exception):
@@ -99,12 +107,23 @@ class _HAProxyStatus(serializers.Serializer):  # type: ignore[type-arg]
     frontends = serializers.DictField(child=serializers.CharField(max_length=300), required=False, default=dict)
 
 
+class _ServerState(serializers.DictField):
+    """A HAProxy server's state as the reconciler reports it: {"state": ..., "weight": ...}."""
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        value: dict[str, Any] = super().to_internal_value(data)
+        weight = value.get("weight")
+        if not isinstance(value.get("state"), str) or isinstance(weight, bool) or not isinstance(weight, int):
+            raise serializers.ValidationError('An object with a string "state" and an integer "weight".')
+        return value
+
+
 class _Repaired(serializers.Serializer):  # type: ignore[type-arg]
     proxy = serializers.CharField(max_length=200)
     server = serializers.CharField(max_length=200)
-    observed = serializers.DictField(allow_null=True)
-    desired = serializers.DictField(allow_null=True)
-    backend_id = serializers.IntegerField(allow_null=True, required=False, default=None)
+    observed = _ServerState(allow_null=True)
+    desired = _ServerState(allow_null=True)
+    backend_id = serializers.IntegerField(allow_null=True, required=False, default=None, min_value=0, max_value=MAX_ID)
 
 
 class ReportInput(ScopeInput):
@@ -116,8 +135,8 @@ class ReportInput(ScopeInput):
     observed = serializers.ListField(child=serializers.CharField(max_length=64), max_length=1000, required=False)
     session = serializers.ChoiceField(["up", "down"], required=False, allow_null=True)
     # dns
-    answers = serializers.ListField(child=serializers.ListField(child=serializers.IntegerField(min_value=0),
-                                                                min_length=3, max_length=3),
+    answers = serializers.ListField(child=serializers.ListField(child=serializers.IntegerField(
+                                        min_value=0, max_value=MAX_ANSWERS_PER_ROW), min_length=3, max_length=3),
                                     max_length=10_000, required=False,
                                     help_text="dns: [service id, region id, answers] since the last report.")
 
@@ -126,7 +145,7 @@ class ReportInput(ScopeInput):
             raise serializers.ValidationError(f"At most {MAX_SERVERS} backends per report.")
         out: dict[int, dict[str, float]] = {}
         for key, figures in value.items():
-            if not str(key).isdigit():
+            if not _BACKEND_KEY.fullmatch(str(key)):
                 raise serializers.ValidationError(f"{key!r} is not a backend id.")
             out[int(key)] = figures
         return out
@@ -174,10 +193,16 @@ class DesiredView(AgentView):
             record_seen(identity)
         try:
             after = int(request.query_params.get("after", "")) if request.query_params.get("after") else None
-            wait = min(60, max(0, int(request.query_params.get("wait") or 0)))
+            wait = int(request.query_params.get("wait") or 0)
         except ValueError:
             return Response({"code": "invalid", "detail": "Invalid input.",
                              "errors": {"after": ["Whole numbers."], "wait": ["Whole numbers."]}}, status=400)
+        # The same bounds as the ASGI long-poll (steering.api.longpoll), which serves this in production.
+        errors = {name: [f"Between 0 and {high}." if high else "0 or more."]
+                  for name, value, high in (("after", after, None), ("wait", wait, MAX_WAIT_SECONDS))
+                  if value is not None and (value < 0 or (high is not None and value > high))}
+        if errors:
+            return Response({"code": "invalid", "detail": "Invalid input.", "errors": errors}, status=400)
         running = request.headers.get("If-None-Match")
         deadline = time.monotonic() + (wait if after is not None else 0)
         while True:
