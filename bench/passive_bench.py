@@ -332,8 +332,8 @@ def main() -> None:
                                     "--without-gossip", "--hostname", f"bench-{web_port}@%h"],
                          env, tmp / "worker.log", budget)
         products.append(worker)
-        beat = Product("beat", [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "WARNING",
-                                "--schedule", str(tmp / "celerybeat-schedule")], env, tmp / "beat.log", budget)
+        beat = Product("beat", [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "WARNING"],
+                       env, tmp / "beat.log", budget)
         products.append(beat)
         web.wait_until(lambda: answers_healthz(web_url), "answer on /healthz")
         worker.wait_until(lambda: " ready." in worker.log(), "'ready' in its log")

@@ -62,8 +62,6 @@ class CeleryProcess:
             cmd += WORKER_FAST_START
             if "--queues" not in args and "-Q" not in args:
                 cmd += ["--queues", "celery,probes"]  # the timers' queue and the probe shards' (settings)
-        if role == "beat":
-            cmd += ["--schedule", str(log_dir / "beat-schedule")]
         self._log = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop())
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(**(env or {})), stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)

@@ -43,8 +43,7 @@ def celery_stack() -> Iterator[Callable[[], None]]:
         worker = [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "prefork", "--concurrency", "2",
                   "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--hostname", "probe-test@%h",
                   "--queues", "celery,probes"]
-        beat = [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel", "WARNING",
-                "--schedule", str(tmp / "beat-schedule")]
+        beat = [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel", "WARNING"]
         for cmd, log in zip((worker, beat), logs, strict=True):
             procs.append(subprocess.Popen(cmd, env=env, cwd=settings.BASE_DIR, stdout=log.open("wb"),
                                           stderr=subprocess.STDOUT, start_new_session=True))

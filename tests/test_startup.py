@@ -39,7 +39,7 @@ def test_worker_and_beat_refuse_it_too(role: str, tmp_path: Path) -> None:
     base = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "SECRET_KEY_FILE", "DEBUG",
                                                                "STEERING_LOCAL_SECRET_KEY")}
     base.update(DJANGO_SETTINGS_MODULE="config.settings", STEERING_VAR_DIR=str(tmp_path))
-    extra = ["--pool", "solo"] if role == "worker" else ["--schedule", str(tmp_path / "beat-schedule")]
+    extra = ["--pool", "solo"] if role == "worker" else []
     refused = subprocess.run([sys.executable, "-m", "celery", "-A", "config", role, "--loglevel", "WARNING", *extra],
                              cwd=ROOT, env=base, capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0, refused.stderr[-2000:]
