@@ -1,14 +1,13 @@
-"""Pure capacity math: effective weight, shares, headroom, drain-time estimate.
+"""Pure capacity math: effective weight and drain-time estimate (where traffic goes: steering.whatif).
 
-No Django here (DESIGN §2): the data planes, the what-if, the guard and the UI's
+No Django here (a pure module, ARCHITECTURE.md §1): the data planes, the what-if, the guard and the UI's
 "why does this backend get X%" all call these same functions.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 MAX_WEIGHT = 256
 
@@ -74,71 +73,6 @@ def explain_effective_weight(inputs: WeightInputs) -> WeightExplanation:
 
 def effective_weight(inputs: WeightInputs) -> int:
     return explain_effective_weight(inputs).effective
-
-
-def shares(weights: Mapping[str, int]) -> dict[str, float]:
-    """Each key's fraction of new traffic (0..1) given effective weights."""
-    total = sum(max(0, w) for w in weights.values())
-    if total == 0:
-        return {key: 0.0 for key in weights}
-    return {key: max(0, w) / total for key, w in weights.items()}
-
-
-@dataclass(frozen=True)
-class Receiver:
-    key: str
-    weight: int          # effective weight after the change
-    capacity: float      # requests/s it can take
-    load: float          # requests/s it carries now
-
-
-@dataclass(frozen=True)
-class ReceiverImpact:
-    key: str
-    load_before: float
-    load_after: float
-    capacity: float
-
-    @property
-    def headroom_after(self) -> float:
-        """Fraction of capacity still free after the change (negative when overloaded)."""
-        if self.capacity <= 0:
-            return -1.0 if self.load_after > 0 else 0.0
-        return 1.0 - self.load_after / self.capacity
-
-    @property
-    def overloaded(self) -> bool:
-        return self.load_after > self.capacity
-
-
-@dataclass(frozen=True)
-class Redistribution:
-    moved_load: float
-    receivers: tuple[ReceiverImpact, ...]
-    unplaced_load: float = 0.0
-    notes: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def safe(self) -> bool:
-        return self.unplaced_load <= 1e-9 and not any(r.overloaded for r in self.receivers)
-
-
-def redistribute(moved_load: float, receivers: Sequence[Receiver]) -> Redistribution:
-    """Spread `moved_load` over receivers by effective weight (survivors of a removal).
-
-    Traffic is conserved: what cannot be placed (no receiver with weight) is reported as
-    unplaced, which the guard treats as an outage.
-    """
-    moved_load = max(0.0, moved_load)
-    total_weight = sum(max(0, r.weight) for r in receivers)
-    if total_weight == 0:
-        impacts = tuple(ReceiverImpact(r.key, r.load, r.load, r.capacity) for r in receivers)
-        return Redistribution(moved_load, impacts, unplaced_load=moved_load)
-    impacts = tuple(
-        ReceiverImpact(r.key, r.load, r.load + moved_load * max(0, r.weight) / total_weight, r.capacity)
-        for r in receivers
-    )
-    return Redistribution(moved_load, impacts)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import Q
 from django.utils import timezone
 
-from steering.choices import STATE_STYLES
+from steering.choices import OPERATION_FINAL_STATES, STATE_STYLES
 from steering.models import Operation, Pool
 from steering.representation import TYPES, represent_rows
 from steering.services.audit import current_version
@@ -22,9 +22,10 @@ def topology_snapshot() -> dict[str, Any]:
     for model, key in TYPES.values():
         qs = model._default_manager.all()
         if model is Operation:
-            # Running operations and the latest finished ones, not the whole history.
+            # Every unfinished operation (running, or a paused ramp waiting for an operator however
+            # old) and the latest ones, not the whole history.
             recent = list(Operation.objects.order_by("-id").values_list("pk", flat=True)[:20])
-            qs = qs.filter(Q(status="running") | Q(pk__in=recent))
+            qs = qs.filter(~Q(status__in=OPERATION_FINAL_STATES) | Q(pk__in=recent))
         body[key] = represent_rows(model, qs.order_by("pk"), pools_in_panic=panic)
     body["states"] = [style.__dict__ for style in STATE_STYLES]
     return body

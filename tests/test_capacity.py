@@ -1,10 +1,9 @@
-"""steering.capacity: the pure math operators reason with (DESIGN §1, §3). No database here."""
+"""steering.capacity: the pure math operators reason with (ARCHITECTURE.md §1: a pure module). No database here."""
 
 from __future__ import annotations
 
 import ast
 import inspect
-import math
 import os
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from steering import capacity
-from steering.capacity import Receiver, WeightInputs, effective_weight, estimate_drain_seconds, redistribute, shares
+from steering.capacity import WeightInputs, effective_weight, estimate_drain_seconds
 
 # --- effective weight ---------------------------------------------------------------------------
 
@@ -92,112 +91,6 @@ def test_it_always_gives_an_effective_weight_within_0_256(weight, admin_state, h
     assert w <= max(0, weight)
     if admin_state != "ready":
         assert w == 0
-
-
-# --- shares ----------------------------------------------------------------------------------------
-
-
-def test_it_splits_shares_by_weight():
-    assert shares({"a": 100, "b": 100, "c": 200}) == {"a": 0.25, "b": 0.25, "c": 0.5}
-    assert shares({"a": 0, "b": 0}) == {"a": 0.0, "b": 0.0}
-    assert shares({}) == {}
-
-
-@given(st.dictionaries(st.text(min_size=1, max_size=5), st.integers(min_value=-10, max_value=256), max_size=20))
-def test_it_makes_shares_sum_to_one_or_all_zero(weights):
-    result = shares(weights)
-    assert set(result) == set(weights)
-    assert all(0.0 <= v <= 1.0 for v in result.values())
-    if any(w > 0 for w in weights.values()):
-        assert math.isclose(sum(result.values()), 1.0, rel_tol=1e-9)
-    else:
-        assert all(v == 0.0 for v in result.values())
-    assert all(result[k] == 0.0 for k, w in weights.items() if w <= 0)
-
-
-# --- redistribution: the design's facts ----------------------------------------------------------
-
-
-def test_it_moves_a_removed_nodes_share_to_the_survivors():
-    """5 nodes at 10k rps each, one removed: the survivors take 12.5k each (+25%)."""
-    survivors = [Receiver(f"n{i}", 100, 15000.0, 10000.0) for i in range(4)]
-    result = redistribute(10000.0, survivors)
-    assert result.unplaced_load == 0
-    for r in result.receivers:
-        assert r.load_before == 10000.0
-        assert r.load_after == pytest.approx(12500.0)
-        assert r.load_after / r.load_before == pytest.approx(1.25)
-    assert result.safe
-
-
-def test_it_calls_a_drain_the_survivors_cannot_absorb_unsafe():
-    survivors = [Receiver(f"n{i}", 100, 12000.0, 10000.0) for i in range(4)]
-    result = redistribute(10000.0, survivors)
-    assert all(r.overloaded for r in result.receivers)
-    assert all(r.headroom_after < 0 for r in result.receivers)
-    assert not result.safe
-
-
-def test_it_reports_load_with_nowhere_to_go_as_unplaced():
-    result = redistribute(5000.0, [Receiver("a", 0, 10000.0, 100.0)])
-    assert result.unplaced_load == 5000.0
-    assert result.receivers[0].load_after == 100.0
-    assert not result.safe
-    assert redistribute(5000.0, []).unplaced_load == 5000.0
-
-
-def test_it_reports_headroom_after_the_change():
-    (r,) = redistribute(2000.0, [Receiver("a", 1, 10000.0, 6000.0)]).receivers
-    assert r.load_after == 8000.0
-    assert r.headroom_after == pytest.approx(0.2)
-    assert not r.overloaded
-
-
-receivers_st = st.lists(
-    st.builds(
-        Receiver,
-        key=st.uuids().map(str),
-        weight=st.integers(min_value=-5, max_value=256),
-        capacity=st.floats(min_value=0, max_value=1e6, allow_nan=False),
-        load=st.floats(min_value=0, max_value=1e6, allow_nan=False),
-    ),
-    max_size=12,
-)
-load_st = st.floats(min_value=-1e3, max_value=1e6, allow_nan=False, allow_infinity=False)
-
-
-@given(moved=load_st, receivers=receivers_st)
-def test_it_conserves_traffic_when_redistributing(moved, receivers):
-    result = redistribute(moved, receivers)
-    assert result.moved_load == max(0.0, moved)
-    before = sum(r.load for r in receivers)
-    after = sum(r.load_after for r in result.receivers)
-    assert after + result.unplaced_load == pytest.approx(before + result.moved_load, rel=1e-9, abs=1e-6)
-    assert result.unplaced_load >= 0
-
-
-@given(moved=load_st, receivers=receivers_st)
-def test_it_never_sends_moved_load_to_a_receiver_with_weight_zero(moved, receivers):
-    result = redistribute(moved, receivers)
-    assert [r.key for r in result.receivers] == [r.key for r in receivers]
-    for given_r, impact in zip(receivers, result.receivers, strict=True):
-        assert impact.load_before == given_r.load
-        if given_r.weight <= 0:
-            assert impact.load_after == given_r.load
-        else:
-            assert impact.load_after >= given_r.load
-
-
-@given(moved=st.floats(min_value=0, max_value=1e6, allow_nan=False), extra=st.floats(min_value=0, max_value=1e6),
-       receivers=receivers_st.filter(bool), data=st.data())
-def test_it_never_lowers_anyones_load_when_more_capacity_goes(moved, extra, receivers, data):
-    """Removing more (more load moved, onto fewer survivors) never makes a survivor's load go down."""
-    keep = data.draw(st.lists(st.booleans(), min_size=len(receivers), max_size=len(receivers)))
-    subset = [r for r, k in zip(receivers, keep, strict=True) if k]
-    wide = {r.key: r.load_after for r in redistribute(moved, receivers).receivers}
-    narrow = {r.key: r.load_after for r in redistribute(moved + extra, subset).receivers}
-    for key, load in narrow.items():
-        assert load >= wide[key] - 1e-6 * max(1.0, wide[key])
 
 
 # --- drain time ------------------------------------------------------------------------------------

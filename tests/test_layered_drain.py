@@ -125,3 +125,19 @@ def test_layered_applies_only_to_sites(operator_api):
     backend = Backend.objects.filter(pool__pop=fra).first()
     r = layered(operator_api, "backends", backend)
     assert r.status_code == 400 and "layered" in r.json()["errors"]
+
+
+def test_it_keeps_the_stored_shape_existing_rows_and_the_dashboard_read(operator_api):
+    west, east, fra, lhr, iad = site_fleet()
+    op_id = layered(operator_api, "regions", west).json()["operation"]["id"]
+
+    def stored():
+        op = Operation.objects.get(pk=op_id)
+        return op.params["step"], op.progress["step"], [s["name"] for s in op.steps]
+
+    names = ["dns", "wait", "anycast", "local", "done"]
+    assert stored() == (1, "wait", names)
+    sweep_due(now=at(121))
+    assert stored() == (3, "local", names)
+    sweep_due(now=at(160))
+    assert stored() == (3, "done", names)

@@ -7,7 +7,8 @@ import datetime
 from django.utils import timezone
 
 from steering.models import Backend, Change, Operation
-from steering.services.weights import advance_ramps, plan_ramp
+from steering.services.context import Actor
+from steering.services.weights import advance_ramps, do_set_weight, plan_ramp
 from tests import factories as f
 
 
@@ -102,3 +103,20 @@ def test_a_dry_run_shows_the_plan(operator_api):
     plan = r.json()["plan"]
     assert plan["steps"][-1] == 10 and plan["step_seconds"] == 9
     assert not Operation.objects.exists()
+
+
+def test_a_paused_ramp_stays_on_the_map_however_many_operations_follow(operator_api, viewer_api):
+    pool = f.fleet(4, capacity_rps=100000)
+    b, other = pool.backends.order_by("pk")[:2]
+    Backend.objects.filter(pk=b.pk).update(weight=0)
+    op_id = canary(operator_api, b).json()["operation"]["id"]
+    Backend.objects.filter(pk=b.pk).update(health="down")
+    assert advance_ramps(later(1)) == 1
+    assert Operation.objects.get(pk=op_id).status == "paused"
+    for weight in range(101, 122):  # more newer operations than the map lists finished ones
+        do_set_weight(other, actor=Actor.system("test"), reason="tune", weight=weight)
+    r = viewer_api.get("/api/v1/topology/")
+    assert r.status_code == 200
+    listed = {o["id"]: o["status"] for o in r.json()["operations"]}
+    assert listed.get(op_id) == "paused"  # the operator must still find it to resume or abort it
+    assert len(listed) == 21

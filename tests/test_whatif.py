@@ -32,6 +32,22 @@ def test_an_overload_is_named():
     assert {r.id for r in result.receivers if r.overloaded} == {2, 3, 4, 5}
 
 
+def test_a_receiver_reports_its_headroom_after_the_change():
+    fleet = Fleet((BackendNode(1, 1, "a", 100, 10000.0), BackendNode(2, 1, "b", 100, 10000.0)),
+                  (PoolNode(1, 1, 1, "bom1/api", 8000.0),), (PopNode(1, 1, "bom1", 19.07, 72.87),), (ServiceNode(1, "api"),))
+    (survivor,) = [r for r in assess(fleet, Action("drain", "backend", 1)).receivers if r.id == 2]
+    assert (survivor.load_before, survivor.load_after) == (4000.0, 8000.0)
+    assert abs(survivor.headroom_after - 0.2) < 1e-9 and not survivor.overloaded
+
+
+def test_load_with_nowhere_to_go_is_unplaced_and_an_outage():
+    fleet = Fleet((BackendNode(1, 1, "a", 100, 10000.0),), (PoolNode(1, 1, 1, "bom1/api", 5000.0),),
+                  (PopNode(1, 1, "bom1", 19.07, 72.87),), (ServiceNode(1, "api"),))
+    result = assess(fleet, Action("drain", "backend", 1))
+    assert (result.moved, result.unplaced, result.already_unplaced) == (5000.0, 5000.0, 0.0)
+    assert result.verdict == "outage"
+
+
 def regional_fleet(policy: str = "weighted", anycast: bool = False) -> Fleet:
     pops = (PopNode(1, 1, "bom1", 19.07, 72.87), PopNode(2, 1, "maa1", 13.08, 80.27),
             PopNode(3, 2, "fra1", 50.11, 8.68), PopNode(4, 3, "iad1", 39.04, -77.48))

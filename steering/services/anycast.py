@@ -15,61 +15,53 @@ from django.db import transaction
 from steering.choices import AnnounceState, OperationKind
 from steering.models import Operation, PoP
 from steering.services import guard
-from steering.services.actions import _lock_target, _require_reason
-from steering.services.audit import ChangeSet, snapshot
+from steering.services.audit import ChangeSet
 from steering.services.context import Actor
-from steering.services.errors import CapacityGuardRefused, InvalidInput, StateConflict
-from steering.services.operations import finish_immediately, open_operation
+from steering.services.errors import StateConflict
+from steering.services.kernel import enforce_guard, lock_for_write, read_current, require_reason, set_fields
+from steering.services.operation_lifecycle import finish_immediately, open_operation
 
 
 def withdraw_impact(pop: PoP) -> dict[str, Any]:
     return guard.assess_removal(pop, [], action="withdraw")
 
 
-def _set_announce(pop: PoP, state: str, changes: ChangeSet) -> None:
-    before = snapshot(pop)
-    pop.announce = state
-    pop.revision += 1
-    pop.save(update_fields=["announce", "revision", "updated_at"])
-    changes.record(f"pop.{state}", pop, before=before, after=snapshot(pop), related=pop.region)
+def set_announce(pop: PoP, state: str, changes: ChangeSet) -> None:
+    """The PoP's desired announcement (`announce` or `withdraw`), audited as pop.<state>."""
+    set_fields(pop, {"announce": state}, changes, f"pop.{state}", related=pop.region)
 
 
-@transaction.atomic
 def do_withdraw(pop: PoP, *, actor: Actor, reason: str, force: bool = False, force_reason: str = "",
                 dry_run: bool = False, expected_revision: int | None = None) -> tuple[Operation | None, dict[str, Any]]:
     """Stop announcing the PoP's anycast prefixes."""
-    reason = _require_reason(reason)
-    locked = _lock_target(pop, expected_revision)
-    assert isinstance(locked, PoP)
-    impact = withdraw_impact(locked)
+    reason = require_reason(reason)
     if dry_run:
-        return None, impact
-    if locked.announce == AnnounceState.WITHDRAW:
-        raise StateConflict(f"{locked} is already withdrawn.", code="already_withdrawn")
-    if not impact["safe"] and not force:
-        raise CapacityGuardRefused(impact["explain"], extra={"impact": impact})
-    if not impact["safe"] and not force_reason.strip():
-        raise InvalidInput({"force_reason": ["Forcing past the capacity guard needs its own reason."]})
-    op = open_operation(OperationKind.WITHDRAW, locked, actor=actor, reason=reason, forced=not impact["safe"],
-                        params={"impact": impact, "force_reason": force_reason})
-    changes = ChangeSet(actor, reason, operation_id=op.pk, forced=op.forced, force_reason=force_reason)
-    _set_announce(locked, AnnounceState.WITHDRAW, changes)
-    finish_immediately(op, changes, {"announce": AnnounceState.WITHDRAW})
-    return op, impact
+        return None, withdraw_impact(read_current(pop, expected_revision))
+    with transaction.atomic():
+        locked = lock_for_write(pop, expected_revision)
+        impact = withdraw_impact(locked)
+        if locked.announce == AnnounceState.WITHDRAW:
+            raise StateConflict(f"{locked} is already withdrawn.", code="already_withdrawn")
+        forced = enforce_guard(impact, force=force, force_reason=force_reason)
+        op = open_operation(OperationKind.WITHDRAW, locked, actor=actor, reason=reason, forced=forced,
+                            params={"impact": impact, "force_reason": force_reason})
+        changes = ChangeSet(actor, reason, operation_id=op.pk, forced=op.forced, force_reason=force_reason)
+        set_announce(locked, AnnounceState.WITHDRAW, changes)
+        finish_immediately(op, changes, {"announce": AnnounceState.WITHDRAW})
+        return op, impact
 
 
 @transaction.atomic
 def do_announce(pop: PoP, *, actor: Actor, reason: str,
                 expected_revision: int | None = None) -> tuple[Operation, dict[str, Any]]:
     """Announce the PoP's anycast prefixes again (capacity only returns: no guard)."""
-    reason = _require_reason(reason)
-    locked = _lock_target(pop, expected_revision)
-    assert isinstance(locked, PoP)
+    reason = require_reason(reason)
+    locked = lock_for_write(pop, expected_revision)
     if locked.announce == AnnounceState.ANNOUNCE:
         raise StateConflict(f"{locked} is already announcing.", code="already_announcing")
     op = open_operation(OperationKind.ANNOUNCE, locked, actor=actor, reason=reason)
     changes = ChangeSet(actor, reason, operation_id=op.pk)
-    _set_announce(locked, AnnounceState.ANNOUNCE, changes)
+    set_announce(locked, AnnounceState.ANNOUNCE, changes)
     impact = {"action": "announce", "verdict": "safe", "safe": True, "receivers": [], "moved_rps": 0.0,
               "unplaced_rps": 0.0, "notes": ["announcing returns capacity; nothing is overloaded by it"],
               "explain": f"{locked} announces its anycast prefixes again.", "basis": "configured",

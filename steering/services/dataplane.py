@@ -1,4 +1,4 @@
-"""Audit what the data-plane reconciler repaired (DESIGN §6: no change without its Change row).
+"""Audit what the data-plane reconciler repaired (ARCHITECTURE.md §5: no change without its Change).
 
 The repair itself happened in HAProxy (outside any transaction); this records it, one Change per
 repaired server, actor system:reconciler, in one transaction and one state version.

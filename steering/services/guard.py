@@ -34,7 +34,8 @@ def build_fleet(pools: Iterable[Pool]) -> tuple[whatif.Fleet, dict[str, int]]:
     backup_ids = {p.backup_pool_id for p in pool_list if p.backup_pool_id} - {p.pk for p in pool_list}
     if backup_ids:
         pool_list += list(Pool.objects.filter(pk__in=backup_ids).select_related("pop"))
-    backends = list(Backend.objects.filter(pool__in=pool_list).select_related("pool"))
+    # pool__pop: each backend's name (pop/pool/backend) without a query per backend.
+    backends = list(Backend.objects.filter(pool__in=pool_list).select_related("pool__pop"))
     stats = read_backend_stats(b.pk for b in backends)
     by_pool: dict[int, list[Backend]] = {}
     for b in backends:
@@ -50,7 +51,7 @@ def build_fleet(pools: Iterable[Pool]) -> tuple[whatif.Fleet, dict[str, int]]:
         pool_nodes.append(whatif.PoolNode(p.pk, p.pop_id, p.service_id, str(p), load, p.backup_pool_id,
                                           p.pk in backup_targets))
     backend_nodes = tuple(
-        whatif.BackendNode(b.pk, b.pool_id, b.path if hasattr(b.pool, "pop") else b.name, _eff(b, now),
+        whatif.BackendNode(b.pk, b.pool_id, b.path, _eff(b, now),
                            float(b.capacity_rps) if b.capacity_rps else UNLIMITED, b.backup)
         for b in backends
     )

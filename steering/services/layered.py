@@ -14,13 +14,18 @@ the click), and the drain finishes only when every withdrawn PoP's ExaBGP agent 
 withdrawal (the local layer is confirmed per backend, steering.services.operations). A layer not
 acknowledged within STEERING_DATAPLANE_ACK_TIMEOUT_SECONDS is noted and the drain ends
 `unconfirmed`, with the words why.
+
+A running layered drain is in one `Phase`; it moves only along `TRANSITIONS`, and the steps the
+operator sees are derived from the phase and what each layer's data plane said (`steps_view`).
 """
 
 from __future__ import annotations
 
 import datetime
 import math
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from enum import Enum
 from typing import Any
 
 from django.conf import settings
@@ -29,20 +34,101 @@ from django.db.models import F
 from django.utils import timezone
 
 from steering import whatif
-from steering.choices import AdminState, AnnounceState, OperationKind, OperationStatus
+from steering.choices import AdminState, AnnounceState, DataplaneLayer, OperationKind, OperationStatus
 from steering.dataplane.stats import read_backend_stats
+from steering.dataplane.status import confirmed_versions, layer_status
 from steering.models import VIP, Backend, Operation, Pool, PoP, Region
 from steering.services import guard
-from steering.services.actions import _lock_target, _require_reason, suggest_grace
-from steering.services.anycast import _set_announce
-from steering.services.audit import ChangeSet, snapshot
+from steering.services.anycast import set_announce
+from steering.services.audit import ChangeSet
 from steering.services.context import Actor
-from steering.services.errors import CapacityGuardRefused, InvalidInput, StateConflict
-from steering.services.operations import drain_progress, open_operation, return_to_service
+from steering.services.errors import InvalidInput, StateConflict
+from steering.services.kernel import (
+    enforce_guard,
+    lock_for_write,
+    read_current,
+    require_reason,
+    return_to_service,
+    set_fields,
+    set_site_state,
+    start_draining,
+    suggest_grace,
+)
+from steering.services.operation_lifecycle import (
+    SWEEPER,
+    drain_progress,
+    finish_operation,
+    move_target_state,
+    open_operation,
+)
+from steering.services.targets import target_type
 
-SWEEPER = Actor.system("sweeper")
 STEPS = ("dns", "wait", "anycast", "local", "done")
 Site = PoP | Region
+_ANYCAST_NOTE = "anycast: "
+
+
+class Phase(Enum):
+    """Where a running layered drain is; the value is what progress["step"] says."""
+
+    DNS_WAIT = "wait"            # DNS answers stopped: waiting for the GSLB server, then TTL x factor
+    LOCAL = "local"              # announcements withdrawn: the local backends drain
+    ANYCAST_CONFIRM = "anycast"  # local drains done: waiting for ExaBGP to apply the withdrawal
+    DONE = "done"
+
+
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    Phase.DNS_WAIT: frozenset({Phase.LOCAL}),
+    Phase.LOCAL: frozenset({Phase.ANYCAST_CONFIRM, Phase.DONE}),
+    Phase.ANYCAST_CONFIRM: frozenset({Phase.DONE}),
+    Phase.DONE: frozenset(),
+}
+# The visible step running in each phase (every step before it is over); DONE: none is.
+_RUNNING_STEP = {Phase.DNS_WAIT: STEPS.index("wait"), Phase.LOCAL: STEPS.index("local"),
+                 Phase.ANYCAST_CONFIRM: STEPS.index("local"), Phase.DONE: len(STEPS)}
+# params["step"] as stored since the first release (1: DNS and the wait; 3: anycast on).
+_STORED_STEP = {Phase.DNS_WAIT: 1, Phase.LOCAL: 3, Phase.ANYCAST_CONFIRM: 3, Phase.DONE: 3}
+
+
+class PhaseError(RuntimeError):
+    """A layered drain asked to move where its transition table does not go (a bug, not input)."""
+
+
+def phase_of(op: Operation) -> Phase:
+    try:
+        return Phase(op.progress.get("step"))
+    except ValueError:
+        return Phase.DNS_WAIT if op.params.get("step") == 1 else Phase.LOCAL
+
+
+def steps_view(phase: Phase, params: Mapping[str, Any], progress: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The steps shown: those before the phase's running step end as their layer ended."""
+    notes = list(progress.get("unconfirmed", []))
+    if not params.get("vips"):
+        dns = "skipped"
+    else:
+        dns = "unconfirmed" if params.get("dns_confirmed") is False else "done"
+    if not params.get("pops"):
+        anycast = "skipped"
+    else:
+        anycast = "unconfirmed" if any(n.startswith(_ANYCAST_NOTE) for n in notes) else "done"
+    local = "unconfirmed" if any("HAProxy" in n for n in notes) else "done"
+    ended = {"dns": dns, "anycast": anycast, "local": local}
+    running = _RUNNING_STEP[phase]
+    return [{"name": name, "status": ended.get(name, "done") if i < running else "running" if i == running else "pending"}
+            for i, name in enumerate(STEPS)]
+
+
+def _show(op: Operation, phase: Phase) -> None:
+    op.steps = steps_view(phase, op.params, op.progress)
+
+
+def _enter(op: Operation, current: Phase, to: Phase) -> None:
+    if to not in TRANSITIONS[current]:
+        raise PhaseError(f"layered drain {op.pk} cannot go from {current.name} to {to.name}")
+    op.params = {**op.params, "step": _STORED_STEP[to]}
+    op.progress = {**op.progress, "step": to.value}
+    _show(op, to)
 
 
 def _pops_of(target: Site) -> list[PoP]:
@@ -77,76 +163,76 @@ def layered_impact(target: Site) -> dict[str, Any]:
     return guard.report(target, "layered_drain", result, bases, backends)
 
 
-def _step_view(current: int, statuses: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    statuses = statuses or {}
-    view = []
-    for i, name in enumerate(STEPS):
-        state = statuses.get(name) or ("done" if i < current else "running" if i == current else "pending")
-        view.append({"name": name, "status": state})
-    return view
+@dataclass(frozen=True)
+class _Plan:
+    vips: list[VIP]
+    announcing: list[PoP]
+    wait_seconds: int
+    impact: dict[str, Any]
+
+
+def _plan(site: Site, ttl_factor: float) -> _Plan:
+    pops = _pops_of(site)
+    vips = _vips_to_disable(site, pops)
+    ttl = max((v.service.ttl for v in vips), default=0)
+    wait = math.ceil(ttl * ttl_factor)
+    announcing = [p for p in pops if p.announce == AnnounceState.ANNOUNCE]
+    impact = {**layered_impact(site), "plan": {
+        "dns": [f"{v.service.slug} {v.address} ({v.region})" for v in vips], "wait_seconds": wait,
+        "ttl_seconds": ttl, "ttl_factor": ttl_factor, "withdraw": [p.slug for p in announcing]}}
+    return _Plan(vips, announcing, wait, impact)
+
+
+def _check_ttl_factor(ttl_factor: float) -> None:
+    if not 1.0 <= ttl_factor <= 10.0:
+        raise InvalidInput({"ttl_factor": ["Between 1 and 10: caches keep answers at least one TTL."]})
+
+
+def preview_layered_drain(target: Site, *, ttl_factor: float = 2.0,
+                          expected_revision: int | None = None) -> dict[str, Any]:
+    """A layered drain's dry run: the end state's impact and the plan, read without locks."""
+    _check_ttl_factor(ttl_factor)
+    return _plan(read_current(target, expected_revision), ttl_factor).impact
 
 
 def _set_vip(vip: VIP, enabled: bool, changes: ChangeSet) -> None:
-    before = snapshot(vip)
-    vip.enabled = enabled
-    vip.revision += 1
-    vip.save(update_fields=["enabled", "revision", "updated_at"])
-    changes.record("vip.enable" if enabled else "vip.disable", vip, before=before, after=snapshot(vip),
-                   related=vip.region)
+    set_fields(vip, {"enabled": enabled}, changes, "vip.enable" if enabled else "vip.disable", related=vip.region)
 
 
-def _set_site_state(target: Site, state: str, changes: ChangeSet, verb: str) -> None:
-    before = snapshot(target)
-    target.admin_state = state
-    target.revision += 1
-    target.save(update_fields=["admin_state", "revision", "updated_at"])
-    changes.record(f"{target._meta.model_name}.{verb}", target, before=before, after=snapshot(target))
-
-
-@transaction.atomic
 def do_layered_drain(
     target: Site, *, actor: Actor, reason: str, grace_seconds: int | None = None, ttl_factor: float = 2.0,
     force: bool = False, force_reason: str = "", dry_run: bool = False, expected_revision: int | None = None,
 ) -> tuple[Operation | None, dict[str, Any]]:
-    reason = _require_reason(reason)
-    if not 1.0 <= ttl_factor <= 10.0:
-        raise InvalidInput({"ttl_factor": ["Between 1 and 10: caches keep answers at least one TTL."]})
-    locked = _lock_target(target, expected_revision)
-    assert isinstance(locked, (PoP, Region))
-    pops = _pops_of(locked)
-    vips = _vips_to_disable(locked, pops)
-    ttl = max((v.service.ttl for v in vips), default=0)
-    wait = math.ceil(ttl * ttl_factor)
-    announcing = [p for p in pops if p.announce == AnnounceState.ANNOUNCE]
-    impact = {**layered_impact(locked), "plan": {
-        "dns": [f"{v.service.slug} {v.address} ({v.region})" for v in vips], "wait_seconds": wait,
-        "ttl_seconds": ttl, "ttl_factor": ttl_factor, "withdraw": [p.slug for p in announcing]}}
+    reason = require_reason(reason)
+    _check_ttl_factor(ttl_factor)
     if dry_run:
-        return None, impact
-    if locked.admin_state != AdminState.READY:
-        raise StateConflict(f"{locked} is {locked.admin_state}; undrain it first.", code="state_conflict")
-    if not impact["safe"] and not force:
-        raise CapacityGuardRefused(impact["explain"], extra={"impact": impact})
-    if not impact["safe"] and not force_reason.strip():
-        raise InvalidInput({"force_reason": ["Forcing past the capacity guard needs its own reason."]})
-    now = timezone.now()
-    op = open_operation(
-        OperationKind.LAYERED_DRAIN, locked, actor=actor, reason=reason, forced=not impact["safe"],
-        params={"vips": [v.pk for v in vips], "pops": [p.pk for p in announcing], "wait_seconds": wait,
-                "grace_seconds": grace_seconds, "step": 1, "impact": impact, "force_reason": force_reason,
-                "backends_total": 0},
-        deadline=now + datetime.timedelta(seconds=wait),
-    )
-    changes = ChangeSet(actor, reason, operation_id=op.pk, forced=op.forced, force_reason=force_reason)
-    op.params = {**op.params, "dns_version": changes.version}
-    _set_site_state(locked, AdminState.DRAINING, changes, "draining")
-    for vip in vips:
-        _set_vip(vip, False, changes)
-    op.steps = _step_view(1, {"dns": "done" if vips else "skipped"})
-    op.progress = {"step": "wait", "seconds_left": wait, "percent": 10}
-    op.save(update_fields=["params", "steps", "progress"])
-    changes.touch(op)
-    return op, impact
+        return None, preview_layered_drain(target, ttl_factor=ttl_factor, expected_revision=expected_revision)
+    with transaction.atomic():
+        locked = lock_for_write(target, expected_revision)
+        plan = _plan(locked, ttl_factor)
+        impact = plan.impact
+        if locked.admin_state != AdminState.READY:
+            raise StateConflict(f"{locked} is {locked.admin_state}; undrain it first.", code="state_conflict")
+        forced = enforce_guard(impact, force=force, force_reason=force_reason)
+        now = timezone.now()
+        op = open_operation(
+            OperationKind.LAYERED_DRAIN, locked, actor=actor, reason=reason, forced=forced,
+            params={"vips": [v.pk for v in plan.vips], "pops": [p.pk for p in plan.announcing],
+                    "wait_seconds": plan.wait_seconds, "grace_seconds": grace_seconds,
+                    "step": _STORED_STEP[Phase.DNS_WAIT], "impact": impact, "force_reason": force_reason,
+                    "backends_total": 0},
+            deadline=now + datetime.timedelta(seconds=plan.wait_seconds),
+        )
+        changes = ChangeSet(actor, reason, operation_id=op.pk, forced=op.forced, force_reason=force_reason)
+        op.params = {**op.params, "dns_version": changes.version}
+        set_site_state(locked, AdminState.DRAINING, changes)
+        for vip in plan.vips:
+            _set_vip(vip, False, changes)
+        op.progress = {"step": Phase.DNS_WAIT.value, "seconds_left": plan.wait_seconds, "percent": 10}
+        _show(op, Phase.DNS_WAIT)
+        op.save(update_fields=["params", "steps", "progress"])
+        changes.touch(op)
+        return op, impact
 
 
 def _arriving_rps(op: Operation) -> float | None:
@@ -157,20 +243,27 @@ def _arriving_rps(op: Operation) -> float | None:
     return round(sum(s.session_rate for s in stats.values()), 1) if stats else None
 
 
+def _sweeper_changes(op: Operation) -> ChangeSet:
+    return ChangeSet(SWEEPER, f"layered drain {op.pk} ({op.actor_name}: {op.reason})", operation_id=op.pk)
+
+
 def advance_layered(op_id: int, now: datetime.datetime | None = None) -> str:
+    """One sweeper visit to a running layered drain: "stepped", "waiting" or "gone"."""
     now = now or timezone.now()
     with transaction.atomic():
         op = Operation.objects.select_for_update().filter(pk=op_id, status=OperationStatus.RUNNING,
                                                            kind=OperationKind.LAYERED_DRAIN).first()
-        if op is not None and op.params.get("step") == 3 and op.progress.get("step") == "anycast":
+        if op is None:
+            return "gone"
+        phase = phase_of(op)
+        if phase is Phase.ANYCAST_CONFIRM:
             # Local drains are done; the finish waits for ExaBGP to confirm the withdrawal.
             if _anycast_unconfirmed(op, now) is None:
                 return "waiting"
-            changes = ChangeSet(SWEEPER, f"layered drain {op.pk} ({op.actor_name}: {op.reason})", operation_id=op.pk)
-            finish_layered(op, changes)
+            _finish(op, _sweeper_changes(op))
             return "stepped"
-        if op is None or op.params.get("step") != 1:
-            return "gone"
+        if phase is not Phase.DNS_WAIT:
+            return "gone"  # LOCAL: the backends' own deadlines move it on (complete_drains)
         if op.params.get("vips") and not op.params.get("dns_confirmed") and _wait_for_dns(op, now):
             return "waiting"
         if op.deadline and op.deadline > now:
@@ -178,35 +271,33 @@ def advance_layered(op_id: int, now: datetime.datetime | None = None) -> str:
             if arriving is not None and op.progress.get("arriving_rps") != arriving:
                 Operation.objects.filter(pk=op.pk).update(progress={**op.progress, "arriving_rps": arriving})
             return "waiting"
-        changes = ChangeSet(SWEEPER, f"layered drain {op.pk} ({op.actor_name}: {op.reason})", operation_id=op.pk)
-        for pop in PoP.objects.select_for_update().filter(pk__in=op.params["pops"], announce=AnnounceState.ANNOUNCE):
-            _set_announce(pop, AnnounceState.WITHDRAW, changes)
-        site = (PoP if op.target_type == "pop" else Region).objects.get(pk=op.target_id)
-        backends = list(Backend.objects.select_for_update().select_related("pool")
-                        .filter(pool__pop__in=_pops_of(site), admin_state=AdminState.READY).order_by("pk"))
-        grace = op.params.get("grace_seconds")
-        seconds = int(grace) if grace is not None else int(suggest_grace(site, backends)["seconds"])
-        deadline = now + datetime.timedelta(seconds=seconds)
-        for backend in backends:
-            before = snapshot(backend)
-            # CAS: only a backend still ready moves (an operator may have acted on it meanwhile).
-            if Backend.objects.filter(pk=backend.pk, admin_state=AdminState.READY).update(
-                admin_state=AdminState.DRAINING, drain_started_at=now, drain_deadline=deadline, operation=op,
-                drain_version=changes.version, revision=F("revision") + 1, updated_at=now,
-            ):
-                backend.refresh_from_db()
-                changes.record("backend.drain", backend, before=before, after=snapshot(backend), related=backend.pool)
-        op.params = {**op.params, "step": 3, "backends_total": len(backends), "local_grace_seconds": seconds,
-                     "anycast_version": changes.version, "anycast_at": now.timestamp()}
-        op.deadline = deadline
-        op.steps = _step_view(3, {"dns": op.steps[0]["status"], "anycast": "done" if op.params["pops"] else "skipped"})
-        op.progress = {**drain_progress(op), "step": "local"}
-        op.revision += 1
-        op.save(update_fields=["params", "deadline", "steps", "progress", "revision"])
-        changes.touch(op)
-        if not backends:
-            finish_layered(op, changes)
+        _withdraw_and_drain(op, now)
         return "stepped"
+
+
+def _withdraw_and_drain(op: Operation, now: datetime.datetime) -> None:
+    """DNS_WAIT -> LOCAL: withdraw the announcements, start draining every ready backend."""
+    changes = _sweeper_changes(op)
+    for pop in PoP.objects.select_for_update().filter(pk__in=op.params["pops"], announce=AnnounceState.ANNOUNCE):
+        set_announce(pop, AnnounceState.WITHDRAW, changes)
+    site = (PoP if op.target_type == "pop" else Region).objects.get(pk=op.target_id)
+    backends = list(Backend.objects.select_for_update().select_related("pool")
+                    .filter(pool__pop__in=_pops_of(site), admin_state=AdminState.READY).order_by("pk"))
+    grace = op.params.get("grace_seconds")
+    seconds = int(grace) if grace is not None else int(suggest_grace(site, backends)["seconds"])
+    deadline = now + datetime.timedelta(seconds=seconds)
+    for backend in backends:
+        start_draining(backend, op, changes, now=now, deadline=deadline)
+    op.params = {**op.params, "backends_total": len(backends), "local_grace_seconds": seconds,
+                 "anycast_version": changes.version, "anycast_at": now.timestamp()}
+    op.deadline = deadline
+    op.progress = drain_progress(op)  # the local layer's figures replace the DNS wait's
+    _enter(op, Phase.DNS_WAIT, Phase.LOCAL)
+    op.revision += 1
+    op.save(update_fields=["params", "deadline", "steps", "progress", "revision"])
+    changes.touch(op)
+    if not backends:
+        _finish(op, changes)
 
 
 def _confirm_timeout() -> datetime.timedelta:
@@ -222,9 +313,6 @@ def _note(op: Operation, note: str) -> None:
 def _wait_for_dns(op: Operation, now: datetime.datetime) -> bool:
     """True while the TTL wait must not start: the GSLB server has not applied the DNS change
     yet (and the ack timeout has not passed). Moves the deadline to confirmation + the wait."""
-    from steering.choices import DataplaneLayer
-    from steering.dataplane.status import layer_status
-
     if not settings.STEERING_DATAPLANE_CONFIRM:
         return False
     status = layer_status(DataplaneLayer.DNS, None, now.timestamp())
@@ -233,8 +321,8 @@ def _wait_for_dns(op: Operation, now: datetime.datetime) -> bool:
     if status.applied_version is not None and status.applied_version >= version:
         op.params = {**op.params, "dns_confirmed": True}
         op.deadline = now + wait  # caches start expiring once the answers changed
-        op.steps = [{**s, "status": "done"} if s["name"] == "dns" else s for s in op.steps]
         op.progress = {**op.progress, "dns": f"{status.detail}"}
+        _show(op, Phase.DNS_WAIT)
         op.save(update_fields=["params", "deadline", "steps", "progress"])
         return True
     if now - op.created_at < _confirm_timeout():
@@ -245,16 +333,13 @@ def _wait_for_dns(op: Operation, now: datetime.datetime) -> bool:
         return True
     _note(op, f"DNS: the GSLB server has not applied version {version} ({status.detail})")
     op.params = {**op.params, "dns_confirmed": False}
-    op.steps = [{**s, "status": "unconfirmed"} if s["name"] == "dns" else s for s in op.steps]
+    _show(op, Phase.DNS_WAIT)
     op.save(update_fields=["params", "steps", "progress"])
     return False
 
 
 def _anycast_unconfirmed(op: Operation, now: datetime.datetime) -> list[str] | None:
     """The withdrawn PoPs whose ExaBGP has not applied the withdrawal; None while it may still."""
-    from steering.choices import DataplaneLayer
-    from steering.dataplane.status import confirmed_versions, layer_status
-
     pops = list(op.params.get("pops") or [])
     if not settings.STEERING_DATAPLANE_CONFIRM or not pops:
         return []
@@ -266,35 +351,44 @@ def _anycast_unconfirmed(op: Operation, now: datetime.datetime) -> list[str] | N
     started = datetime.datetime.fromtimestamp(float(op.params.get("anycast_at") or now.timestamp()), tz=datetime.UTC)
     if now - started < _confirm_timeout():
         return None
-    return [f"anycast: {layer_status(DataplaneLayer.ANYCAST, pop, now.timestamp()).detail}"
+    return [f"{_ANYCAST_NOTE}{layer_status(DataplaneLayer.ANYCAST, pop, now.timestamp()).detail}"
             for pop in PoP.objects.filter(pk__in=missing).order_by("slug")]
 
 
-def finish_layered(op: Operation, changes: ChangeSet) -> None:
+def _finish(op: Operation, changes: ChangeSet) -> None:
     """All local drains done: the site is drained, once anycast confirmed (or timed out)."""
-    from steering.services.operations import _finish, _set_target_state
-
+    phase = phase_of(op)
     anycast_notes = _anycast_unconfirmed(op, timezone.now())
     if anycast_notes is None:  # an ExaBGP agent may still apply the withdrawal: the next sweep looks again
-        op.progress = {**op.progress, "step": "anycast", "anycast": "waiting for ExaBGP to apply the withdrawal"}
-        op.save(update_fields=["progress"])
+        op.progress = {**op.progress, "anycast": "waiting for ExaBGP to apply the withdrawal"}
+        if phase is not Phase.ANYCAST_CONFIRM:
+            _enter(op, phase, Phase.ANYCAST_CONFIRM)
+        op.save(update_fields=["params", "steps", "progress"])
         changes.touch(op)
         return
     for note in anycast_notes:
         _note(op, note)
-    anycast_step = op.steps[2]["status"] if not anycast_notes else "unconfirmed"
-    local_unconfirmed = any("HAProxy" in n for n in op.progress.get("unconfirmed", []))
-    op.steps = _step_view(len(STEPS), {"dns": op.steps[0]["status"], "anycast": anycast_step,
-                                       **({"local": "unconfirmed"} if local_unconfirmed else {})})
-    op.progress = {**op.progress, "percent": 100, "step": "done"}
-    op.save(update_fields=["steps", "progress"])
+    op.progress = {**op.progress, "percent": 100}
+    _enter(op, phase, Phase.DONE)
+    op.save(update_fields=["params", "steps", "progress"])
     notes = op.progress.get("unconfirmed", [])
     result: dict[str, Any] = {"vips_disabled": len(op.params["vips"]), "pops_withdrawn": len(op.params["pops"])}
     if notes:
         result["unconfirmed"] = notes
-    if _finish(op, OperationStatus.UNCONFIRMED if notes else OperationStatus.SUCCEEDED, result):
-        _set_target_state(op, AdminState.DRAINING, AdminState.DRAINED, changes)
+    if finish_operation(op, OperationStatus.UNCONFIRMED if notes else OperationStatus.SUCCEEDED, result):
+        move_target_state(op, AdminState.DRAINING, AdminState.DRAINED, changes)
     changes.touch(op)
+
+
+def on_backends_drained(op: Operation, changes: ChangeSet) -> None:
+    """Some local backends are drained: progress, and the finish once none is left."""
+    progress = drain_progress(op)
+    op.progress = {**op.progress, **progress}
+    op.save(update_fields=["progress"])
+    if progress["backends_left"] == 0 and phase_of(op) is Phase.LOCAL:
+        _finish(op, changes)
+    else:
+        changes.touch(op)
 
 
 def advance_layered_drains(now: datetime.datetime | None = None) -> int:
@@ -310,7 +404,7 @@ def rollback_layered(op: Operation, changes: ChangeSet) -> dict[str, int]:
         _set_vip(vip, True, changes)
         restored["vips"] += 1
     for pop in PoP.objects.select_for_update().filter(pk__in=op.params.get("pops", []), announce=AnnounceState.WITHDRAW):
-        _set_announce(pop, AnnounceState.ANNOUNCE, changes)
+        set_announce(pop, AnnounceState.ANNOUNCE, changes)
         restored["pops"] += 1
     now = timezone.now()
     for backend in Backend.objects.select_for_update().filter(
@@ -318,3 +412,26 @@ def rollback_layered(op: Operation, changes: ChangeSet) -> dict[str, int]:
         return_to_service(backend, changes, now=now)
         restored["backends"] += 1
     return restored
+
+
+def roll_back(op: Operation, changes: ChangeSet) -> int:
+    """Abort: every layer back, the site ready again. Returns the backends returned to service."""
+    restored = rollback_layered(op, changes)["backends"]
+    move_target_state(op, AdminState.DRAINING, AdminState.READY, changes)
+    return restored
+
+
+def restore_site(site: Site, undrain_op: Operation, changes: ChangeSet) -> None:
+    """Undraining a site a layered drain took out also brings back its DNS answers and anycast
+    announcements (the drain recorded what it took away)."""
+    for drained in Operation.objects.select_for_update().filter(
+            kind=OperationKind.LAYERED_DRAIN, target_type=target_type(site), target_id=site.pk,
+            status__in=[OperationStatus.RUNNING, OperationStatus.SUCCEEDED]):
+        if drained.result.get("restored_by"):
+            continue
+        restored = rollback_layered(drained, changes)
+        result = {**drained.result, "restored_by": undrain_op.pk, "restored": restored}
+        status = OperationStatus.ABORTED if drained.status == OperationStatus.RUNNING else drained.status
+        Operation.objects.filter(pk=drained.pk).update(result=result, status=status, revision=F("revision") + 1,
+                                                       finished_at=drained.finished_at or timezone.now())
+        changes.touch(drained)

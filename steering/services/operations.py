@@ -1,153 +1,34 @@
-"""Operations: create, progress, finish, abort; and the 1 s sweeper that acts on due timers."""
+"""Drains completing, the 1 s sweeper that acts on due timers, and abort.
+
+What happens to an operation of a given kind (its next step, its rollback, its end once its
+backends are drained) is its handler's business: `steering.services.operation_kinds`.
+"""
 
 from __future__ import annotations
 
 import datetime
-from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from steering.choices import AdminState, OperationKind, OperationStatus
+from steering.choices import AdminState, DataplaneLayer, OperationStatus
 from steering.dataplane.stats import read_backend_stats
-from steering.models import Backend, Operation, Pool, PoP, Region
+from steering.dataplane.status import confirmed_versions, layer_status
+from steering.models import Backend, Operation, Pool, PoP
+from steering.services import operation_kinds
 from steering.services.audit import ChangeSet, snapshot
 from steering.services.context import Actor
-from steering.services.errors import StaleWrite, StateConflict
-from steering.services.targets import Target, target_label, target_type
-
-SWEEPER = "sweeper"
-
-
-def open_operation(
-    kind: str,
-    target: Target,
-    *,
-    actor: Actor,
-    reason: str,
-    forced: bool = False,
-    params: dict[str, Any] | None = None,
-    deadline: datetime.datetime | None = None,
-) -> Operation:
-    return Operation.objects.create(
-        kind=kind,
-        status=OperationStatus.RUNNING,
-        target_type=target_type(target),
-        target_id=target.pk,
-        target_repr=target_label(target)[:300],
-        actor_id=actor.user_id,
-        actor_name=actor.name,
-        source=actor.source,
-        request_id=actor.request_id,
-        reason=reason,
-        forced=forced,
-        params=params or {},
-        deadline=deadline,
-    )
-
-
-def _finish(op: Operation, status: str, result: dict[str, Any]) -> bool:
-    """Compare-and-set running/paused -> final, so two finishers (sweeper, abort) never both win."""
-    now = timezone.now()
-    won = Operation.objects.filter(pk=op.pk, status__in=[OperationStatus.RUNNING, OperationStatus.PAUSED]).update(
-        status=status, finished_at=now, result=result, revision=F("revision") + 1
-    )
-    if won:
-        op.refresh_from_db()
-    return bool(won)
-
-
-def finish_immediately(op: Operation, changes: ChangeSet, result: dict[str, Any]) -> None:
-    op.progress = {**op.progress, "percent": 100}
-    op.save(update_fields=["progress"])
-    _finish(op, OperationStatus.SUCCEEDED, result)
-    changes.touch(op)
-
-
-def return_to_service(backend: Backend, changes: ChangeSet, *, now: datetime.datetime,
-                      operation: Operation | None = None) -> None:
-    """Back to ready (from draining, drained or maintenance), slow start from now, audited."""
-    before = snapshot(backend)
-    backend.admin_state = AdminState.READY
-    backend.drain_deadline = None
-    backend.drain_started_at = None
-    backend.ready_since = now
-    if operation is not None:
-        backend.operation = operation
-    backend.revision += 1
-    backend.save()
-    changes.record("backend.undrain", backend, before=before, after=snapshot(backend), related=backend.pool)
-
-
-def drain_progress(op: Operation) -> dict[str, Any]:
-    states = list(Backend.objects.filter(operation=op).values_list("admin_state", flat=True))
-    total = int(op.params.get("backends_total", len(states)))
-    left = sum(1 for s in states if s == AdminState.DRAINING)
-    done = max(0, total - left)
-    seconds_left = max(0, int((op.deadline - timezone.now()).total_seconds())) if op.deadline else None
-    return {
-        "backends_total": total,
-        "backends_left": left,
-        "backends_done": done,
-        "seconds_left": seconds_left,
-        "percent": 100 if total == 0 else int(100 * done / total),
-    }
-
-
-def _set_target_state(op: Operation, from_state: str, to_state: str, changes: ChangeSet) -> None:
-    sites: dict[str, type[Pool] | type[PoP] | type[Region]] = {"pool": Pool, "pop": PoP, "region": Region}
-    model = sites.get(op.target_type)
-    if model is None:
-        return
-    target = model._default_manager.select_for_update().filter(pk=op.target_id, admin_state=from_state).first()
-    if target is None:
-        return
-    before = snapshot(target)
-    target.admin_state = to_state
-    target.revision += 1
-    target.save(update_fields=["admin_state", "revision", "updated_at"])
-    verb = "undrain" if to_state == AdminState.READY else to_state
-    changes.record(f"{op.target_type}.{verb}", target, before=before, after=snapshot(target), operation_id=op.pk)
-
-
-def _maybe_complete_drain(op_id: int, changes: ChangeSet) -> None:
-    op = Operation.objects.select_for_update().get(pk=op_id)
-    if op.status != OperationStatus.RUNNING or op.kind not in (OperationKind.DRAIN, OperationKind.LAYERED_DRAIN):
-        return
-    progress = drain_progress(op)
-    if op.kind == OperationKind.LAYERED_DRAIN:
-        op.progress = {**op.progress, **progress, "step": "local"}
-        op.save(update_fields=["progress"])
-        if progress["backends_left"] == 0 and op.params.get("step") == 3:
-            from steering.services.layered import finish_layered
-
-            finish_layered(op, changes)
-        else:
-            changes.touch(op)
-        return
-    unconfirmed = op.progress.get("unconfirmed", [])
-    op.progress = {**progress, **({"unconfirmed": unconfirmed} if unconfirmed else {})}
-    op.save(update_fields=["progress"])
-    if progress["backends_left"] == 0:
-        # Done in the desired state; "succeeded" only if every data plane said it applied it.
-        status = OperationStatus.UNCONFIRMED if unconfirmed else OperationStatus.SUCCEEDED
-        result: dict[str, Any] = {"drained": progress["backends_done"]}
-        if unconfirmed:
-            result["unconfirmed"] = unconfirmed
-        if _finish(op, status, result):
-            _set_target_state(op, AdminState.DRAINING, AdminState.DRAINED, changes)
-    changes.touch(op)
+from steering.services.errors import StateConflict
+from steering.services.kernel import lock_for_write
+from steering.services.operation_lifecycle import SWEEPER, finish_operation
 
 
 def _split_by_confirmation(backends: list[Backend], now: datetime.datetime) -> tuple[list[Backend], dict[int, str]]:
     """Which draining backends may complete: those whose PoP's HAProxy acknowledged the drain's
     version, and (unconfirmed, with the words why) those still unacknowledged after the timeout.
     The rest keep draining: nothing says "drained" before a data plane did it."""
-    from steering.choices import DataplaneLayer
-    from steering.dataplane.status import confirmed_versions, layer_status
-
     pop_ids = {b.pool.pop_id for b in backends}
     confirmed = confirmed_versions(DataplaneLayer.LOCAL, pop_ids, now.timestamp())
     timeout = datetime.timedelta(seconds=settings.STEERING_DATAPLANE_ACK_TIMEOUT_SECONDS)
@@ -218,8 +99,16 @@ def complete_drains(backend_ids: list[int], *, actor: Actor, why: str, now: date
                 if note:
                     _note_unconfirmed(backend.operation_id, f"{backend.path}: {note}")
         for op_id in sorted(ops):
-            _maybe_complete_drain(op_id, changes)
+            _tell_operation(op_id, changes)
         return moved_count
+
+
+def _tell_operation(op_id: int, changes: ChangeSet) -> None:
+    """Some backends of this operation became drained: its kind decides what that means."""
+    op = Operation.objects.select_for_update().get(pk=op_id)
+    handler = operation_kinds.handler_for(op.kind)
+    if op.status == OperationStatus.RUNNING and handler is not None and handler.on_backends_drained is not None:
+        handler.on_backends_drained(op, changes)
 
 
 def _note_unconfirmed(op_id: int, note: str) -> None:
@@ -238,21 +127,18 @@ def complete_drain(backend_id: int, *, actor: Actor, why: str, now: datetime.dat
 def sweep_due(now: datetime.datetime | None = None) -> dict[str, int]:
     """Act on every due timer once. Safe to run from several workers at the same time."""
     now = now or timezone.now()
-    actor = Actor.system(SWEEPER)
     due = list(
         Backend.objects.filter(admin_state=AdminState.DRAINING, drain_deadline__lte=now)
         .order_by("drain_deadline")
         .values_list("pk", flat=True)[:1000]
     )
-    completed = complete_drains(due, actor=actor, why="drain deadline reached", now=now)
-    early = _complete_idle_drains(actor, now)
-    from steering.services.layered import advance_layered_drains
-    from steering.services.weights import advance_ramps
-
-    ramps = advance_ramps(now)
-    layered = advance_layered_drains(now)
-    return {"drains_completed": completed + early, "drains_completed_early": early, "ramp_steps": ramps,
-            "layered_steps": layered}
+    completed = complete_drains(due, actor=SWEEPER, why="drain deadline reached", now=now)
+    early = _complete_idle_drains(SWEEPER, now)
+    result = {"drains_completed": completed + early, "drains_completed_early": early}
+    for handler in operation_kinds.HANDLERS.values():
+        if handler.advance is not None:
+            result[handler.sweep_key] = handler.advance(now)
+    return result
 
 
 def _complete_idle_drains(actor: Actor, now: datetime.datetime) -> int:
@@ -274,30 +160,15 @@ def _complete_idle_drains(actor: Actor, now: datetime.datetime) -> int:
 
 @transaction.atomic
 def do_abort_operation(op: Operation, *, actor: Actor, reason: str, expected_revision: int | None = None) -> Operation:
-    """Stop a running operation and roll back what it was doing (a drain returns its backends to ready)."""
-    locked = Operation.objects.select_for_update().get(pk=op.pk)
-    if expected_revision is not None and locked.revision != expected_revision:
-        raise StaleWrite(f"operation {locked.pk} changed since you read it.", extra={"current_etag": locked.etag})
+    """Stop a running (or paused) operation and roll back what it was doing, as its kind says."""
+    locked = lock_for_write(op, expected_revision)
     if locked.status not in (OperationStatus.RUNNING, OperationStatus.PAUSED):
         raise StateConflict(f"operation {locked.pk} is {locked.status}, not running.", code="not_running")
     changes = ChangeSet(actor, reason, operation_id=locked.pk)
-    restored = 0
-    if locked.kind == OperationKind.DRAIN:
-        now = timezone.now()
-        for backend in Backend.objects.select_for_update().filter(operation=locked, admin_state=AdminState.DRAINING):
-            return_to_service(backend, changes, now=now)
-            restored += 1
-        _set_target_state(locked, AdminState.DRAINING, AdminState.READY, changes)
-    if locked.kind == OperationKind.WEIGHT:
-        from steering.services.weights import rollback_ramp
-
-        rollback_ramp(locked, changes)
-    if locked.kind == OperationKind.LAYERED_DRAIN:
-        from steering.services.layered import rollback_layered
-
-        restored = rollback_layered(locked, changes)["backends"]
-        _set_target_state(locked, AdminState.DRAINING, AdminState.READY, changes)
+    handler = operation_kinds.handler_for(locked.kind)
+    restored = handler.roll_back(locked, changes) if handler is not None else 0
     before = {"status": locked.status}
-    _finish(locked, OperationStatus.ABORTED, {"aborted_by": actor.name, "reason": reason, "backends_restored": restored})
+    finish_operation(locked, OperationStatus.ABORTED,
+                     {"aborted_by": actor.name, "reason": reason, "backends_restored": restored})
     changes.record("operation.abort", locked, before=before, after={"status": locked.status, "result": locked.result})
     return locked

@@ -56,8 +56,9 @@ from steering.dataplane.passive import (
 from steering.dataplane.stats import read_backend_stats
 from steering.models import Backend, Pool
 from steering.representation import ejection_left
-from steering.services.audit import ChangeSet, snapshot
+from steering.services.audit import ChangeSet
 from steering.services.context import Actor
+from steering.services.kernel import set_fields
 
 logger = logging.getLogger(__name__)
 
@@ -247,29 +248,20 @@ def _eject(pool_id: int, verdicts: list[tuple[int, Verdict]], when: datetime.dat
             quiet = last_end is not None and (when - last_end).total_seconds() > policy.max_ejection_seconds
             count = 1 if quiet or last_end is None else b.ejection_count + 1
             seconds = ejection_seconds(policy, count)
-            before = snapshot(b)
-            b.ejected_at = when
-            b.ejected_until = when + datetime.timedelta(seconds=seconds)
-            b.ejection_count = count
-            b.ejection_reason = verdict.reason[:300]
-            b.revision += 1
-            b.save(update_fields=["ejected_at", "ejected_until", "ejection_count", "ejection_reason", "revision",
-                                  "updated_at"])
             changes = changes or ChangeSet(OUTLIER, "")
-            changes.record("backend.eject", b, before=before, after=snapshot(b), related=pool,
-                           reason=f"ejected by live traffic: {verdict.reason}; out for {seconds} s "
-                                  f"(ejection {count} in a row), then back unless the prober finds it down")
+            set_fields(b, {"ejected_at": when, "ejected_until": when + datetime.timedelta(seconds=seconds),
+                           "ejection_count": count, "ejection_reason": verdict.reason[:300]},
+                       changes, "backend.eject", related=pool,
+                       reason=f"ejected by live traffic: {verdict.reason}; out for {seconds} s "
+                              f"(ejection {count} in a row), then back unless the prober finds it down")
             ejected_rules[f"eject:{verdict.rule}"] += 1
         if choice.held and not pool.outlier_panic:
             names = ", ".join(backends[bid].name for bid in choice.held[:5]) + ("…" if len(choice.held) > 5 else "")
             why = (f"{len(choice.held)} more backend(s) fail live traffic ({names}) but stay in: {choice.why_held}; "
                    "the active prober decides for them")[:300]
-            before = snapshot(pool)
-            pool.outlier_panic, pool.outlier_panic_reason = True, why
-            pool.revision += 1
-            pool.save(update_fields=["outlier_panic", "outlier_panic_reason", "revision", "updated_at"])
             changes = changes or ChangeSet(OUTLIER, "")
-            changes.record("pool.outlier_panic", pool, before=before, after=snapshot(pool), reason=why)
+            set_fields(pool, {"outlier_panic": True, "outlier_panic_reason": why}, changes, "pool.outlier_panic",
+                       reason=why)
             ejected_rules["panic"] += 1
     if choice.eject:
         logger.warning("pool %s: ejected %s by live traffic", pool_id, list(choice.eject))
@@ -306,11 +298,9 @@ def _end_ejections(when: datetime.datetime, redis: Any) -> Counter[str]:
                 if b.ejected_at is None:
                     continue  # another pass ended it
                 how = wanted[b.pk]
-                before = snapshot(b)
                 planned_end = b.ejected_until
-                b.ejected_at = None
-                b.ejected_until = min(when, planned_end) if planned_end else when
-                fields = ["ejected_at", "ejected_until", "revision", "updated_at"]
+                values: dict[str, Any] = {"ejected_at": None,
+                                          "ejected_until": min(when, planned_end) if planned_end else when}
                 if how == "confirmed":
                     action = "backend.eject_confirmed"
                     why = f"the prober confirms the ejection ({b.ejection_reason}): health down, it stays out"
@@ -323,13 +313,10 @@ def _end_ejections(when: datetime.datetime, redis: Any) -> Counter[str]:
                               str(Health.STALE): "the prober's results are stale"}.get(b.health, b.health)
                     why = f"back in: ejection over ({b.ejection_reason}); {prober}"
                 if how != "confirmed" and b.slow_start_seconds > 0:
-                    b.ready_since = when  # back gradually, as after an undrain
-                    fields.append("ready_since")
+                    values["ready_since"] = when  # back gradually, as after an undrain
                     why += f"; slow start over {b.slow_start_seconds} s"
-                b.revision += 1
-                b.save(update_fields=fields)
                 changes = changes or ChangeSet(OUTLIER, "")
-                changes.record(action, b, before=before, after=snapshot(b), related=pool, reason=why[:2000])
+                set_fields(b, values, changes, action, related=pool, reason=why[:2000])
                 counts[f"end:{how}"] += 1
     if counts:
         ended = [str(pk) for items in due.values() for pk in items]
@@ -356,15 +343,11 @@ def _end_panics(pools: dict[int, Pool], held_now: set[int], redis: Any, at: floa
             locked = Pool.objects.select_for_update().filter(pk=pool.pk, outlier_panic=True).first()
             if locked is None:
                 continue
-            before = snapshot(locked)
-            locked.outlier_panic, locked.outlier_panic_reason = False, ""
-            locked.revision += 1
-            locked.save(update_fields=["outlier_panic", "outlier_panic_reason", "revision", "updated_at"])
             why = ("outlier panic over: no backend held back by the bounds for "
                    f"{pool.outlier_window_seconds} s" if pool.outlier_detection else
                    "outlier panic over: outlier detection turned off")
-            ChangeSet(OUTLIER, "").record("pool.outlier_panic_end", locked, before=before, after=snapshot(locked),
-                                          reason=why)
+            set_fields(locked, {"outlier_panic": False, "outlier_panic_reason": ""}, ChangeSet(OUTLIER, ""),
+                       "pool.outlier_panic_end", reason=why)
         redis.hdel(HELD_KEY, str(pool.pk))
         ended += 1
     return ended

@@ -12,7 +12,8 @@ from steering.models import Backend, Pool, PoP, Region
 from steering.services.allowlist import allowlist_error
 from steering.services.audit import ChangeSet, object_type, snapshot
 from steering.services.context import Actor
-from steering.services.errors import InUse, InvalidInput, StaleWrite, StateConflict
+from steering.services.errors import InUse, InvalidInput, StateConflict
+from steering.services.kernel import lock_for_write
 
 M = TypeVar("M", bound=models.Model)
 
@@ -78,15 +79,6 @@ def _related(obj: models.Model) -> models.Model | None:
     return None
 
 
-def _check_revision(obj: models.Model, expected_revision: int | None) -> None:
-    # If-Match: compared under the row lock, so a concurrent write cannot slip in between.
-    if expected_revision is not None and getattr(obj, "revision", None) != expected_revision:
-        raise StaleWrite(
-            f"{object_type(obj)} {obj.pk} changed since you read it (revision {getattr(obj, 'revision', '?')}).",
-            extra={"current_etag": getattr(obj, "etag", None)},
-        )
-
-
 @transaction.atomic
 def do_create(model: type[M], data: dict[str, Any], *, actor: Actor, reason: str = "") -> M:
     obj = model(**data)
@@ -106,8 +98,8 @@ def do_update(
     obj: M, data: dict[str, Any], *, actor: Actor, reason: str = "", expected_revision: int | None = None
 ) -> M:
     model = type(obj)
-    locked = model._default_manager.select_for_update().get(pk=obj.pk)
-    _check_revision(locked, expected_revision)
+    # If-Match is compared under the row lock, so a concurrent write cannot slip in between.
+    locked = lock_for_write(obj, expected_revision)
     forbidden = set(data) & STATE_FIELDS.get(model, frozenset())
     if forbidden:
         raise InvalidInput({f: ["Changed only by its action (drain, undrain, maintenance, weight...)."] for f in forbidden})
@@ -130,9 +122,7 @@ def do_update(
 
 @transaction.atomic
 def do_delete(obj: models.Model, *, actor: Actor, reason: str = "", expected_revision: int | None = None) -> None:
-    model = type(obj)
-    locked = model._default_manager.select_for_update().get(pk=obj.pk)
-    _check_revision(locked, expected_revision)
+    locked = lock_for_write(obj, expected_revision)
     _refuse_delete_while_acting(locked)
     before = snapshot(locked)
     related = _related(locked)

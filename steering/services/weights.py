@@ -18,14 +18,13 @@ from django.utils import timezone
 from steering.choices import AdminState, Health, OperationKind, OperationStatus
 from steering.models import Backend, Operation
 from steering.services import guard
-from steering.services.actions import _lock_target, _require_reason
-from steering.services.audit import ChangeSet, snapshot
+from steering.services.audit import ChangeSet
 from steering.services.context import Actor
-from steering.services.errors import CapacityGuardRefused, InvalidInput, StaleWrite, StateConflict
-from steering.services.operations import finish_immediately, open_operation
+from steering.services.errors import InvalidInput, StateConflict
+from steering.services.kernel import enforce_guard, lock_for_write, read_current, require_reason, set_fields
+from steering.services.operation_lifecycle import SWEEPER, finish_immediately, open_operation
 
 MAX_STEPS = 20
-SWEEPER = Actor.system("sweeper")
 
 
 def plan_ramp(start: int, target: int, *, ramp_seconds: int = 0, steps: list[int] | None = None,
@@ -54,12 +53,8 @@ def weight_impact(backend: Backend, new_weight: int) -> dict[str, Any]:
     return guard.assess_weight(backend, new_weight)
 
 
-def _apply_weight(backend: Backend, weight: int, changes: ChangeSet, reason: str | None = None) -> None:
-    before = snapshot(backend)
-    backend.weight = weight
-    backend.revision += 1
-    backend.save(update_fields=["weight", "revision", "updated_at"])
-    changes.record("backend.weight", backend, before=before, after=snapshot(backend), related=backend.pool, reason=reason)
+def _apply_weight(backend: Backend, weight: int, changes: ChangeSet) -> None:
+    set_fields(backend, {"weight": weight}, changes, "backend.weight", related=backend.pool)
 
 
 def _steps_view(plan: list[int], done: int, status: str = "next") -> list[dict[str, Any]]:
@@ -70,7 +65,33 @@ def _steps_view(plan: list[int], done: int, status: str = "next") -> list[dict[s
     return view
 
 
-@transaction.atomic
+def _check_weight(backend: Backend, weight: int, steps: list[int] | None) -> None:
+    if backend.weight == weight and not steps:
+        raise StateConflict(f"{backend.path} already has weight {weight}.", code="unchanged")
+
+
+def _plan_and_impact(backend: Backend, weight: int, ramp_seconds: int, steps: list[int] | None,
+                     step_seconds: int | None) -> tuple[list[int], int, dict[str, Any]]:
+    ramping = bool(steps) or ramp_seconds > 0
+    plan, interval = plan_ramp(backend.weight, weight, ramp_seconds=ramp_seconds, steps=steps,
+                               step_seconds=step_seconds) if ramping else ([weight], 0)
+    return plan, interval, {**weight_impact(backend, weight), "plan": {"steps": plan, "step_seconds": interval}}
+
+
+def _check_weight_range(weight: int) -> None:
+    if not 0 <= int(weight) <= 256:
+        raise InvalidInput({"weight": ["Weight must be between 0 and 256."]})
+
+
+def preview_weight(backend: Backend, *, weight: int, ramp_seconds: int = 0, steps: list[int] | None = None,
+                   step_seconds: int | None = None, expected_revision: int | None = None) -> dict[str, Any]:
+    """A weight change's dry run: its impact and plan, read without locks."""
+    _check_weight_range(weight)
+    current = read_current(backend, expected_revision)
+    _check_weight(current, weight, steps)
+    return _plan_and_impact(current, weight, ramp_seconds, steps, step_seconds)[2]
+
+
 def do_set_weight(
     backend: Backend,
     *,
@@ -86,45 +107,42 @@ def do_set_weight(
     expected_revision: int | None = None,
 ) -> tuple[Operation | None, dict[str, Any]]:
     """Set a backend's configured weight (0-256), at once or as a ramp."""
-    reason = _require_reason(reason)
-    if not 0 <= int(weight) <= 256:
-        raise InvalidInput({"weight": ["Weight must be between 0 and 256."]})
-    locked = _lock_target(backend, expected_revision)
-    assert isinstance(locked, Backend)
-    if locked.weight == weight and not steps:
-        raise StateConflict(f"{locked.path} already has weight {weight}.", code="unchanged")
-    ramping = bool(steps) or ramp_seconds > 0
-    plan, interval = plan_ramp(locked.weight, weight, ramp_seconds=ramp_seconds, steps=steps,
-                               step_seconds=step_seconds) if ramping else ([weight], 0)
-    impact = {**weight_impact(locked, weight), "plan": {"steps": plan, "step_seconds": interval}}
+    reason = require_reason(reason)
     if dry_run:
-        return None, impact
-    if not impact["safe"] and not force:
-        raise CapacityGuardRefused(impact["explain"], extra={"impact": impact})
-    if not impact["safe"] and not force_reason.strip():
-        raise InvalidInput({"force_reason": ["Forcing past the capacity guard needs its own reason."]})
-    if ramping and Operation.objects.filter(kind=OperationKind.WEIGHT, target_type="backend", target_id=locked.pk,
-                                            status__in=[OperationStatus.RUNNING, OperationStatus.PAUSED]).exists():
-        raise StateConflict(f"{locked.path} already has a weight ramp; abort it first.", code="ramp_in_progress")
-    now = timezone.now()
-    op = open_operation(
-        OperationKind.WEIGHT, locked, actor=actor, reason=reason, forced=not impact["safe"],
-        params={"from": locked.weight, "to": weight, "plan": plan, "step_seconds": interval, "done": 1,
-                "force_reason": force_reason, "impact": impact},
-        deadline=now + datetime.timedelta(seconds=interval) if len(plan) > 1 else None,
-    )
-    changes = ChangeSet(actor, reason, operation_id=op.pk, forced=op.forced, force_reason=force_reason)
-    _apply_weight(locked, plan[0], changes)
-    if len(plan) == 1:
+        return None, preview_weight(backend, weight=weight, ramp_seconds=ramp_seconds, steps=steps,
+                                    step_seconds=step_seconds, expected_revision=expected_revision)
+    _check_weight_range(weight)
+    with transaction.atomic():
+        locked = lock_for_write(backend, expected_revision)
+        _check_weight(locked, weight, steps)
+        plan, interval, impact = _plan_and_impact(locked, weight, ramp_seconds, steps, step_seconds)
+        forced = enforce_guard(impact, force=force, force_reason=force_reason)
+        if steps or ramp_seconds > 0:
+            _refuse_a_second_ramp(locked)
+        now = timezone.now()
+        op = open_operation(
+            OperationKind.WEIGHT, locked, actor=actor, reason=reason, forced=forced,
+            params={"from": locked.weight, "to": weight, "plan": plan, "step_seconds": interval, "done": 1,
+                    "force_reason": force_reason, "impact": impact},
+            deadline=now + datetime.timedelta(seconds=interval) if len(plan) > 1 else None,
+        )
+        changes = ChangeSet(actor, reason, operation_id=op.pk, forced=op.forced, force_reason=force_reason)
+        _apply_weight(locked, plan[0], changes)
         op.steps = _steps_view(plan, 1)
-        op.save(update_fields=["steps"])
-        finish_immediately(op, changes, {"weight": weight})
-    else:
-        op.steps = _steps_view(plan, 1)
-        op.progress = {"step": 1, "steps": len(plan), "weight": plan[0], "percent": int(100 / len(plan))}
-        op.save(update_fields=["steps", "progress"])
-        changes.touch(op)
-    return op, impact
+        if len(plan) == 1:
+            op.save(update_fields=["steps"])
+            finish_immediately(op, changes, {"weight": weight})
+        else:
+            op.progress = {"step": 1, "steps": len(plan), "weight": plan[0], "percent": int(100 / len(plan))}
+            op.save(update_fields=["steps", "progress"])
+            changes.touch(op)
+        return op, impact
+
+
+def _refuse_a_second_ramp(backend: Backend) -> None:
+    if Operation.objects.filter(kind=OperationKind.WEIGHT, target_type="backend", target_id=backend.pk,
+                                status__in=[OperationStatus.RUNNING, OperationStatus.PAUSED]).exists():
+        raise StateConflict(f"{backend.path} already has a weight ramp; abort it first.", code="ramp_in_progress")
 
 
 def _pause(op: Operation, why: str, changes: ChangeSet) -> None:
@@ -195,10 +213,8 @@ def advance_ramps(now: datetime.datetime | None = None) -> int:
 
 @transaction.atomic
 def do_resume_operation(op: Operation, *, actor: Actor, reason: str, expected_revision: int | None = None) -> Operation:
-    reason = _require_reason(reason)
-    locked = Operation.objects.select_for_update().get(pk=op.pk)
-    if expected_revision is not None and locked.revision != expected_revision:
-        raise StaleWrite(f"operation {locked.pk} changed since you read it.", extra={"current_etag": locked.etag})
+    reason = require_reason(reason)
+    locked = lock_for_write(op, expected_revision)
     if locked.status != OperationStatus.PAUSED:
         raise StateConflict(f"operation {locked.pk} is {locked.status}, not paused.", code="not_paused")
     backend = Backend.objects.select_for_update().get(pk=locked.target_id)
@@ -216,9 +232,11 @@ def do_resume_operation(op: Operation, *, actor: Actor, reason: str, expected_re
     return locked
 
 
-def rollback_ramp(op: Operation, changes: ChangeSet) -> None:
-    """Abort of a ramp: the backend returns to the weight it started from."""
+def roll_back(op: Operation, changes: ChangeSet) -> int:
+    """Abort of a ramp: the backend returns to the weight it started from. Returns 0: no backend
+    changes its admin state."""
     backend = Backend.objects.select_for_update().select_related("pool").get(pk=op.target_id)
     start = int(op.params.get("from", backend.weight))
     if backend.weight != start:
         _apply_weight(backend, start, changes)
+    return 0

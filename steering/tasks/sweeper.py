@@ -22,7 +22,8 @@ def _sweep_on_start(sender, **kwargs):  # type: ignore[no-untyped-def]
 
 @shared_task(name="steering.sweep_due", ignore_result=True, time_limit=30, soft_time_limit=25)
 def sweep_due() -> dict[str, int]:
-    """Every second: complete drains whose deadline passed (compare-and-set, safe in parallel)."""
+    """Every second: complete drains whose deadline passed, and move every running operation on
+    through its kind's handler (steering.services.operation_kinds). Compare-and-set, safe in parallel."""
     result = operations.sweep_due()
     # Heartbeat: proves beat ticks AND a worker runs them (see `manage.py check_sweeper`).
     from steering.services.effects import _redis

@@ -1,0 +1,93 @@
+"""An Operation's life: opened by an action, finished once (compare-and-set), its progress, and
+the state its target site ends in. Shared by every action module; imports none of them."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from django.db.models import F
+from django.utils import timezone
+
+from steering.choices import AdminState, OperationStatus
+from steering.models import Backend, Operation, Pool, PoP, Region
+from steering.services.audit import ChangeSet
+from steering.services.context import Actor
+from steering.services.kernel import Site, set_site_state
+from steering.services.targets import Target, target_label, target_type
+
+# Who the 1 s sweeper acts as when it moves an operation on (audited as system:sweeper).
+SWEEPER = Actor.system("sweeper")
+
+_SITES: dict[str, type[Site]] = {"pool": Pool, "pop": PoP, "region": Region}
+
+
+def open_operation(
+    kind: str,
+    target: Target,
+    *,
+    actor: Actor,
+    reason: str,
+    forced: bool = False,
+    params: dict[str, Any] | None = None,
+    deadline: datetime.datetime | None = None,
+) -> Operation:
+    return Operation.objects.create(
+        kind=kind,
+        status=OperationStatus.RUNNING,
+        target_type=target_type(target),
+        target_id=target.pk,
+        target_repr=target_label(target)[:300],
+        actor_id=actor.user_id,
+        actor_name=actor.name,
+        source=actor.source,
+        request_id=actor.request_id,
+        reason=reason,
+        forced=forced,
+        params=params or {},
+        deadline=deadline,
+    )
+
+
+def finish_operation(op: Operation, status: str, result: dict[str, Any]) -> bool:
+    """Compare-and-set running/paused -> final, so two finishers (sweeper, abort) never both win."""
+    won = Operation.objects.filter(pk=op.pk, status__in=[OperationStatus.RUNNING, OperationStatus.PAUSED]).update(
+        status=status, finished_at=timezone.now(), result=result, revision=F("revision") + 1
+    )
+    if won:
+        op.refresh_from_db()
+    return bool(won)
+
+
+def finish_immediately(op: Operation, changes: ChangeSet, result: dict[str, Any]) -> None:
+    """An operation whose whole effect happened in its own transaction: succeeded at once."""
+    op.progress = {**op.progress, "percent": 100}
+    op.save(update_fields=["progress"])
+    finish_operation(op, OperationStatus.SUCCEEDED, result)
+    changes.touch(op)
+
+
+def drain_progress(op: Operation) -> dict[str, Any]:
+    states = list(Backend.objects.filter(operation=op).values_list("admin_state", flat=True))
+    total = int(op.params.get("backends_total", len(states)))
+    left = sum(1 for s in states if s == AdminState.DRAINING)
+    done = max(0, total - left)
+    seconds_left = max(0, int((op.deadline - timezone.now()).total_seconds())) if op.deadline else None
+    return {
+        "backends_total": total,
+        "backends_left": left,
+        "backends_done": done,
+        "seconds_left": seconds_left,
+        "percent": 100 if total == 0 else int(100 * done / total),
+    }
+
+
+def move_target_state(op: Operation, from_state: str, to_state: str, changes: ChangeSet) -> None:
+    """The operation's target site (pool, PoP, region) goes from_state -> to_state, if it still
+    is in from_state (an operator may have moved it meanwhile); a backend target has no site state."""
+    model = _SITES.get(op.target_type)
+    if model is None:
+        return
+    site = model._default_manager.select_for_update().filter(pk=op.target_id, admin_state=from_state).first()
+    if site is not None:
+        set_site_state(site, to_state, changes, operation_id=op.pk)
