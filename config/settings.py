@@ -53,6 +53,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "steering.middleware.RequestIdMiddleware",
+    "steering.middleware.AccessMiddleware",  # latency for /metrics and the request log, under that id
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -383,16 +384,29 @@ TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
 
+# LOG_FORMAT: `plain` (default) or `json`: one JSON object a line with time, level, logger, message
+# and the request id the audit records (steering.logs). Under json, uvicorn's and Celery's own lines
+# go through the same handler (Celery then leaves the root logger to this configuration).
+LOG_FORMAT = envstr("LOG_FORMAT", "plain").strip().lower() or "plain"
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: use plain or json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"request_id": {"()": "steering.middleware.RequestIdLogFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "steering.logs.JsonFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]},
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]},
     },
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # uvicorn's server lines (not "uvicorn" itself: configuring it would switch on the access
+        # log that runstack turns off; steering.request logs requests).
+        **({"uvicorn.error": {"handlers": ["console"], "propagate": False}} if LOG_FORMAT == "json" else {}),
+    },
 }
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"

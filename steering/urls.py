@@ -6,6 +6,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from steering.api.views.system import healthz, readyz
+from steering.favicon import favicon
 from steering.metrics import metrics_view
 from steering.signin import LimitedAdminAuthenticationForm, answers_429_when_refused, login_view
 from steering.web import index
@@ -22,6 +23,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),
+    path("favicon.ico", favicon, name="favicon"),  # browsers ask for it on every page (the admin's too)
     path("accounts/login/", login_view, name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/login/", answers_429_when_refused(admin.site.login)),  # before admin.site.urls: its 429

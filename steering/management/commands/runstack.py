@@ -22,7 +22,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from config.embedded import PrivateRedis
-from steering import redisconn
+from steering import redisconn, syspkgs
 from steering.dataplane.exabgp.demo import anycast_layer
 from steering.dataplane.haproxy.demo import local_layer
 from steering.gslb.demo import dns_layer
@@ -46,6 +46,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         host, port = options["host"], options["port"]
+        # System packages (deploy/system-packages.txt): installed when missing and this user can;
+        # otherwise the banner says which are missing and how to install them (steering.syspkgs).
+        package_notes = syspkgs.ensure("run") if options["setup"] else []
         env = dict(os.environ)
         redis: PrivateRedis | None = None
         if not env.get("REDIS_URL"):
@@ -78,7 +81,7 @@ class Command(BaseCommand):
         if options["demo_backends"]:
             # Real listeners for the demo fleet, so health checks have something true to find.
             commands["demo-backends"] = [python, str(settings.BASE_DIR / "manage.py"), "demo_backends"]
-        notes: list[str] = []
+        notes: list[str] = list(package_notes)
         if options["haproxy"] and (shutil.which("haproxy") or os.access("/usr/sbin/haproxy", os.X_OK)):
             local = local_layer(python, var, api=f"http://{host}:{port}")
             commands.update(local.commands)
