@@ -24,6 +24,7 @@ from steering.management.commands.seed_demo import seed
 from steering.models import VIP, Backend, Change, Operation, PoP, Region, Service
 from steering.services.actions import do_undrain
 from steering.services.context import Actor
+from steering.services.impact import LayeredPlan
 from steering.services.layered import do_layered_drain
 from steering.services.operations import sweep_due
 from steering.services.tokens import do_create_token
@@ -129,7 +130,7 @@ def test_a_layered_region_drain_leaves_dns_then_anycast_then_haproxy_and_comes_b
 
     op, impact = do_layered_drain(region, actor=OPERATOR, reason="eu-west maintenance window", ttl_factor=1.0,
                                   grace_seconds=30, force=True, force_reason="test: the survivors are tiny")
-    assert op is not None and impact["plan"]["wait_seconds"] == 1
+    assert op is not None and isinstance(impact.plan, LayeredPlan) and impact.plan.wait_seconds == 1
 
     # 1. DNS first: the region's VIPs leave the answers while anycast and HAProxy still carry it.
     until(lambda: not (planes.answers(30) & EU_VIPS), "PowerDNS to stop answering with eu-west")

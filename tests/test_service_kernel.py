@@ -25,8 +25,7 @@ from steering.services.operations import do_abort_operation, sweep_due
 from tests import factories as f
 
 SERVICES = Path(steering.services.__file__).parent
-# effects.py belongs to another area for now, and its shared Redis client has no public name yet.
-ALLOWED_PRIVATE = {("effects", "_redis")}
+ALLOWED_PRIVATE: set[tuple[str, str]] = set()  # the Redis client is steering.redisconn.sync_client()
 TEST = Actor.system("test")
 
 
@@ -208,7 +207,7 @@ def test_a_preview_takes_no_lock_and_writes_nothing(name):
     with CaptureQueriesContext(connection) as ctx:
         answer = _previews()[name](west, fra, pool, backend)
     impact = answer[1] if isinstance(answer, tuple) else answer
-    assert impact["verdict"] in ("safe", "overload", "outage")
+    assert impact.verdict in ("safe", "overload", "outage")
     statements = [q["sql"].lstrip().upper() for q in ctx.captured_queries]
     assert statements, "the preview read nothing: the check would be vacuous"
     assert [s for s in statements if "FOR UPDATE" in s] == []

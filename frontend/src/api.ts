@@ -103,19 +103,15 @@ export type Sample = Schemas["Sample"];
 /** GET /api/v1/backends/<id>/samples/ */
 export type Samples = Schemas["Samples"];
 
-/** A backend, pool, PoP or region that takes over traffic in a what-if (free-form in the schema). */
-export interface Receiver {
-  type: string; id: number; name: string; load_before_rps: number; load_after_rps: number;
-  capacity_rps: number | null; headroom_after_percent: number | null; overloaded: boolean;
-}
-/** The capacity what-if (…/impact/, a dry run, or a capacity-guard refusal's `impact`). */
-export type Impact = Narrow<Schemas["Impact"], {
-  target: { type: string; id: number; name: string }; receivers: Receiver[];
-  grace?: { seconds: number; basis: string; derivation: string };
-  plan?: { steps: number[]; step_seconds: number };
-}>;
+/** The capacity what-if (…/impact/, a dry run, an action's answer, a capacity-guard refusal's
+ * `impact`): the schema describes it whole (it is generated from the guard's dataclasses). */
+export type Impact = Schemas["Impact"];
+/** A weight change's plan (steps) or a layered drain's (DNS, wait, withdrawals). */
+export type ImpactPlan = Schemas["ImpactPlan"];
 /** The answer of an action's POST. */
 export type ActionResult = Schemas["ActionResult"];
+/** The body of an action's 409: a capacity-guard refusal (with its impact) or a state conflict. */
+export type ActionConflict = Schemas["ActionConflict"];
 
 /** One audit entry (GET /api/v1/changes/). */
 export type ChangeEntry = Narrow<Schemas["Change"], { before: Record<string, unknown> | null; after: Record<string, unknown> | null }>;

@@ -1,13 +1,20 @@
-"""Inputs of the actions (drain, undrain, maintenance, weight, abort) and token issuing."""
+"""Inputs of the actions (drain, undrain, maintenance, weight, abort) and token issuing; the
+impact (the capacity what-if) as the answers show it."""
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from django.utils import timezone
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
+from rest_framework_dataclasses.serializers import DataclassSerializer
 
 from steering.api.serializers import StrictMixin
 from steering.choices import Role
 from steering.models import ApiToken, Operation, PoP
+from steering.services.impact import Impact, LayeredPlan, Plan, WeightPlan
 
 
 class ActionInput(StrictMixin, serializers.Serializer):  # type: ignore[type-arg]
@@ -90,3 +97,75 @@ class TokenCreateInput(StrictMixin, serializers.Serializer):  # type: ignore[typ
 
     class Meta:
         read_only_hints: dict[str, str] = {}
+
+
+# --- the impact: generated from its dataclasses (steering.services.impact), never copied by hand ---
+
+
+class _ImpactPartSerializer(DataclassSerializer):  # type: ignore[type-arg]
+    # A dataclass of the impact (no docstring: it would describe every part in the schema). A
+    # field the JSON leaves out when None (`omit_if_none`) is described as optional, not
+    # nullable: it is absent or has a value.
+
+    @property
+    def serializer_dataclass_field(self) -> type[serializers.Field]:  # type: ignore[type-arg]
+        return _ImpactPartSerializer
+
+    def build_typed_field(self, field_name: str, type_info: Any, extra_kwargs: dict[str, Any]) -> Any:
+        field_class, kwargs = super().build_typed_field(field_name, type_info, extra_kwargs)
+        if self.dataclass_definition.fields[field_name].metadata.get("omit_if_none"):
+            kwargs["allow_null"] = False
+        return field_class, kwargs
+
+    def get_default_field_names(self, declared_fields: Any) -> list[str]:
+        # In the dataclass's order; a declared field takes its namesake's place.
+        return list(self.dataclass_definition.fields)
+
+
+class WeightPlanSerializer(_ImpactPartSerializer):
+    class Meta:
+        dataclass = WeightPlan
+
+
+class LayeredPlanSerializer(_ImpactPartSerializer):
+    class Meta:
+        dataclass = LayeredPlan
+
+
+@extend_schema_field(PolymorphicProxySerializer(
+    component_name="ImpactPlan", serializers=[WeightPlanSerializer, LayeredPlanSerializer],
+    resource_type_field_name=None))
+class ImpactPlanField(serializers.Field):  # type: ignore[type-arg]
+    """A weight change's plan (steps) or a layered drain's (DNS, wait, withdrawals)."""
+
+    def to_representation(self, value: Plan) -> dict[str, Any]:
+        return dataclasses.asdict(value)
+
+
+class ImpactSerializer(_ImpactPartSerializer):
+    """The capacity what-if of an action: where its traffic goes, each receiver's load and
+    headroom after, and the verdict (…/impact/, a dry run, an action's answer, a capacity_guard
+    refusal)."""
+
+    # The fields (so the OpenAPI schema and the dashboard's types) come from the `Impact`
+    # dataclass; the JSON is `Impact.as_json`, the one place an impact becomes JSON.
+
+    plan = ImpactPlanField(required=False, help_text="Weight changes and layered drains: how it proceeds.")
+
+    class Meta:
+        dataclass = Impact
+
+    def to_representation(self, instance: Impact) -> dict[str, Any]:
+        return instance.as_json()
+
+
+class ActionConflictSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """409: refused by the capacity guard (code `capacity_guard`, with the impact), or the target
+    is not in a state the action applies to (state_conflict, already_draining, ...: no impact)."""
+
+    code = serializers.CharField(help_text="capacity_guard, or the state conflict's code.")
+    detail = serializers.CharField(help_text="capacity_guard: the impact's `explain`.")
+    impact = ImpactSerializer(required=False, help_text="capacity_guard only: what the action would do.")
+    running_operations = serializers.ListField(
+        child=serializers.IntegerField(), required=False,
+        help_text="Nothing to drain: the operations already draining the target's backends.")

@@ -7,7 +7,6 @@ or an impact is a preview: it reads without locks and writes nothing.
 from __future__ import annotations
 
 import datetime
-from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -18,6 +17,7 @@ from steering.services import guard, layered
 from steering.services.audit import ChangeSet
 from steering.services.context import Actor
 from steering.services.errors import InvalidInput, StateConflict
+from steering.services.impact import Grace, Impact
 from steering.services.kernel import (
     enforce_guard,
     lock_for_write,
@@ -31,7 +31,7 @@ from steering.services.kernel import (
 )
 from steering.services.operation_lifecycle import drain_progress, finish_immediately, finish_operation, open_operation
 from steering.services.operations import complete_drains
-from steering.services.targets import Target, backends_under, target_label, target_type
+from steering.services.targets import Target, backends_under, target_label
 
 _IN_SERVICE = (AdminState.READY,)
 
@@ -42,45 +42,31 @@ def _set_site_state(target: Target, state: str, changes: ChangeSet) -> None:
     set_site_state(target, state, changes)
 
 
-def impact_of(target: Target, action: str) -> dict[str, Any]:
+def impact_of(target: Target, action: str) -> Impact:
     """The what-if for `action` on `target`, without changing anything."""
     if action in ("drain", "maintenance"):
         removed = [b for b in backends_under(target).select_related("pool") if b.admin_state in _IN_SERVICE]
-        return guard.assess_removal(target, removed, action=action)
+        return guard.assess_removal(target, removed, action="drain" if action == "drain" else "maintenance")
     if action == "undrain":
         back = backends_under(target).exclude(admin_state=AdminState.READY).count()
-        return {
-            "action": action,
-            "target": {"type": target_type(target), "id": target.pk, "name": target_label(target)},
-            "basis": "configured",
-            "verdict": "safe",
-            "safe": True,
-            "backends_affected": back,
-            "moved_rps": 0.0,
-            "unplaced_rps": 0.0,
-            "receivers": [],
-            "notes": ["returning capacity never overloads anyone; slow start ramps each backend in"],
-            "explain": f"{back} backend(s) return to service.",
-        }
+        return guard.returning(
+            target, "undrain", back, explained=f"{back} backend(s) return to service.",
+            note="returning capacity never overloads anyone; slow start ramps each backend in")
     raise InvalidInput({"action": [f"Unknown action {action!r}; use drain, maintenance or undrain."]})
 
 
-def _drain_grace(target: Target, candidates: list[Backend], grace_seconds: int | None) -> dict[str, Any]:
-    grace = suggest_grace(target, candidates)
-    if grace_seconds is not None:
-        grace = {"seconds": grace_seconds, "basis": "given", "derivation": f"given: {grace_seconds} s",
-                 "suggested": grace}
-    return grace
+def _drain_grace(target: Target, candidates: list[Backend], grace_seconds: int | None) -> Grace:
+    return Grace.of(suggest_grace(target, candidates), given_seconds=grace_seconds)
 
 
 def preview_drain(target: Target, *, grace_seconds: int | None = None,
-                  expected_revision: int | None = None) -> dict[str, Any]:
+                  expected_revision: int | None = None) -> Impact:
     """A drain's dry run: its impact and grace, read without locks."""
     target = read_current(target, expected_revision)
     candidates = [b for b in backends_under(target).select_related("pool").order_by("pk")
                   if b.admin_state in _IN_SERVICE]
     grace = _drain_grace(target, candidates, grace_seconds)
-    return {**guard.assess_removal(target, candidates, action="drain"), "grace": grace}
+    return guard.assess_removal(target, candidates, action="drain", grace=grace)
 
 
 def do_drain(
@@ -93,7 +79,7 @@ def do_drain(
     force_reason: str = "",
     dry_run: bool = False,
     expected_revision: int | None = None,
-) -> tuple[Operation | None, dict[str, Any]]:
+) -> tuple[Operation | None, Impact]:
     """Stop new traffic to everything under `target`; each backend becomes drained at its deadline.
 
     Returns (operation, impact); the operation is None for a dry run.
@@ -116,14 +102,14 @@ def do_drain(
             )
         impact = guard.assess_removal(target, candidates, action="drain")
         forced = enforce_guard(impact, force=force, force_reason=force_reason)
-        impact = {**impact, "grace": grace}
-        seconds = int(grace["seconds"])
+        impact = guard.with_grace(impact, grace)  # a refusal shows no grace; the drain that goes ahead does
+        seconds = grace.seconds
         now = timezone.now()
         deadline = now + datetime.timedelta(seconds=seconds)
         op = open_operation(
             OperationKind.DRAIN, target, actor=actor, reason=reason, forced=forced,
-            params={"grace_seconds": seconds, "grace_basis": grace["basis"], "grace_derivation": grace["derivation"],
-                    "backends_total": len(candidates), "force_reason": force_reason, "impact": impact},
+            params={"grace_seconds": seconds, "grace_basis": grace.basis, "grace_derivation": grace.derivation,
+                    "backends_total": len(candidates), "force_reason": force_reason, "impact": impact.as_json()},
             deadline=deadline,
         )
         op.steps = [{"name": f"drain {len(candidates)} backend(s), grace {seconds} s", "status": "running"}]
@@ -144,7 +130,7 @@ def do_drain(
 @transaction.atomic
 def do_undrain(
     target: Target, *, actor: Actor, reason: str, expected_revision: int | None = None
-) -> tuple[Operation, dict[str, Any]]:
+) -> tuple[Operation, Impact]:
     """Return everything under `target` to service; slow start ramps each backend's weight in."""
     reason = require_reason(reason)
     target = lock_for_write(target, expected_revision)
@@ -175,7 +161,7 @@ def do_undrain(
     return op, impact
 
 
-def preview_maintenance(target: Target, *, expected_revision: int | None = None) -> dict[str, Any]:
+def preview_maintenance(target: Target, *, expected_revision: int | None = None) -> Impact:
     """Maintenance's dry run: its impact, read without locks."""
     target = read_current(target, expected_revision)
     removed = [b for b in backends_under(target).select_related("pool") if b.admin_state in _IN_SERVICE]
@@ -191,7 +177,7 @@ def do_maintenance(
     force_reason: str = "",
     dry_run: bool = False,
     expected_revision: int | None = None,
-) -> tuple[Operation | None, dict[str, Any]]:
+) -> tuple[Operation | None, Impact]:
     """Take everything under `target` out of service at once (no grace: sessions are cut)."""
     reason = require_reason(reason)
     if dry_run:
@@ -206,7 +192,8 @@ def do_maintenance(
         impact = guard.assess_removal(target, removed, action="maintenance")
         forced = enforce_guard(impact, force=force, force_reason=force_reason)
         op = open_operation(OperationKind.MAINTENANCE, target, actor=actor, reason=reason, forced=forced,
-                            params={"backends_total": len(candidates), "force_reason": force_reason, "impact": impact})
+                            params={"backends_total": len(candidates), "force_reason": force_reason,
+                                    "impact": impact.as_json()})
         changes = ChangeSet(actor, reason, operation_id=op.pk, forced=op.forced, force_reason=force_reason)
         for backend in candidates:
             set_fields(backend, {"admin_state": AdminState.MAINT, "drain_deadline": None, "operation": op}, changes,

@@ -8,8 +8,6 @@ through the capacity guard like a drain.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db import transaction
 
 from steering.choices import AnnounceState, OperationKind
@@ -18,11 +16,12 @@ from steering.services import guard
 from steering.services.audit import ChangeSet
 from steering.services.context import Actor
 from steering.services.errors import StateConflict
+from steering.services.impact import Impact
 from steering.services.kernel import enforce_guard, lock_for_write, read_current, require_reason, set_fields
 from steering.services.operation_lifecycle import finish_immediately, open_operation
 
 
-def withdraw_impact(pop: PoP) -> dict[str, Any]:
+def withdraw_impact(pop: PoP) -> Impact:
     return guard.assess_removal(pop, [], action="withdraw")
 
 
@@ -32,7 +31,7 @@ def set_announce(pop: PoP, state: str, changes: ChangeSet) -> None:
 
 
 def do_withdraw(pop: PoP, *, actor: Actor, reason: str, force: bool = False, force_reason: str = "",
-                dry_run: bool = False, expected_revision: int | None = None) -> tuple[Operation | None, dict[str, Any]]:
+                dry_run: bool = False, expected_revision: int | None = None) -> tuple[Operation | None, Impact]:
     """Stop announcing the PoP's anycast prefixes."""
     reason = require_reason(reason)
     if dry_run:
@@ -44,7 +43,7 @@ def do_withdraw(pop: PoP, *, actor: Actor, reason: str, force: bool = False, for
             raise StateConflict(f"{locked} is already withdrawn.", code="already_withdrawn")
         forced = enforce_guard(impact, force=force, force_reason=force_reason)
         op = open_operation(OperationKind.WITHDRAW, locked, actor=actor, reason=reason, forced=forced,
-                            params={"impact": impact, "force_reason": force_reason})
+                            params={"impact": impact.as_json(), "force_reason": force_reason})
         changes = ChangeSet(actor, reason, operation_id=op.pk, forced=op.forced, force_reason=force_reason)
         set_announce(locked, AnnounceState.WITHDRAW, changes)
         finish_immediately(op, changes, {"announce": AnnounceState.WITHDRAW})
@@ -53,7 +52,7 @@ def do_withdraw(pop: PoP, *, actor: Actor, reason: str, force: bool = False, for
 
 @transaction.atomic
 def do_announce(pop: PoP, *, actor: Actor, reason: str,
-                expected_revision: int | None = None) -> tuple[Operation, dict[str, Any]]:
+                expected_revision: int | None = None) -> tuple[Operation, Impact]:
     """Announce the PoP's anycast prefixes again (capacity only returns: no guard)."""
     reason = require_reason(reason)
     locked = lock_for_write(pop, expected_revision)
@@ -62,9 +61,7 @@ def do_announce(pop: PoP, *, actor: Actor, reason: str,
     op = open_operation(OperationKind.ANNOUNCE, locked, actor=actor, reason=reason)
     changes = ChangeSet(actor, reason, operation_id=op.pk)
     set_announce(locked, AnnounceState.ANNOUNCE, changes)
-    impact = {"action": "announce", "verdict": "safe", "safe": True, "receivers": [], "moved_rps": 0.0,
-              "unplaced_rps": 0.0, "notes": ["announcing returns capacity; nothing is overloaded by it"],
-              "explain": f"{locked} announces its anycast prefixes again.", "basis": "configured",
-              "backends_affected": 0, "target": {"type": "pop", "id": locked.pk, "name": str(locked)}}
+    impact = guard.returning(locked, "announce", 0, explained=f"{locked} announces its anycast prefixes again.",
+                             note="announcing returns capacity; nothing is overloaded by it")
     finish_immediately(op, changes, {"announce": AnnounceState.ANNOUNCE})
     return op, impact

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from steering.services.impact import Impact
 
 
 class ServiceError(Exception):
@@ -27,7 +30,13 @@ class StateConflict(ServiceError):
 
 
 class CapacityGuardRefused(ServiceError):
+    """The guard judged the action unsafe: the body carries its impact ({"code", "detail", "impact"})."""
+
     code = "capacity_guard"
+
+    def __init__(self, impact: Impact) -> None:
+        super().__init__(impact.explain, extra={"impact": impact.as_json()})
+        self.impact = impact
 
 
 class InUse(ServiceError):

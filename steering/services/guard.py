@@ -3,13 +3,16 @@
 Loads are measured (the data plane's session rates in Redis, when fresh for every backend of
 a pool) or configured (the pool's expected_rps); the answer says which. A backend with
 capacity 0 has declared none and is never judged overloaded (the answer notes it).
+
+The answer is an `Impact` (steering.services.impact), built here and nowhere else.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, get_args
 
 from django.utils import timezone
 
@@ -18,6 +21,19 @@ from steering.choices import AdminState, AnnounceState
 from steering.dataplane.stats import read_backend_stats
 from steering.models import VIP, Backend, Pool, PoP, Service
 from steering.representation import weight_inputs
+from steering.services.impact import (
+    Basis,
+    Grace,
+    Impact,
+    ImpactAction,
+    ImpactReceiver,
+    ImpactTarget,
+    Plan,
+    ReceiverType,
+    TargetType,
+    Verdict,
+    WeightPlan,
+)
 from steering.services.targets import Target, target_label, target_type
 
 UNLIMITED = whatif.INF
@@ -85,21 +101,32 @@ def _is_anycast(service: Service, vip_addresses: list[str]) -> bool:
     return any(ipaddress.ip_address(a) in network for a in vip_addresses)
 
 
-def _receiver_row(r: whatif.Receiver) -> dict[str, Any]:
+def _receiver(r: whatif.Receiver) -> ImpactReceiver:
     headroom = r.headroom_after
-    return {
-        "type": r.type,
-        "id": r.id,
-        "name": r.name,
-        "load_before_rps": round(r.load_before, 1),
-        "load_after_rps": round(r.load_after, 1),
-        "capacity_rps": None if r.capacity == UNLIMITED else r.capacity,
-        "headroom_after_percent": None if headroom is None else round(100 * headroom, 1),
-        "overloaded": r.overloaded,
-    }
+    return ImpactReceiver(
+        type=_closed(r.type, ReceiverType),
+        id=r.id,
+        name=r.name,
+        load_before_rps=round(r.load_before, 1),
+        load_after_rps=round(r.load_after, 1),
+        capacity_rps=None if r.capacity == UNLIMITED else r.capacity,
+        headroom_after_percent=None if headroom is None else round(100 * headroom, 1),
+        overloaded=r.overloaded,
+    )
 
 
-def explain(verdict: str, overloaded: list[dict[str, Any]], unplaced: float) -> str:
+def _closed(value: str, values: Any) -> Any:
+    """`value`, checked to be one of the Literal `values` (the what-if speaks plain strings)."""
+    if value not in get_args(values):
+        raise ValueError(f"{value!r} is not one of {get_args(values)}")
+    return value
+
+
+def _target(target: Target) -> ImpactTarget:
+    return ImpactTarget(_closed(target_type(target), TargetType), target.pk, target_label(target))
+
+
+def explain(verdict: str, overloaded: list[ImpactReceiver], unplaced: float) -> str:
     if verdict == "safe":
         return "The receivers can absorb the moved traffic."
     if verdict == "outage":
@@ -107,42 +134,66 @@ def explain(verdict: str, overloaded: list[dict[str, Any]], unplaced: float) -> 
             f"{unplaced:.0f} req/s would have nowhere to go. Add capacity, set a backup pool, or drain "
             "fewer backends; force with a reason only if you accept the outage."
         )
-    worst = max(overloaded, key=lambda r: r["load_after_rps"] / (r["capacity_rps"] or 1))
+    worst = max(overloaded, key=lambda r: r.load_after_rps / (r.capacity_rps or 1))
     return (
-        f"{len(overloaded)} receiver(s) would pass capacity, worst {worst['name']} at "
-        f"{worst['load_after_rps']:.0f}/{worst['capacity_rps']:.0f} req/s. Drain fewer at once, add capacity, "
+        f"{len(overloaded)} receiver(s) would pass capacity, worst {worst.name} at "
+        f"{worst.load_after_rps:.0f}/{worst.capacity_rps or 0:.0f} req/s. Drain fewer at once, add capacity, "
         "or force with a reason."
     )
 
 
-def report(target: Target, action: str, result: whatif.Assessment, bases: dict[str, int],
-           affected: int) -> dict[str, Any]:
+def report(target: Target, action: ImpactAction, result: whatif.Assessment, bases: dict[str, int],
+           affected: int, *, grace: Grace | None = None, plan: Plan | None = None) -> Impact:
+    """The impact of `action` on `target` from the what-if's `result` (with the drain's grace or
+    the weight change's or layered drain's plan, when given)."""
     # Receivers are who gains load (and anyone already over capacity); what it leaves is `moved_rps`.
-    rows = [_receiver_row(r) for r in result.receivers if r.load_after > r.load_before + 1e-9 or r.overloaded]
-    overloaded = [r for r in rows if r["overloaded"]]
+    rows = [_receiver(r) for r in result.receivers if r.load_after > r.load_before + 1e-9 or r.overloaded]
+    overloaded = [r for r in rows if r.overloaded]
     notes = list(result.notes)
-    if any(r["capacity_rps"] is None for r in rows):
+    if any(r.capacity_rps is None for r in rows):
         notes.append("some receivers declare no capacity (capacity_rps 0) and are not judged")
-    basis = "measured" if bases["measured"] and not bases["configured"] else (
+    basis: Basis = "measured" if bases["measured"] and not bases["configured"] else (
         "mixed" if bases["measured"] else "configured")
     lost = max(0.0, result.unplaced - result.already_unplaced)
-    return {
-        "action": action,
-        "target": {"type": target_type(target), "id": target.pk, "name": target_label(target)},
-        "basis": basis,
-        "verdict": result.verdict,
-        "safe": result.verdict == "safe",
-        "backends_affected": affected,
-        "moved_rps": round(result.moved, 1),
-        "unplaced_rps": round(lost, 1),
-        "receivers": rows,
-        "notes": notes,
-        "explain": explain(result.verdict, overloaded, lost),
-    }
+    verdict: Verdict = _closed(result.verdict, Verdict)
+    return Impact(
+        action=action,
+        target=_target(target),
+        basis=basis,
+        verdict=verdict,
+        safe=verdict == "safe",
+        backends_affected=affected,
+        moved_rps=round(result.moved, 1),
+        unplaced_rps=round(lost, 1),
+        receivers=rows,
+        notes=notes,
+        explain=explain(verdict, overloaded, lost),
+        grace=grace,
+        plan=plan,
+    )
 
 
-def assess_removal(target: Target, removed_backends: Iterable[Backend], *, action: str) -> dict[str, Any]:
-    """The what-if of taking `removed_backends` out of new traffic because of `action` on `target`."""
+def returning(target: Target, action: ImpactAction, backends: int, *, note: str, explained: str) -> Impact:
+    """Capacity coming back (undrain, announce): it never overloads anyone, so no what-if."""
+    return Impact(
+        action=action,
+        target=_target(target),
+        basis="configured",
+        verdict="safe",
+        safe=True,
+        backends_affected=backends,
+        moved_rps=0.0,
+        unplaced_rps=0.0,
+        receivers=[],
+        notes=[note],
+        explain=explained,
+    )
+
+
+def assess_removal(target: Target, removed_backends: Iterable[Backend], *, action: ImpactAction,
+                   grace: Grace | None = None) -> Impact:
+    """The what-if of taking `removed_backends` out of new traffic because of `action` on `target`
+    (a drain passes its grace, which the impact shows)."""
     removed = list(removed_backends)
     ttype = target_type(target)
     if ttype in ("pop", "region"):
@@ -154,7 +205,12 @@ def assess_removal(target: Target, removed_backends: Iterable[Backend], *, actio
         pools = Pool.objects.filter(pk__in={b.pool_id for b in removed}).select_related("pop")
         fleet, bases = build_fleet(pools)
         result = _removal(fleet, removed)
-    return report(target, action, result, bases, len({b.pk for b in removed}))
+    return report(target, action, result, bases, len({b.pk for b in removed}), grace=grace)
+
+
+def with_grace(impact: Impact, grace: Grace) -> Impact:
+    """The same impact, showing the grace of the drain it belongs to."""
+    return dataclasses.replace(impact, grace=grace)
 
 
 def _removal(fleet: whatif.Fleet, removed: list[Backend]) -> whatif.Assessment:
@@ -162,10 +218,10 @@ def _removal(fleet: whatif.Fleet, removed: list[Backend]) -> whatif.Assessment:
     return whatif.assess_weights(fleet, {b.pk: 0 for b in removed})
 
 
-def assess_weight(backend: Backend, new_weight: int) -> dict[str, Any]:
+def assess_weight(backend: Backend, new_weight: int, *, plan: WeightPlan | None = None) -> Impact:
     fleet, bases = build_fleet(Pool.objects.filter(pk=backend.pool_id).select_related("pop"))
     now = timezone.now()
     mine = weight_inputs(backend, pool_in_panic=backend.pool.in_panic, now=now)
     effective = capacity.effective_weight(capacity.WeightInputs(**{**mine.__dict__, "weight": new_weight}))
     result = whatif.assess_weights(fleet, {backend.pk: effective})
-    return report(backend, "weight", result, bases, 1)
+    return report(backend, "weight", result, bases, 1, plan=plan)

@@ -25,6 +25,7 @@ from steering.models import Backend, Change, Operation, Pool, PoP, Region
 from steering.models.base import TrackedModel
 from steering.services.audit import ChangeSet, object_type, snapshot
 from steering.services.errors import CapacityGuardRefused, InvalidInput, StaleWrite
+from steering.services.guard import Impact
 
 # Any row with a `revision` (every TrackedModel, and Operation): what If-Match compares.
 Revisioned = TypeVar("Revisioned", bound=models.Model)
@@ -66,14 +67,14 @@ def require_reason(reason: str) -> str:
     return reason
 
 
-def enforce_guard(impact: dict[str, Any], *, force: bool, force_reason: str) -> bool:
+def enforce_guard(impact: Impact, *, force: bool, force_reason: str) -> bool:
     """Refuse what the capacity guard judged unsafe unless forced with its own reason.
 
     Returns whether the action goes ahead past the guard (the operation is then `forced`)."""
-    if impact["safe"]:
+    if impact.safe:
         return False
     if not force:
-        raise CapacityGuardRefused(impact["explain"], extra={"impact": impact})
+        raise CapacityGuardRefused(impact)
     if not force_reason.strip():
         raise InvalidInput({"force_reason": ["Forcing past the capacity guard needs its own reason."]})
     return True

@@ -43,6 +43,7 @@ from steering.services.anycast import set_announce
 from steering.services.audit import ChangeSet
 from steering.services.context import Actor
 from steering.services.errors import InvalidInput, StateConflict
+from steering.services.impact import Impact, LayeredPlan
 from steering.services.kernel import (
     enforce_guard,
     lock_for_write,
@@ -151,8 +152,9 @@ def _vips_to_disable(target: Site, pops: list[PoP]) -> list[VIP]:
     return vips
 
 
-def layered_impact(target: Site) -> dict[str, Any]:
-    """The end state's what-if: the site gone from DNS and anycast, its backends drained."""
+def layered_impact(target: Site, plan: LayeredPlan | None = None) -> Impact:
+    """The end state's what-if: the site gone from DNS and anycast, its backends drained
+    (with the plan that gets there, when given)."""
     pops = _pops_of(target)
     fleet, bases = guard.build_fleet(Pool.objects.select_related("pop"))
     leaving = {p.pk for p in pops}
@@ -160,7 +162,7 @@ def layered_impact(target: Site) -> dict[str, Any]:
     kind = "pop" if isinstance(target, PoP) else "region"
     result = whatif.assess(fleet, whatif.Action("drain", kind, target.pk))
     backends = Backend.objects.filter(pool__pop__in=pops, admin_state=AdminState.READY).count()
-    return guard.report(target, "layered_drain", result, bases, backends)
+    return guard.report(target, "layered_drain", result, bases, backends, plan=plan)
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,7 @@ class _Plan:
     vips: list[VIP]
     announcing: list[PoP]
     wait_seconds: int
-    impact: dict[str, Any]
+    impact: Impact
 
 
 def _plan(site: Site, ttl_factor: float) -> _Plan:
@@ -177,10 +179,9 @@ def _plan(site: Site, ttl_factor: float) -> _Plan:
     ttl = max((v.service.ttl for v in vips), default=0)
     wait = math.ceil(ttl * ttl_factor)
     announcing = [p for p in pops if p.announce == AnnounceState.ANNOUNCE]
-    impact = {**layered_impact(site), "plan": {
-        "dns": [f"{v.service.slug} {v.address} ({v.region})" for v in vips], "wait_seconds": wait,
-        "ttl_seconds": ttl, "ttl_factor": ttl_factor, "withdraw": [p.slug for p in announcing]}}
-    return _Plan(vips, announcing, wait, impact)
+    plan = LayeredPlan(dns=[f"{v.service.slug} {v.address} ({v.region})" for v in vips], wait_seconds=wait,
+                       ttl_seconds=ttl, ttl_factor=ttl_factor, withdraw=[p.slug for p in announcing])
+    return _Plan(vips, announcing, wait, layered_impact(site, plan))
 
 
 def _check_ttl_factor(ttl_factor: float) -> None:
@@ -189,7 +190,7 @@ def _check_ttl_factor(ttl_factor: float) -> None:
 
 
 def preview_layered_drain(target: Site, *, ttl_factor: float = 2.0,
-                          expected_revision: int | None = None) -> dict[str, Any]:
+                          expected_revision: int | None = None) -> Impact:
     """A layered drain's dry run: the end state's impact and the plan, read without locks."""
     _check_ttl_factor(ttl_factor)
     return _plan(read_current(target, expected_revision), ttl_factor).impact
@@ -202,7 +203,7 @@ def _set_vip(vip: VIP, enabled: bool, changes: ChangeSet) -> None:
 def do_layered_drain(
     target: Site, *, actor: Actor, reason: str, grace_seconds: int | None = None, ttl_factor: float = 2.0,
     force: bool = False, force_reason: str = "", dry_run: bool = False, expected_revision: int | None = None,
-) -> tuple[Operation | None, dict[str, Any]]:
+) -> tuple[Operation | None, Impact]:
     reason = require_reason(reason)
     _check_ttl_factor(ttl_factor)
     if dry_run:
@@ -219,7 +220,7 @@ def do_layered_drain(
             OperationKind.LAYERED_DRAIN, locked, actor=actor, reason=reason, forced=forced,
             params={"vips": [v.pk for v in plan.vips], "pops": [p.pk for p in plan.announcing],
                     "wait_seconds": plan.wait_seconds, "grace_seconds": grace_seconds,
-                    "step": _STORED_STEP[Phase.DNS_WAIT], "impact": impact, "force_reason": force_reason,
+                    "step": _STORED_STEP[Phase.DNS_WAIT], "impact": impact.as_json(), "force_reason": force_reason,
                     "backends_total": 0},
             deadline=now + datetime.timedelta(seconds=plan.wait_seconds),
         )

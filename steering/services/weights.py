@@ -21,6 +21,7 @@ from steering.services import guard
 from steering.services.audit import ChangeSet
 from steering.services.context import Actor
 from steering.services.errors import InvalidInput, StateConflict
+from steering.services.impact import Impact, WeightPlan
 from steering.services.kernel import enforce_guard, lock_for_write, read_current, require_reason, set_fields
 from steering.services.operation_lifecycle import SWEEPER, finish_immediately, open_operation
 
@@ -47,10 +48,10 @@ def plan_ramp(start: int, target: int, *, ramp_seconds: int = 0, steps: list[int
     return plan, max(1, ramp_seconds // count)
 
 
-def weight_impact(backend: Backend, new_weight: int) -> dict[str, Any]:
+def weight_impact(backend: Backend, new_weight: int, *, plan: WeightPlan | None = None) -> Impact:
     """A weight change as a partial removal: the share it loses moves to its pool mates (or
     the share it gains comes from them), judged against each backend's capacity."""
-    return guard.assess_weight(backend, new_weight)
+    return guard.assess_weight(backend, new_weight, plan=plan)
 
 
 def _apply_weight(backend: Backend, weight: int, changes: ChangeSet) -> None:
@@ -71,11 +72,11 @@ def _check_weight(backend: Backend, weight: int, steps: list[int] | None) -> Non
 
 
 def _plan_and_impact(backend: Backend, weight: int, ramp_seconds: int, steps: list[int] | None,
-                     step_seconds: int | None) -> tuple[list[int], int, dict[str, Any]]:
+                     step_seconds: int | None) -> tuple[list[int], int, Impact]:
     ramping = bool(steps) or ramp_seconds > 0
     plan, interval = plan_ramp(backend.weight, weight, ramp_seconds=ramp_seconds, steps=steps,
                                step_seconds=step_seconds) if ramping else ([weight], 0)
-    return plan, interval, {**weight_impact(backend, weight), "plan": {"steps": plan, "step_seconds": interval}}
+    return plan, interval, weight_impact(backend, weight, plan=WeightPlan(steps=plan, step_seconds=interval))
 
 
 def _check_weight_range(weight: int) -> None:
@@ -84,7 +85,7 @@ def _check_weight_range(weight: int) -> None:
 
 
 def preview_weight(backend: Backend, *, weight: int, ramp_seconds: int = 0, steps: list[int] | None = None,
-                   step_seconds: int | None = None, expected_revision: int | None = None) -> dict[str, Any]:
+                   step_seconds: int | None = None, expected_revision: int | None = None) -> Impact:
     """A weight change's dry run: its impact and plan, read without locks."""
     _check_weight_range(weight)
     current = read_current(backend, expected_revision)
@@ -105,7 +106,7 @@ def do_set_weight(
     force_reason: str = "",
     dry_run: bool = False,
     expected_revision: int | None = None,
-) -> tuple[Operation | None, dict[str, Any]]:
+) -> tuple[Operation | None, Impact]:
     """Set a backend's configured weight (0-256), at once or as a ramp."""
     reason = require_reason(reason)
     if dry_run:
@@ -123,7 +124,7 @@ def do_set_weight(
         op = open_operation(
             OperationKind.WEIGHT, locked, actor=actor, reason=reason, forced=forced,
             params={"from": locked.weight, "to": weight, "plan": plan, "step_seconds": interval, "done": 1,
-                    "force_reason": force_reason, "impact": impact},
+                    "force_reason": force_reason, "impact": impact.as_json()},
             deadline=now + datetime.timedelta(seconds=interval) if len(plan) > 1 else None,
         )
         changes = ChangeSet(actor, reason, operation_id=op.pk, forced=op.forced, force_reason=force_reason)
@@ -182,8 +183,8 @@ def advance_ramp(op_id: int, now: datetime.datetime | None = None) -> str:
         plan, done = op.params["plan"], int(op.params["done"])
         next_weight = plan[done]
         impact = weight_impact(backend, next_weight)
-        if not impact["safe"] and not op.forced:
-            _pause(op, f"next step (weight {next_weight}) would pass the capacity guard: {impact['explain']}",
+        if not impact.safe and not op.forced:
+            _pause(op, f"next step (weight {next_weight}) would pass the capacity guard: {impact.explain}",
                    ChangeSet(SWEEPER, "capacity guard", operation_id=op.pk))
             return "paused"
         why = f"ramp step {done + 1}/{len(plan)} of operation {op.pk} ({op.actor_name}: {op.reason})"

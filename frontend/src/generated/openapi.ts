@@ -1047,6 +1047,31 @@ export interface components {
             applied_version: number;
             detail: string;
         };
+        /**
+         * @description 409: refused by the capacity guard (code `capacity_guard`, with the impact), or the target
+         *     is not in a state the action applies to (state_conflict, already_draining, ...: no impact).
+         */
+        ActionConflict: {
+            /** @description capacity_guard, or the state conflict's code. */
+            code: string;
+            /** @description capacity_guard: the impact's `explain`. */
+            detail: string;
+            /** @description capacity_guard only: what the action would do. */
+            impact?: components["schemas"]["Impact"];
+            /** @description Nothing to drain: the operations already draining the target's backends. */
+            running_operations?: number[];
+        };
+        /**
+         * @description * `drain` - drain
+         *     * `maintenance` - maintenance
+         *     * `undrain` - undrain
+         *     * `weight` - weight
+         *     * `withdraw` - withdraw
+         *     * `announce` - announce
+         *     * `layered_drain` - layered_drain
+         * @enum {string}
+         */
+        ActionEnum: "drain" | "maintenance" | "undrain" | "weight" | "withdraw" | "announce" | "layered_drain";
         /** @description Unknown fields and attempts to write read-only fields are errors, not silently dropped. */
         ActionInputRequest: {
             /** @description Why: goes into the audit log. */
@@ -1352,6 +1377,19 @@ export interface components {
              */
             ttl_factor: number;
         };
+        Grace: {
+            seconds: number;
+            basis: components["schemas"]["GraceBasisEnum"];
+            derivation: string;
+            suggested?: components["schemas"]["SuggestedGrace"];
+        };
+        /**
+         * @description * `measured` - measured
+         *     * `default` - default
+         *     * `given` - given
+         * @enum {string}
+         */
+        GraceBasisEnum: "measured" | "default" | "given";
         /** @description Unknown fields and attempts to write read-only fields are errors, not silently dropped. */
         GuardedActionInputRequest: {
             /** @description Why: goes into the audit log. */
@@ -1386,25 +1424,71 @@ export interface components {
                 [key: string]: unknown;
             };
         };
+        /**
+         * @description The capacity what-if of an action: where its traffic goes, each receiver's load and
+         *     headroom after, and the verdict (…/impact/, a dry run, an action's answer, a capacity_guard
+         *     refusal).
+         */
         Impact: {
-            action: string;
+            action: components["schemas"]["ActionEnum"];
+            target: components["schemas"]["ImpactTarget"];
+            basis: components["schemas"]["ImpactBasisEnum"];
             verdict: components["schemas"]["VerdictEnum"];
             safe: boolean;
-            basis: string;
-            target: {
-                [key: string]: unknown;
-            };
             backends_affected: number;
             /** Format: double */
             moved_rps: number;
             /** Format: double */
             unplaced_rps: number;
-            receivers: {
-                [key: string]: unknown;
-            }[];
+            receivers: components["schemas"]["ImpactReceiver"][];
             notes: string[];
             explain: string;
+            grace?: components["schemas"]["Grace"];
+            /** @description Weight changes and layered drains: how it proceeds. */
+            plan?: components["schemas"]["ImpactPlan"];
         };
+        /**
+         * @description * `measured` - measured
+         *     * `configured` - configured
+         *     * `mixed` - mixed
+         * @enum {string}
+         */
+        ImpactBasisEnum: "measured" | "configured" | "mixed";
+        ImpactPlan: components["schemas"]["WeightPlan"] | components["schemas"]["LayeredPlan"];
+        ImpactReceiver: {
+            type: components["schemas"]["ImpactReceiverTypeEnum"];
+            id: number;
+            name: string;
+            /** Format: double */
+            load_before_rps: number;
+            /** Format: double */
+            load_after_rps: number;
+            /** Format: double */
+            capacity_rps: number | null;
+            /** Format: double */
+            headroom_after_percent: number | null;
+            overloaded: boolean;
+        };
+        /**
+         * @description * `backend` - backend
+         *     * `pool` - pool
+         *     * `pop` - pop
+         * @enum {string}
+         */
+        ImpactReceiverTypeEnum: "backend" | "pool" | "pop";
+        ImpactTarget: {
+            type: components["schemas"]["ImpactTargetTypeEnum"];
+            id: number;
+            name: string;
+        };
+        /**
+         * @description * `backend` - backend
+         *     * `pool` - pool
+         *     * `pop` - pop
+         *     * `region` - region
+         * @enum {string}
+         */
+        ImpactTargetTypeEnum: "backend" | "pool" | "pop" | "region";
         /**
          * @description * `local` - local
          *     * `dns` - dns
@@ -1412,6 +1496,14 @@ export interface components {
          * @enum {string}
          */
         LayerEnum: "local" | "dns" | "anycast";
+        LayeredPlan: {
+            dns: string[];
+            wait_seconds: number;
+            ttl_seconds: number;
+            /** Format: double */
+            ttl_factor: number;
+            withdraw: string[];
+        };
         Me: {
             username: string;
             role: string;
@@ -2177,6 +2269,17 @@ export interface components {
          * @enum {string}
          */
         StatusEnum: "running" | "paused" | "succeeded" | "aborted" | "failed" | "unconfirmed";
+        SuggestedGrace: {
+            seconds: number;
+            basis: components["schemas"]["SuggestedGraceBasisEnum"];
+            derivation: string;
+        };
+        /**
+         * @description * `measured` - measured
+         *     * `default` - default
+         * @enum {string}
+         */
+        SuggestedGraceBasisEnum: "measured" | "default";
         Token: {
             readonly id: number;
             readonly user: string;
@@ -2292,6 +2395,10 @@ export interface components {
             steps?: number[];
             /** @description Seconds between explicit steps. */
             step_seconds?: number;
+        };
+        WeightPlan: {
+            steps: number[];
+            step_seconds: number;
         };
         _HAProxyStatusRequest: {
             connected: boolean;
@@ -2662,12 +2769,14 @@ export interface operations {
                     "application/json": components["schemas"]["ActionResult"];
                 };
             };
-            /** @description capacity_guard (with impact) or state_conflict */
+            /** @description capacity_guard (with the impact) or a state conflict */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["ActionConflict"];
+                };
             };
             /** @description If-Match does not match */
             412: {
@@ -2744,12 +2853,14 @@ export interface operations {
                     "application/json": components["schemas"]["ActionResult"];
                 };
             };
-            /** @description capacity_guard (with impact) or state_conflict */
+            /** @description capacity_guard (with the impact) or a state conflict */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["ActionConflict"];
+                };
             };
             /** @description If-Match does not match */
             412: {
@@ -2818,12 +2929,14 @@ export interface operations {
                     "application/json": components["schemas"]["ActionResult"];
                 };
             };
-            /** @description capacity_guard (with impact) or state_conflict */
+            /** @description capacity_guard (with the impact) or a state conflict */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["ActionConflict"];
+                };
             };
             /** @description If-Match does not match */
             412: {
@@ -2870,12 +2983,14 @@ export interface operations {
                     "application/json": components["schemas"]["ActionResult"];
                 };
             };
-            /** @description capacity_guard (with impact) or state_conflict */
+            /** @description capacity_guard (with the impact) or a state conflict */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["ActionConflict"];
+                };
             };
             /** @description If-Match does not match */
             412: {
@@ -3686,12 +3801,14 @@ export interface operations {
                     "application/json": components["schemas"]["ActionResult"];
                 };
             };
-            /** @description capacity_guard (with impact) or state_conflict */
+            /** @description capacity_guard (with the impact) or a state conflict */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["ActionConflict"];
+                };
             };
             /** @description If-Match does not match */
             412: {
@@ -3768,12 +3885,14 @@ export interface operations {
                     "application/json": components["schemas"]["ActionResult"];
                 };
             };
-            /** @description capacity_guard (with impact) or state_conflict */
+            /** @description capacity_guard (with the impact) or a state conflict */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["ActionConflict"];
+                };
             };
             /** @description If-Match does not match */
             412: {
@@ -3820,12 +3939,14 @@ export interface operations {
                     "application/json": components["schemas"]["ActionResult"];
                 };
             };
-            /** @description capacity_guard (with impact) or state_conflict */
+            /** @description capacity_guard (with the impact) or a state conflict */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["ActionConflict"];
+                };
             };
             /** @description If-Match does not match */
             412: {
@@ -4032,12 +4153,14 @@ export interface operations {
                     "application/json": components["schemas"]["ActionResult"];
                 };
             };
-            /** @description capacity_guard (with impact) or state_conflict */
+            /** @description capacity_guard (with the impact) or a state conflict */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["ActionConflict"];
+                };
             };
             /** @description If-Match does not match */
             412: {
@@ -4084,12 +4207,14 @@ export interface operations {
                     "application/json": components["schemas"]["ActionResult"];
                 };
             };
-            /** @description capacity_guard (with impact) or state_conflict */
+            /** @description capacity_guard (with the impact) or a state conflict */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["ActionConflict"];
+                };
             };
             /** @description If-Match does not match */
             412: {
@@ -4166,12 +4291,14 @@ export interface operations {
                     "application/json": components["schemas"]["ActionResult"];
                 };
             };
-            /** @description capacity_guard (with impact) or state_conflict */
+            /** @description capacity_guard (with the impact) or a state conflict */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["ActionConflict"];
+                };
             };
             /** @description If-Match does not match */
             412: {
@@ -4218,12 +4345,14 @@ export interface operations {
                     "application/json": components["schemas"]["ActionResult"];
                 };
             };
-            /** @description capacity_guard (with impact) or state_conflict */
+            /** @description capacity_guard (with the impact) or a state conflict */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["ActionConflict"];
+                };
             };
             /** @description If-Match does not match */
             412: {
@@ -4270,12 +4399,14 @@ export interface operations {
                     "application/json": components["schemas"]["ActionResult"];
                 };
             };
-            /** @description capacity_guard (with impact) or state_conflict */
+            /** @description capacity_guard (with the impact) or a state conflict */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["ActionConflict"];
+                };
             };
             /** @description If-Match does not match */
             412: {
@@ -4623,12 +4754,14 @@ export interface operations {
                     "application/json": components["schemas"]["ActionResult"];
                 };
             };
-            /** @description capacity_guard (with impact) or state_conflict */
+            /** @description capacity_guard (with the impact) or a state conflict */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["ActionConflict"];
+                };
             };
             /** @description If-Match does not match */
             412: {
@@ -4705,12 +4838,14 @@ export interface operations {
                     "application/json": components["schemas"]["ActionResult"];
                 };
             };
-            /** @description capacity_guard (with impact) or state_conflict */
+            /** @description capacity_guard (with the impact) or a state conflict */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["ActionConflict"];
+                };
             };
             /** @description If-Match does not match */
             412: {
@@ -4757,12 +4892,14 @@ export interface operations {
                     "application/json": components["schemas"]["ActionResult"];
                 };
             };
-            /** @description capacity_guard (with impact) or state_conflict */
+            /** @description capacity_guard (with the impact) or a state conflict */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["ActionConflict"];
+                };
             };
             /** @description If-Match does not match */
             412: {

@@ -2,7 +2,9 @@
 // refusal (409) is explained and unlocks "force", which needs its own reason.
 
 import { useEffect, useRef, useState } from "preact/hooks";
-import { ApiError, AuthError, fieldErrors, getJSON, postJSON, type Impact, type Operation } from "../api";
+import {
+  ApiError, AuthError, fieldErrors, getJSON, postJSON, type ActionConflict, type Impact, type ImpactPlan, type Operation,
+} from "../api";
 import { fmt, Verdict } from "./common";
 
 export type ActionKind = "drain" | "undrain" | "maintenance" | "weight" | "withdraw" | "announce" | "abort";
@@ -104,10 +106,10 @@ export function ActionDialog({ req, onClose, onDone }: {
       onClose();
     } catch (err) {
       if (err instanceof ApiError && err.status === 409 && err.code === "capacity_guard") {
-        const impact = err.body["impact"] as Impact | undefined;
+        const { impact, detail } = err.body as ActionConflict;
         setRefusal(impact ?? null);
         if (impact) setWhatif({ kind: "ok", impact });
-        setError([`Refused by the capacity guard: ${String(err.body["detail"] ?? impact?.explain ?? "")}`]);
+        setError([`Refused by the capacity guard: ${detail ?? impact?.explain ?? ""}`]);
       } else {
         setError(describe(err));
       }
@@ -211,8 +213,13 @@ export function WhatIfView({ state }: { state: WhatIf }) {
           </tbody>
         </table>
       )}
-      {i.plan && i.plan.steps.length > 1 && <p class="muted">Ramp: {i.plan.steps.join(" → ")}, every {i.plan.step_seconds} s</p>}
+      {isRamp(i.plan) && <p class="muted">Ramp: {i.plan.steps.join(" → ")}, every {i.plan.step_seconds} s</p>}
       {i.notes.length > 0 && <ul class="notes">{i.notes.map((n, k) => <li key={k}>{n}</li>)}</ul>}
     </div>
   );
+}
+
+/** A weight change's plan with more than one step (a layered drain's plan has no steps). */
+function isRamp(plan: ImpactPlan | undefined): plan is Extract<ImpactPlan, { steps: number[] }> {
+  return plan !== undefined && "steps" in plan && plan.steps.length > 1;
 }

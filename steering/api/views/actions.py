@@ -12,10 +12,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from steering.api.action_serializers import (
+    ActionConflictSerializer,
     ActionInput,
     DrainInput,
     GuardedActionInput,
     ImpactQuery,
+    ImpactSerializer,
     OperationSerializer,
     WeightInput,
 )
@@ -23,6 +25,7 @@ from steering.api.idempotency import idempotent
 from steering.api.request_context import actor_for, expected_revision
 from steering.choices import Role
 from steering.services import actions, anycast, layered, weights
+from steering.services.impact import Impact
 
 OPERATOR_ACTIONS = {"drain": Role.OPERATOR, "undrain": Role.OPERATOR, "maintenance": Role.OPERATOR,
                     "weight": Role.OPERATOR, "withdraw": Role.OPERATOR, "announce": Role.OPERATOR,
@@ -34,27 +37,18 @@ _IDEMPOTENCY_HEADER = OpenApiParameter(
 )
 
 
-class ImpactSerializer(serializers.Serializer):  # type: ignore[type-arg]
-    action = serializers.CharField()
-    verdict = serializers.ChoiceField(choices=["safe", "overload", "outage"])
-    safe = serializers.BooleanField()
-    basis = serializers.CharField()
-    target = serializers.DictField()
-    backends_affected = serializers.IntegerField()
-    moved_rps = serializers.FloatField()
-    unplaced_rps = serializers.FloatField()
-    receivers = serializers.ListField(child=serializers.DictField())
-    notes = serializers.ListField(child=serializers.CharField())
-    explain = serializers.CharField()
-
-
 class ActionResultSerializer(serializers.Serializer):  # type: ignore[type-arg]
     operation = OperationSerializer()
     impact = ImpactSerializer()
 
 
-def _accepted(op: Any, impact: dict[str, Any]) -> Response:
-    response = Response({"operation": OperationSerializer(op).data, "impact": impact}, status=status.HTTP_202_ACCEPTED)
+def _preview(impact: Impact) -> Response:
+    return Response(ImpactSerializer(impact).data)
+
+
+def _accepted(op: Any, impact: Impact) -> Response:
+    response = Response({"operation": OperationSerializer(op).data, "impact": ImpactSerializer(impact).data},
+                        status=status.HTTP_202_ACCEPTED)
     response["Location"] = f"/api/v1/operations/{op.pk}/"
     return response
 
@@ -62,7 +56,7 @@ def _accepted(op: Any, impact: dict[str, Any]) -> Response:
 _RESPONSES = {
     202: ActionResultSerializer,
     200: OpenApiResponse(ImpactSerializer, description="dry_run: the impact only"),
-    409: OpenApiResponse(description="capacity_guard (with impact) or state_conflict"),
+    409: OpenApiResponse(ActionConflictSerializer, description="capacity_guard (with the impact) or a state conflict"),
     412: OpenApiResponse(description="If-Match does not match"),
 }
 
@@ -91,13 +85,13 @@ class TargetActionsMixin:
                 ttl_factor=v["ttl_factor"], force=v["force"], force_reason=v["force_reason"], dry_run=v["dry_run"],
                 expected_revision=self._revision(request, target),
             )
-            return Response(impact) if op is None else _accepted(op, impact)
+            return _preview(impact) if op is None else _accepted(op, impact)
         op, impact = actions.do_drain(
             target, actor=actor_for(request), reason=v["reason"], grace_seconds=v.get("grace_seconds"),
             force=v["force"], force_reason=v["force_reason"], dry_run=v["dry_run"],
             expected_revision=self._revision(request, target),
         )
-        return Response(impact) if op is None else _accepted(op, impact)
+        return _preview(impact) if op is None else _accepted(op, impact)
 
     @extend_schema(request=ActionInput, responses=_RESPONSES, parameters=[_IDEMPOTENCY_HEADER])
     @action(detail=True, methods=["post"])
@@ -122,7 +116,7 @@ class TargetActionsMixin:
             target, actor=actor_for(request), reason=v["reason"], force=v["force"],
             force_reason=v["force_reason"], dry_run=v["dry_run"], expected_revision=self._revision(request, target),
         )
-        return Response(impact) if op is None else _accepted(op, impact)
+        return _preview(impact) if op is None else _accepted(op, impact)
 
     @extend_schema(parameters=[ImpactQuery], responses={200: ImpactSerializer})
     @action(detail=True, methods=["get"])
@@ -134,8 +128,8 @@ class TargetActionsMixin:
         if wanted == "withdraw":
             if target._meta.model_name != "pop":
                 raise ValidationError({"action": ["withdraw applies to PoPs."]})
-            return Response(anycast.withdraw_impact(target))
-        return Response(actions.impact_of(target, wanted))
+            return _preview(anycast.withdraw_impact(target))
+        return _preview(actions.impact_of(target, wanted))
 
 
 class AnycastActionMixin:
@@ -153,7 +147,7 @@ class AnycastActionMixin:
             pop, actor=actor_for(request), reason=v["reason"], force=v["force"], force_reason=v["force_reason"],
             dry_run=v["dry_run"], expected_revision=expected_revision(request, "pop", pop.pk),
         )
-        return Response(impact) if op is None else _accepted(op, impact)
+        return _preview(impact) if op is None else _accepted(op, impact)
 
     @extend_schema(request=ActionInput, responses=_RESPONSES, parameters=[_IDEMPOTENCY_HEADER])
     @action(detail=True, methods=["post"])
@@ -182,4 +176,4 @@ class WeightActionMixin:
             force=v["force"], force_reason=v["force_reason"], dry_run=v["dry_run"],
             expected_revision=expected_revision(request, "backend", backend.pk),
         )
-        return Response(impact) if op is None else _accepted(op, impact)
+        return _preview(impact) if op is None else _accepted(op, impact)
