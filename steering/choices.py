@@ -73,6 +73,8 @@ class OperationKind(models.TextChoices):
     ANNOUNCE = "announce", "announce"
     WITHDRAW = "withdraw", "withdraw"
     LAYERED_DRAIN = "layered_drain", "layered drain"
+    # A fleet file applied as one audited change of the topology (steering.services.fleet).
+    FLEET_APPLY = "fleet_apply", "fleet apply"
 
 
 class OperationStatus(models.TextChoices):

@@ -7,6 +7,7 @@ from steering.api.views.anycast import AnycastView
 from steering.api.views.changes import ChangeViewSet
 from steering.api.views.dataplane import BackendStatsView, DataplanesView
 from steering.api.views.dns import DnsAnswersView
+from steering.api.views.fleet import FleetApplyView, FleetDriftView, FleetExportView, FleetPlanView, FleetSchemaView
 from steering.api.views.operations import OperationViewSet
 from steering.api.views.resources import (
     AnycastPrefixViewSet,
@@ -47,5 +48,10 @@ urlpatterns = [
     path("agent/desired/", DesiredView.as_view(), name="agent-desired"),
     path("agent/ack/", AckView.as_view(), name="agent-ack"),
     path("agent/report/", ReportView.as_view(), name="agent-report"),
+    path("fleet/export/", FleetExportView.as_view(), name="fleet-export"),
+    path("fleet/schema/", FleetSchemaView.as_view(), name="fleet-schema"),
+    path("fleet/plan/", FleetPlanView.as_view(), name="fleet-plan"),
+    path("fleet/apply/", FleetApplyView.as_view(), name="fleet-apply"),
+    path("fleet/drift/", FleetDriftView.as_view(), name="fleet-drift"),
     path("", include(router.urls)),
 ]

@@ -156,13 +156,19 @@ class Client:
         """GET is safe to repeat, so it is always retried on a lost connection or a 502/503/504."""
         return self.request("GET", path, params=params, timeout=timeout, retry=True).body
 
-    def post(self, path: str, body: dict[str, Any], *, idempotency_key: str | None = None) -> Response:
+    def get_text(self, path: str, accept: str) -> str:
+        """A GET whose answer is text in another format (the fleet file as YAML); errors are still JSON."""
+        return str(self.request("GET", path, headers={"Accept": accept}, retry=True, as_text=True).body)
+
+    def post(self, path: str, body: dict[str, Any], *, idempotency_key: str | None = None,
+             headers: dict[str, str] | None = None) -> Response:
         """POST retries only with an Idempotency-Key: the server then answers a retry with the first answer."""
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return self.request("POST", path, body=body, headers=headers, retry=idempotency_key is not None)
+        all_headers = {**({"Idempotency-Key": idempotency_key} if idempotency_key else {}), **(headers or {})}
+        return self.request("POST", path, body=body, headers=all_headers, retry=idempotency_key is not None)
 
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None,
-                headers: dict[str, str] | None = None, timeout: float | None = None, retry: bool = False) -> Response:
+                headers: dict[str, str] | None = None, timeout: float | None = None, retry: bool = False,
+                as_text: bool = False) -> Response:
         url = self.url(path, params)
         data = None if body is None else json.dumps(body).encode()
         all_headers = {
@@ -177,7 +183,7 @@ class Client:
         tries = self.tries if retry else 1
         for attempt in range(1, tries + 1):
             try:
-                return self._once(method, url, data, all_headers, timeout or self.timeout)
+                return self._once(method, url, data, all_headers, timeout or self.timeout, as_text)
             except (NetworkError, ServerError) as exc:
                 retryable = isinstance(exc, NetworkError) or exc.status in RETRY_STATUSES
                 if not retryable or attempt == tries:
@@ -185,11 +191,14 @@ class Client:
                 self._sleep(self.backoff * 2 ** (attempt - 1))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _once(self, method: str, url: str, data: bytes | None, headers: dict[str, str], timeout: float) -> Response:
+    def _once(self, method: str, url: str, data: bytes | None, headers: dict[str, str], timeout: float,
+              as_text: bool = False) -> Response:
         req = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
             with self._opener.open(req, timeout=timeout) as resp:
-                return Response(resp.status, _decode(resp.read(), url, resp.status), dict(resp.headers.items()))
+                content = resp.read()
+                body = content.decode("utf-8", "replace") if as_text else _decode(content, url, resp.status)
+                return Response(resp.status, body, dict(resp.headers.items()))
         except urllib.error.HTTPError as exc:
             raw = exc.read()
             try:

@@ -21,6 +21,7 @@ from steering.cli import (
     __version__,
     exit_code_table,
 )
+from steering.cli import fleet as fleet_commands
 from steering.cli import output as out
 from steering.cli.client import DEFAULT_URL, FINAL_STATUSES, Client, CliError, NotFound, new_idempotency_key
 from steering.cli.targets import TARGET_HELP, parse, resolve, site_summary
@@ -60,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(
         prog="steerctl", parents=[common], epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Drain, undrain and re-weight through the steering API, for deploy pipelines. TARGET: " + TARGET_HELP,
+        description="Drain, undrain and re-weight through the steering API, for deploy pipelines; export, plan "
+                    "and apply the fleet file (the fleet's configuration as code). TARGET: " + TARGET_HELP,
     )
     parser.add_argument("--version", action="version", version=f"steerctl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -96,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("wait", "wait for an operation to end (exit 0 succeeded, 1 failed/aborted, 4 timed out, 7 unconfirmed)")
     p.add_argument("operation", type=int, metavar="OPERATION_ID")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="give up after S s (exit 4)")
+    fleet_commands.add_parsers(add)
     return parser
 
 
@@ -227,6 +230,9 @@ def run(args: argparse.Namespace) -> int:
     body = None
     if args.command in ("drain", "undrain", "maintenance", "weight"):
         body = _action_body(args)  # usage errors (exit 2) before any configuration or network error
+    if args.command in fleet_commands.COMMANDS:
+        fleet_commands.check_usage(args)
+        return fleet_commands.run(_client(args), args, as_json)
     client = _client(args)
     if body is not None:
         return cmd_action(client, args, body, as_json)
