@@ -139,7 +139,7 @@ def main() -> None:
 
         from steering.choices import Role
         from steering.models import Backend, PoP, Service
-        from steering.services.audit import current_version
+        from steering.readmodels.version import current_version
         from steering.services.context import Actor
         from steering.services.tokens import do_create_token
         from steering.services.topology import do_update

@@ -261,8 +261,9 @@ def channel_storm(backend_ids: list[int], seconds: float) -> dict[str, Any]:
 
     from channels.layers import get_channel_layer
 
-    from steering.services.audit import current_version
-    from steering.services.effects import LIVE_GROUP, build_delta
+    from steering.readmodels.version import current_version
+    from steering.redis_keys import LIVE_GROUP
+    from steering.services.effects import build_delta
 
     base = current_version()
     template = {bid: build_delta(0, [{"op": "upsert", "type": "backend", "id": bid}])["changes"][0]
@@ -373,7 +374,7 @@ def main() -> None:
 
 def summarize_storm(storm: dict[str, Any], frames: list[tuple[float, str, int | None, int | None]],
                     orm: Orm) -> dict[str, Any]:
-    from steering.services.audit import current_version
+    from steering.readmodels.version import current_version
 
     seconds = storm["ended"] - storm["began"]
     deltas = [f for f in frames if f[1] == "delta"]

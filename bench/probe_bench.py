@@ -129,10 +129,10 @@ def make_fleet(count: int, port: int, interval: float) -> list[int]:
 async def engine_loop(stop: threading.Event, tick_pool: concurrent.futures.Executor,
                       sink_pool: concurrent.futures.Executor) -> None:
     from steering.health import engine
-    from steering.services.effects import _redis
+    from steering.redisconn import sync_client
     from steering.tasks import probes
 
-    r = _redis()
+    r = sync_client()
     nets = probes.networks()
     loop = asyncio.get_running_loop()
     running: set[asyncio.Task[int]] = set()
@@ -158,10 +158,10 @@ KILLED = "bench:killed"
 def recorder_loop(stop: object) -> None:
     """The recorder task's work in a loop (the child process): outbox -> DB, publish times to Redis."""
     import steering.services.effects as effects
-    from steering.services.effects import _redis
+    from steering.redisconn import sync_client
     from steering.tasks import probes
 
-    r = _redis()
+    r = sync_client()
     original = effects.publish_after_commit
 
     from steering.models import Backend
@@ -216,10 +216,10 @@ def main() -> None:
 
         from django.db import connections
 
-        from steering.services.effects import _redis
+        from steering.redisconn import sync_client
         from steering.tasks import probes
 
-        rr = _redis()
+        rr = sync_client()
         # The recorder task's broker hop, minus Celery: one list push per wave, one blocking pop.
         probes.schedule_recorder = lambda: rr.lpush(WAKE, 1)
         connections.close_all()  # the child must not share this process's DB connection

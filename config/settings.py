@@ -14,7 +14,7 @@ from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import envbool, envint, envlist, envrate, envstr
-from steering import redisconn
+from steering import redis_keys, redisconn
 from steering.privatefiles import read_or_create_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -143,7 +143,7 @@ except ValueError as exc:
 CACHES = {
     "default": {
         **redisconn.cache_settings(REDIS_URL),
-        "KEY_PREFIX": "steering",
+        "KEY_PREFIX": redis_keys.CACHE_PREFIX,
     }
 }
 
@@ -156,8 +156,8 @@ CHANNEL_LAYERS = {
         # capacity: messages a channel holds before the layer drops new ones (default 100). A burst
         # of versions (a flapping fleet) faster than a busy process reads them must not leave holes
         # that make every browser refetch; memory stays bounded by `expiry` (60 s).
-        "CONFIG": {"hosts": [redisconn.channel_layer_host(REDIS_URL, socket_timeout=15)], "prefix": "steering:asgi",
-                   "capacity": 1000},
+        "CONFIG": {"hosts": [redisconn.channel_layer_host(REDIS_URL, socket_timeout=15)],
+                   "prefix": redis_keys.CHANNEL_LAYER_PREFIX, "capacity": 1000},
     }
 }
 
@@ -214,8 +214,8 @@ CELERY_BEAT_SCHEDULE = {
 CELERY_BEAT_SCHEDULER = "steering.beat:LockedScheduler"
 CELERY_BEAT_MAX_LOOP_INTERVAL = 1
 CELERY_REDBEAT_REDIS_URL = REDIS_URL
-CELERY_REDBEAT_KEY_PREFIX = "steering:redbeat:"
-CELERY_REDBEAT_LOCK_KEY = "steering:redbeat:lock"
+CELERY_REDBEAT_KEY_PREFIX = redis_keys.REDBEAT_PREFIX
+CELERY_REDBEAT_LOCK_KEY = redis_keys.REDBEAT_LOCK
 CELERY_REDBEAT_LOCK_TIMEOUT = envint("STEERING_BEAT_LOCK_SECONDS", 10, minimum=2, maximum=300)
 CELERY_REDBEAT_REDIS_OPTIONS: dict[str, object] = {}  # unused: steering.beat hands RedBeat its client
 

@@ -2,11 +2,12 @@
 
 Every beat runs this scheduler (settings: CELERY_BEAT_SCHEDULER), RedBeat's (celery-redbeat):
 the schedule and each entry's last run live in Redis, and only the beat holding the lock
-`steering:redbeat:lock` sends. It renews the lock at every tick (at least once a second) for
-CELERY_REDBEAT_LOCK_TIMEOUT seconds (STEERING_BEAT_LOCK_SECONDS); the others stand by and try
-to take it every CELERY_BEAT_MAX_LOOP_INTERVAL (1 s). So a SIGKILLed active beat is replaced
-within the lock timeout plus a second, and its successor goes on from the last runs in Redis:
-no wave is sent twice. A beat stopped cleanly (SIGTERM) releases the lock at once.
+`steering:redbeat:lock` (steering.redis_keys.REDBEAT_LOCK) sends. It renews the lock at every
+tick (at least once a second) for CELERY_REDBEAT_LOCK_TIMEOUT seconds (STEERING_BEAT_LOCK_SECONDS);
+the others stand by and try to take it every CELERY_BEAT_MAX_LOOP_INTERVAL (1 s). So a SIGKILLed
+active beat is replaced within the lock timeout plus a second, and its successor goes on from
+the last runs in Redis: no wave is sent twice. A beat stopped cleanly (SIGTERM) releases the lock
+at once.
 
 What differs from RedBeatScheduler, all for staying up through a Redis failover:
 - the lock is taken in tick(), never in beat_init: the stock handler blocks there, and an error

@@ -166,3 +166,56 @@ STATE_STYLES: tuple[StateStyle, ...] = (
     _style("absent", "○", "#8a8f98", "no agent has reported for this data plane", label="no agent"),
 )
 STATE_STYLE = {style.key: style for style in STATE_STYLES}
+
+
+# --- audit actions: every Change.action the product writes, in one table -----------------------
+# "<object type>.<verb>". Site moves use the backend's verbs (drain, drained, undrain,
+# maintenance), so `?action=` finds the same move on any target. steering.services.audit.ChangeSet
+# refuses an action that is not here: a new action is added to this table, never improvised.
+TOPOLOGY_TYPES = ("region", "pop", "service", "vip", "anycastprefix", "clientnetwork", "monitor", "pool", "backend")
+SITE_TYPES = ("region", "pop", "pool")
+_VERBS: tuple[tuple[str, str], ...] = (
+    # Topology: the API, the admin site and fleet files (create / update / delete).
+    *((f"{t}.{verb}", f"{t} {word}") for t in TOPOLOGY_TYPES
+      for verb, word in (("create", "created"), ("update", "changed"), ("delete", "deleted"))),
+    # Admin state of backends and sites.
+    *((f"{t}.{verb}", f"{t} {word}") for t in ("backend", *SITE_TYPES)
+      for verb, word in (("drain", "drain started"), ("drained", "drained"), ("undrain", "back in service"),
+                         ("maintenance", "put in maintenance"))),
+    ("backend.weight", "backend weight set"),
+    ("backend.health", "backend health changed"),
+    ("backend.eject", "backend ejected by live traffic"),
+    ("backend.eject_confirmed", "ejection confirmed by the prober"),
+    ("backend.eject_end", "ejection ended"),
+    ("pool.panic", "pool in panic"),
+    ("pool.panic_end", "pool out of panic"),
+    ("pool.outlier_panic", "pool's ejections capped"),
+    ("pool.outlier_panic_end", "pool's ejection cap lifted"),
+    ("pop.announce", "PoP announces its prefixes"),
+    ("pop.withdraw", "PoP withdraws its prefixes"),
+    ("vip.enable", "VIP back in DNS"),
+    ("vip.disable", "VIP out of DNS"),
+    ("operation.abort", "operation aborted"),
+    ("operation.pause", "operation paused"),
+    ("operation.resume", "operation resumed"),
+    ("dataplane.repair", "data plane repaired to the desired state"),
+    ("fleet.apply", "fleet file applied"),
+    ("token.create", "API token issued"),
+    ("token.revoke", "API token revoked"),
+    ("token.delete", "API token deleted"),
+    ("user.create", "user created"),
+    ("user.update", "user changed"),
+    ("user.role", "user's role changed"),
+    ("user.superuser", "user's superuser flag changed"),
+    ("user.password", "user's password changed"),
+    ("user.deactivate", "user deactivated"),
+    ("user.reactivate", "user reactivated"),
+    ("user.delete", "user deleted"),
+    ("group.create", "group created"),
+    ("group.update", "group changed"),
+    ("group.delete", "group deleted"),
+)
+ChangeAction = models.TextChoices("ChangeAction", [(value.replace(".", "_").upper(), (value, label))  # type: ignore[call-overload]
+                                                   for value, label in _VERBS])
+# Names earlier versions wrote for site moves; kept so old rows still filter and read.
+LEGACY_CHANGE_ACTIONS = frozenset(f"{t}.{state}" for t in SITE_TYPES for state in ("draining", "ready", "maint"))

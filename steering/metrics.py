@@ -61,12 +61,13 @@ def _histogram(name: str, doc: str, raw: dict[str, float], bounds: Iterable[floa
 class SteeringCollector:
     def collect(self) -> Iterator[Metric]:
         from steering.models import Backend, Pool
-        from steering.services.effects import _redis
+        from steering.redisconn import sync_client
 
         try:
-            r = _redis()
+            r = sync_client()
             pipe = r.pipeline(transaction=False)
-            pipe.hgetall(store.M_PROBES).hgetall(store.M_LATENCY).hgetall(store.M_LAG).hgetall(store.M_GAUGES)
+            for key in (store.M_PROBES, store.M_LATENCY, store.M_LAG, store.M_GAUGES):
+                pipe.hgetall(key)
             pipe.zcard(store.DUE)
             probes, latency, lag, gauges, scheduled = pipe.execute()
             probes, latency, lag, gauges = (_decode(x) for x in (probes, latency, lag, gauges))
@@ -112,9 +113,10 @@ class SteeringCollector:
 
 
 def _outlier_metrics() -> Iterator[Metric]:
-    """Passive verdicts (steering.services.outliers): ejections by rule, their ends, the bounds."""
+    """Passive verdicts (steering.services.outliers, read by steering.readmodels.outliers): ejections by rule,
+    their ends, the bounds."""
     from steering.models import Pool
-    from steering.services import outliers
+    from steering.readmodels import outliers
 
     counters = outliers.metrics_counters()
     ejections = CounterMetricFamily("steering_outlier_ejections", "Backends ejected by live traffic, by rule "

@@ -1,11 +1,15 @@
 """The plain-dict form of each object in the topology snapshot and in live deltas.
 
 One function per type, so the snapshot (/api/v1/topology/) and a delta over the WebSocket
-describe an object identically and the browser can apply either.
+describe an object identically and the browser can apply either. A read model (ARCHITECTURE.md §2):
+services use it (a Change's before/after is `snapshot`), it never imports them.
 """
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -14,7 +18,6 @@ from django.utils import timezone
 
 from steering import capacity
 from steering.models import VIP, AnycastPrefix, Backend, ClientNetwork, Monitor, Operation, Pool, PoP, Region, Service
-from steering.services.audit import SKIP_FIELDS, jsonable, snapshot
 
 # Delta "type" -> (model, topology key)
 TYPES: dict[str, tuple[type[models.Model], str]] = {
@@ -29,6 +32,29 @@ TYPES: dict[str, tuple[type[models.Model], str]] = {
     "backend": (Backend, "backends"),
     "operation": (Operation, "operations"),
 }
+
+# Fields that are bookkeeping, not state an operator reasons about.
+SKIP_FIELDS = frozenset({"created_at", "updated_at"})
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def snapshot(obj: models.Model) -> dict[str, Any]:
+    """The object's own fields as JSON-safe values (foreign keys as ids): a Change's before/after."""
+    data: dict[str, Any] = {}
+    for f in obj._meta.concrete_fields:
+        if f.name in SKIP_FIELDS:
+            continue
+        data[f.attname] = jsonable(getattr(obj, f.attname))
+    return data
 
 
 def ejection_left(ejected_at: Any, ejected_until: Any, now: Any) -> float | None:

@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
-from steering.api.throttling import CACHE_PREFIX
+from steering.redis_keys import SIGNIN_ADDRESS, SIGNIN_UNTIL_SUFFIX, SIGNIN_USER
 
 logger = logging.getLogger(__name__)
 
@@ -49,19 +49,19 @@ def _counters(username: str, address: str) -> list[str]:
     keys = []
     if username:
         digest = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
-        keys.append(f"{CACHE_PREFIX}login:user:{digest}")
+        keys.append(SIGNIN_USER.format(digest=digest))
     if address:
-        keys.append(f"{CACHE_PREFIX}login:ip:{address}")
+        keys.append(SIGNIN_ADDRESS.format(address=address))
     return keys
 
 
 def retry_after(username: str, address: str) -> int:
     """Seconds until a sign-in for `username` from `address` may be tried again (0: now)."""
     keys = _counters(username, address)
-    found = cache.get_many([*keys, *(f"{key}:until" for key in keys)])
+    found = cache.get_many([*keys, *(key + SIGNIN_UNTIL_SUFFIX for key in keys)])
     now = time.time()
     waits = [
-        max(1, math.ceil(found.get(f"{key}:until", now + settings.STEERING_LOGIN_WINDOW_SECONDS) - now))
+        max(1, math.ceil(found.get(key + SIGNIN_UNTIL_SUFFIX, now + settings.STEERING_LOGIN_WINDOW_SECONDS) - now))
         for key in keys
         if found.get(key, 0) >= settings.STEERING_LOGIN_MAX_FAILURES
     ]
@@ -72,7 +72,7 @@ def record_failure(username: str, address: str) -> None:
     window = settings.STEERING_LOGIN_WINDOW_SECONDS
     for key in _counters(username, address):
         # add() only starts a window; incr() is atomic across processes and keeps the expiry.
-        cache.add(f"{key}:until", time.time() + window, timeout=window)
+        cache.add(key + SIGNIN_UNTIL_SUFFIX, time.time() + window, timeout=window)
         cache.add(key, 0, timeout=window)
         try:
             cache.incr(key)
@@ -82,7 +82,7 @@ def record_failure(username: str, address: str) -> None:
 
 def clear(username: str) -> None:
     keys = _counters(username, "")
-    cache.delete_many([*keys, *(f"{key}:until" for key in keys)])
+    cache.delete_many([*keys, *(key + SIGNIN_UNTIL_SUFFIX for key in keys)])
 
 
 def _quietly(count: Callable[..., None], *args: str) -> None:

@@ -9,8 +9,8 @@ from django.utils import timezone
 
 from steering.choices import OPERATION_FINAL_STATES, STATE_STYLES
 from steering.models import Operation, Pool
+from steering.readmodels.version import current_version
 from steering.representation import TYPES, represent_rows
-from steering.services.audit import current_version
 
 
 def topology_snapshot() -> dict[str, Any]:

@@ -131,14 +131,15 @@ def _no_figures_outlive_their_test() -> Iterator[None]:
     """Backend ids are reused after each transactional flush; live figures a test left in Redis
     (an agent's report) must not pass for the next test's measurements."""
     yield
-    from steering.services.effects import _redis
+    from steering import redis_keys
+    from steering.redisconn import sync_client
 
     try:
-        redis = _redis()
-        keys = list(redis.scan_iter(match="steering:stats:backend:*", count=1000))
+        redis = sync_client()
+        keys = list(redis.scan_iter(match=redis_keys.BACKEND_STATS.format(id="*"), count=1000))
         if keys:
             redis.delete(*keys)
-        redis.delete("steering:agents:seen")
+        redis.delete(redis_keys.AGENTS_SEEN)
     except Exception:  # a test that stopped Redis on purpose
         pass
 
@@ -148,11 +149,12 @@ def _no_throttle_counts_outlive_their_test() -> None:
     """Ids of users and tokens are reused after each flush or rollback; the request and sign-in
     counts an earlier test left in the Redis cache (steering.api.throttling, steering.signin) must
     not count against this one's. The product's rates stay in force within each test."""
-    from steering.services.effects import _redis
+    from steering import redis_keys
+    from steering.redisconn import sync_client
 
     try:
-        redis = _redis()
-        keys = list(redis.scan_iter(match="steering:*:throttle:*", count=1000))
+        redis = sync_client()
+        keys = list(redis.scan_iter(match=f"{redis_keys.CACHE_PREFIX}:*:{redis_keys.THROTTLE_PREFIX}*", count=1000))
         if keys:
             redis.delete(*keys)
     except Exception:  # a test that stopped Redis on purpose

@@ -12,7 +12,7 @@ from django.test import Client
 
 from steering.admin import AuditedAdmin
 from steering.models import ApiToken, Change
-from steering.services.audit_verify import verify_chain
+from steering.readmodels.audit_verify import verify_chain
 from tests.conftest import make_user, token_client
 
 pytestmark = pytest.mark.django_db

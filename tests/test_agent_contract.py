@@ -14,13 +14,13 @@ from django.core.management import call_command
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from steering import redis_keys
 from steering.choices import Role
-from steering.dataplane.stats import KEY as STATS_KEY
 from steering.models import Backend, Change, DataplaneState, Operation
+from steering.readmodels.version import current_version
+from steering.redisconn import sync_client
 from steering.services.actions import do_drain
-from steering.services.audit import current_version
 from steering.services.context import Actor
-from steering.services.effects import _redis
 from steering.services.operations import sweep_due
 from steering.services.tokens import do_create_token
 from tests import factories as f
@@ -172,16 +172,16 @@ def report(client: APIClient, body: dict[str, Any]) -> Any:
 
 def test_a_report_stores_figures_of_its_own_pop_only(site: dict[str, Any]) -> None:
     mine, theirs = site["backends"][0], site["other_backend"]
-    redis = _redis()
-    redis.delete(STATS_KEY.format(id=mine.pk), STATS_KEY.format(id=theirs.pk))
+    redis = sync_client()
+    redis.delete(redis_keys.BACKEND_STATS.format(id=mine.pk), redis_keys.BACKEND_STATS.format(id=theirs.pk))
     figures = {"sessions": 3, "session_rate": 2.0, "completion_rate": 1.5, "rate_5xx": 0.0}
     refused = report(site["agent"], {"servers": {str(mine.pk): figures, str(theirs.pk): figures}})
     assert refused.status_code == 403
-    assert not redis.exists(STATS_KEY.format(id=mine.pk))  # nothing of a refused report is kept
+    assert not redis.exists(redis_keys.BACKEND_STATS.format(id=mine.pk))  # nothing of a refused report is kept
     ok = report(site["agent"], {"servers": {str(mine.pk): figures},
                                 "haproxy": {"connected": True, "pid": 42, "servers": 1}})
     assert ok.status_code == 200, ok.content
-    assert redis.hget(STATS_KEY.format(id=mine.pk), "sessions") == b"3"
+    assert redis.hget(redis_keys.BACKEND_STATS.format(id=mine.pk), "sessions") == b"3"
 
 
 @pytest.mark.parametrize("body", [

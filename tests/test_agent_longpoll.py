@@ -17,8 +17,8 @@ import pytest
 from django.db import connection
 
 from steering.choices import Role
+from steering.readmodels.version import current_version
 from steering.services.actions import do_drain
-from steering.services.audit import current_version
 from steering.services.context import Actor
 from steering.services.tokens import do_create_token
 from tests import factories as f

@@ -18,8 +18,8 @@ from django.utils import timezone
 
 from steering.models import Change, Region, audit_sql
 from steering.models.audit_chain import CHAINED_FIELDS, GENESIS, chain_hash
+from steering.readmodels.audit_verify import CHAIN_BROKEN, CONTENT_ALTERED, ROW_MISSING, verify_chain
 from steering.services.audit import ChangeSet
-from steering.services.audit_verify import CHAIN_BROKEN, CONTENT_ALTERED, ROW_MISSING, verify_chain
 from steering.services.context import Actor
 from steering.services.topology import do_create, do_update
 from tests import factories as f
@@ -33,7 +33,7 @@ def write_changes(n: int, *, tag: str = "chain") -> list[Change]:
     for i in range(n):
         with transaction.atomic():
             written += [ChangeSet(Actor.system("test"), f"{tag} {i}").record(
-                "region.touch", region, before={"i": i}, after={"i": i + 1})]
+                "region.update", region, before={"i": i}, after={"i": i + 1})]
     return written
 
 
@@ -76,7 +76,7 @@ def test_a_clean_log_verifies(admin):
     # Values a database might give back in another form: big and small floats, nesting, nulls.
     with transaction.atomic():
         ChangeSet(Actor.system("test")).record(
-            "region.touch", region, before={"big": 1e20, "small": 1e-7, "neg": -0.0, "n": None},
+            "region.update", region, before={"big": 1e20, "small": 1e-7, "neg": -0.0, "n": None},
             after={"list": [1.5, True, {"z": 1, "a": 2}], "huge": 12345678901234567890, "text": "☃"})
     write_changes(3)
     verdict = verify_chain(chunk_size=2)  # several chunks
@@ -175,8 +175,8 @@ def test_concurrent_writers_keep_one_unbroken_chain():
             for i in range(per_thread):
                 with transaction.atomic():
                     changes = ChangeSet(Actor.system(f"writer-{n}"), f"round {i}")
-                    changes.record("region.touch", region, before=None, after={"writer": n, "i": i})
-                    changes.record("region.touch", region, before={"writer": n, "i": i}, after=None)
+                    changes.record("region.update", region, before=None, after={"writer": n, "i": i})
+                    changes.record("region.update", region, before={"writer": n, "i": i}, after=None)
         except BaseException as exc:  # reported by the main thread
             failures.append(exc)
         finally:

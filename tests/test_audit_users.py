@@ -8,8 +8,8 @@ import pytest
 from django.contrib.auth.models import User
 
 from steering.models import ApiToken, Change
+from steering.readmodels.audit_verify import verify_chain
 from steering.services import users
-from steering.services.audit_verify import verify_chain
 from steering.services.context import Actor
 from steering.services.errors import InvalidInput, NotPermitted, StateConflict
 from tests.conftest import make_user, token_client

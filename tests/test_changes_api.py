@@ -242,3 +242,10 @@ def test_it_shows_the_token_that_acted_and_the_chain(viewer_api, operator):
     token.delete()
     (row,) = results(viewer_api, request_id="req-tok")
     assert row["token_id"] == token_id
+
+
+def test_the_action_filter_knows_the_audit_table_and_old_names(viewer_api) -> None:
+    assert viewer_api.get("/api/v1/changes/", {"action": "pop.maintenance"}).status_code == 200
+    assert viewer_api.get("/api/v1/changes/", {"action": "pop.draining"}).status_code == 200  # an older row's name
+    answer = viewer_api.get("/api/v1/changes/", {"action": "pop.bogus"})
+    assert answer.status_code == 400 and "action" in answer.json()["errors"]

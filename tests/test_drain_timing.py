@@ -6,9 +6,10 @@ import time
 
 import pytest
 
-from steering.dataplane.stats import KEY, BackendStats, write_backend_stats
+from steering import redis_keys
+from steering.dataplane.stats import BackendStats, write_backend_stats
 from steering.models import Change, Operation
-from steering.services.effects import _redis
+from steering.redisconn import sync_client
 from steering.services.operations import sweep_due
 from tests import factories as f
 
@@ -16,8 +17,8 @@ from tests import factories as f
 @pytest.fixture(autouse=True)
 def _clean_stats():
     yield
-    client = _redis()
-    for key in client.scan_iter(KEY.format(id="*")):
+    client = sync_client()
+    for key in client.scan_iter(redis_keys.BACKEND_STATS.format(id="*")):
         client.delete(key)
 
 

@@ -16,10 +16,12 @@ from channels.layers import get_channel_layer
 from rest_framework.test import APIClient
 
 from steering.models import Change, DataplaneState, PoP
-from steering.services import announcements
-from steering.services.audit import current_version
+from steering.readmodels import announcements
+from steering.readmodels.version import current_version
+from steering.redis_keys import ANYCAST_AGENT
+from steering.redisconn import sync_client
+from steering.services.announcements import record_agent_report
 from steering.services.context import Actor
-from steering.services.effects import _redis
 from steering.services.tokens import do_create_token
 from tests import factories as f
 from tests.conftest import make_user
@@ -34,7 +36,7 @@ def pops(db: Any) -> tuple[PoP, PoP]:
     for p in (healthy, empty):
         f.backend(f.pool(p, svc), admin_state="ready" if p is healthy else "maint")
     for slug in ("bom9", "maa9"):
-        _redis().delete(announcements.AGENT_KEY.format(slug=slug))
+        sync_client().delete(ANYCAST_AGENT.format(slug=slug))
     return healthy, empty
 
 
@@ -58,8 +60,8 @@ def report(client: APIClient, body: Any) -> Any:
 
 def test_the_overview_has_desired_observed_and_agent_freshness(pops: tuple[PoP, PoP], viewer_api: Any) -> None:
     healthy, empty = pops
-    announcements.record_agent_report(healthy, [PREFIX], session="up")
-    announcements.record_agent_report(empty, [PREFIX], session="up", now=time.time() - 60)
+    record_agent_report(healthy, [PREFIX], session="up")
+    record_agent_report(empty, [PREFIX], session="up", now=time.time() - 60)
     response = viewer_api.get("/api/v1/anycast/")
     assert response.status_code == 200
     rows = response.json()["pops"]
@@ -108,7 +110,7 @@ def test_an_agent_token_is_bound_to_its_pop_and_to_pop_layers(pops: tuple[PoP, P
     ]
     assert [r.status_code for r in refusals] == [403] * 6, [r.content for r in refusals]
     assert all(r.json()["code"] == "out_of_scope" for r in refusals)
-    assert _redis().get(announcements.AGENT_KEY.format(slug="maa9")) is None
+    assert sync_client().get(ANYCAST_AGENT.format(slug="maa9")) is None
     assert not DataplaneState.objects.filter(pop=pops[1]).exists()
     assert bom9_agent.get("/api/v1/anycast/").status_code == 403   # an agent token is no viewer
 
@@ -118,7 +120,7 @@ def test_a_report_lands_in_redis_and_needs_no_audit_row(pops: tuple[PoP, PoP], b
     response = report(bom9_agent, {"layer": "anycast", "pop": "bom9", "observed": ["198.51.100.7/24"], "session": "up"})
     assert response.status_code == 200, response.content
     assert response.json() == {"stored": {"observed": [PREFIX]}}
-    stored = json.loads(_redis().get("steering:anycast:agent:bom9"))
+    stored = json.loads(sync_client().get("steering:anycast:agent:bom9"))
     assert stored["observed"] == [PREFIX] and stored["session"] == "up"
     assert abs(stored["at"] - time.time()) < 60
     assert Change.objects.count() == changes   # a measurement, not a state change
@@ -139,7 +141,7 @@ def test_only_an_agent_token_may_report(pops: tuple[PoP, PoP], persona: str, req
     client = request.getfixturevalue(persona)
     response = report(client, {"layer": "anycast", "pop": "bom9", "observed": []})
     assert response.status_code == (401 if persona == "anon_api" else 403)
-    assert _redis().get("steering:anycast:agent:bom9") is None
+    assert sync_client().get("steering:anycast:agent:bom9") is None
 
 
 @pytest.mark.parametrize(("method", "path"), [("get", "/api/v1/anycast/desired/?pop=bom9"),
@@ -169,7 +171,7 @@ def test_a_bad_report_is_a_400_with_field_errors(pops: tuple[PoP, PoP], bom9_age
     response = report(bom9_agent, body)
     assert response.status_code == 400, response.content
     assert field in response.json()["errors"]
-    assert _redis().get("steering:anycast:agent:bom9") is None
+    assert sync_client().get("steering:anycast:agent:bom9") is None
 
 
 def test_it_pushes_live_only_when_the_observed_set_changes(pops: tuple[PoP, PoP], bom9_agent: APIClient,
@@ -218,5 +220,5 @@ def test_the_schema_documents_the_overview_and_the_agent_contract_not_the_old_en
 
 def test_the_dataplanes_summary_counts_reporting_agents(pops: tuple[PoP, PoP]) -> None:
     assert announcements.connection_summary()["connected"] is False
-    announcements.record_agent_report(pops[0], [PREFIX], session="up")
+    record_agent_report(pops[0], [PREFIX], session="up")
     assert announcements.connection_summary() == {"connected": True, "detail": "1 of 2 PoP agents reporting"}

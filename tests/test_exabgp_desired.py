@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from steering.dataplane.exabgp.desired import PopFacts, ServiceFacts, decide, normalise_prefix, sort_prefixes
 from steering.models import Pool, PoP
-from steering.services.announcements import desired_for, managed_prefixes
+from steering.readmodels.announcements import desired_for, managed_prefixes
 from tests import factories as f
 
 API = ServiceFacts("api", "198.51.100.0/24", usable_backends=3, backends=4)

@@ -46,7 +46,7 @@ from steering.dataplane.exabgp.lab import (
 from steering.management.commands.seed_demo import seed
 from steering.models import ApiToken, DataplaneState, Pool, PoP
 from steering.models.tokens import hash_token
-from steering.services.audit import current_version
+from steering.readmodels.version import current_version
 from steering.services.context import Actor
 from steering.services.tokens import do_create_token, do_revoke_token
 from tests import factories as f

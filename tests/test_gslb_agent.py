@@ -33,7 +33,7 @@ from steering.agents.gslb import GslbAgent, build_snapshot
 from steering.gslb.app import MAX_BODY_BYTES, SnapshotHolder
 from steering.gslb.counters import AnswerCounter
 from steering.models import ApiToken, Region
-from steering.services.audit import current_version
+from steering.readmodels.version import current_version
 from steering.services.context import Actor
 from steering.services.tokens import do_revoke_token
 from tests import factories as f

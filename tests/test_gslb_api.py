@@ -7,15 +7,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from steering.gslb.counters import HEARTBEAT_KEY, KEY_PREFIX, AnswerCounter, beat, read_answers
-from steering.services.effects import _redis
+from steering.gslb.counters import AnswerCounter, beat, read_answers
+from steering.redis_keys import GSLB_ANSWERS_PREFIX, GSLB_HEARTBEAT
+from steering.redisconn import sync_client
 
 
 @pytest.fixture(autouse=True)
 def _clean_gslb_keys() -> Iterator[None]:
     def clean() -> None:
-        client = _redis()
-        for key in [*client.scan_iter(match=f"{KEY_PREFIX}*"), HEARTBEAT_KEY]:
+        client = sync_client()
+        for key in [*client.scan_iter(match=f"{GSLB_ANSWERS_PREFIX}*"), GSLB_HEARTBEAT]:
             client.delete(key)
 
     clean()
@@ -29,19 +30,19 @@ def test_counts_flush_into_per_second_buckets_that_expire():
         counter.add(7, (1,))
     counter.add(7, (2,))
     now = time.time()
-    assert counter.flush(_redis(), now=now) == 4
-    key = f"{KEY_PREFIX}{int(now)}"
-    assert _redis().hgetall(key) == {b"7:1": b"3", b"7:2": b"1"}
-    assert 0 < _redis().ttl(key) <= 120
-    assert counter.flush(_redis(), now=now) == 0  # nothing new: nothing written
+    assert counter.flush(sync_client(), now=now) == 4
+    key = f"{GSLB_ANSWERS_PREFIX}{int(now)}"
+    assert sync_client().hgetall(key) == {b"7:1": b"3", b"7:2": b"1"}
+    assert 0 < sync_client().ttl(key) <= 120
+    assert counter.flush(sync_client(), now=now) == 0  # nothing new: nothing written
 
 
 def test_the_window_sums_the_last_60_seconds_only():
-    client = _redis()
+    client = sync_client()
     now = time.time()
-    client.hset(f"{KEY_PREFIX}{int(now) - 5}", mapping={"7:1": 30, "7:2": 90})
-    client.hset(f"{KEY_PREFIX}{int(now) - 30}", mapping={"7:1": 30, "8:1": 6})
-    client.hset(f"{KEY_PREFIX}{int(now) - 61}", mapping={"7:1": 1000})  # outside the window
+    client.hset(f"{GSLB_ANSWERS_PREFIX}{int(now) - 5}", mapping={"7:1": 30, "7:2": 90})
+    client.hset(f"{GSLB_ANSWERS_PREFIX}{int(now) - 30}", mapping={"7:1": 30, "8:1": 6})
+    client.hset(f"{GSLB_ANSWERS_PREFIX}{int(now) - 61}", mapping={"7:1": 1000})  # outside the window
     body = read_answers(client, now=now)
     assert body["window_seconds"] == 60 and body["connected"] is False
     assert body["services"]["7"] == {"total": 150, "qps": 2.5, "regions": {
@@ -53,10 +54,10 @@ def test_api_reports_answers_and_whether_the_gslb_server_is_connected(viewer_api
     counter = AnswerCounter()
     for region in (1, 1, 1, 2):
         counter.add(5, (region,))
-    counter.flush(_redis())
+    counter.flush(sync_client())
     empty = viewer_api.get("/api/v1/dns/answers/")
     assert empty.status_code == 200 and empty.json()["connected"] is False
-    beat(_redis())
+    beat(sync_client())
     body = viewer_api.get("/api/v1/dns/answers/").json()
     assert body["connected"] is True and body["window_seconds"] == 60
     assert body["services"]["5"]["total"] == 4
@@ -65,7 +66,7 @@ def test_api_reports_answers_and_whether_the_gslb_server_is_connected(viewer_api
 
 
 def test_a_stale_heartbeat_is_not_connected(viewer_api):
-    beat(_redis(), now=time.time() - 30)
+    beat(sync_client(), now=time.time() - 30)
     assert viewer_api.get("/api/v1/dns/answers/").json()["connected"] is False
 
 

@@ -37,13 +37,15 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from steering.gslb.counters import HEARTBEAT_KEY, KEY_PREFIX
 from steering.gslb.pdnsconf import pdns_command, pdns_server_binary, write_config
 from steering.models import VIP, Backend, PoP, Region, StateVersion
+from steering.readmodels.version import current_version
+from steering.redis_keys import GSLB_ANSWERS_PREFIX, GSLB_HEARTBEAT, STATE_VERSION
+from steering.redisconn import sync_client
 from steering.services.actions import do_drain
-from steering.services.audit import bump_version, current_version
+from steering.services.audit import bump_version
 from steering.services.context import Actor
-from steering.services.effects import VERSION_KEY, _redis, publish_after_commit
+from steering.services.effects import publish_after_commit
 from steering.services.health import do_record_health
 from steering.services.tokens import do_create_token
 from steering.services.topology import do_update
@@ -193,7 +195,7 @@ class Stack:
 
     def publish(self) -> int:
         """Announce the test's data as a new state version, as every service action does."""
-        seen = int(_redis().get(VERSION_KEY) or 0)
+        seen = int(sync_client().get(STATE_VERSION) or 0)
         if self.agent is not None:
             seen = max(seen, int(self.agent.health().get("snapshot_version") or 0))
         with transaction.atomic():
@@ -201,8 +203,8 @@ class Stack:
             version = bump_version()
         publish_after_commit(version, [])
         self.high_water = max(self.high_water, version)
-        for key in _redis().scan_iter(match=f"{KEY_PREFIX}*"):  # earlier tests' answer counts
-            _redis().delete(key)
+        for key in sync_client().scan_iter(match=f"{GSLB_ANSWERS_PREFIX}*"):  # earlier tests' answer counts
+            sync_client().delete(key)
         return version
 
     def start_agent(self, tmp_path: Path, *, token_file: Path, port: int | None = None) -> GslbAgent:
@@ -218,7 +220,7 @@ class Stack:
             self.agent.stop()
             self.agent = None
         # Later tests must not see a GSLB server that has gone (its heartbeat stays fresh 5 s).
-        _redis().delete(HEARTBEAT_KEY, *_redis().scan_iter(match=f"{KEY_PREFIX}*"))
+        sync_client().delete(GSLB_HEARTBEAT, *sync_client().scan_iter(match=f"{GSLB_ANSWERS_PREFIX}*"))
 
     def ask(self, name: str, rdtype: str = "A", ecs: tuple[str, int] | None = None) -> dns.message.Message:
         options = [dns.edns.ECSOption(*ecs)] if ecs else None

@@ -24,8 +24,8 @@ from steering.dataplane.haproxy.desired import pop_spec
 from steering.dataplane.haproxy.runtime import Runtime
 from steering.dataplane.stats import read_backend_stats
 from steering.models import Backend, Change, DataplaneState, Pool, PoP, Service
+from steering.readmodels.version import current_version
 from steering.services.actions import do_drain
-from steering.services.audit import current_version
 from steering.services.context import Actor
 from steering.services.operations import sweep_due
 from steering.services.tokens import do_create_token

@@ -25,13 +25,14 @@ from typing import Any
 
 import pytest
 
+from steering import redis_keys
 from steering.dataplane.haproxy.desired import pop_spec
 from steering.dataplane.haproxy.runtime import Runtime
 from steering.dataplane.haproxy.stats import StatsCollector
-from steering.dataplane.stats import KEY, RedisFigureStore
+from steering.dataplane.stats import RedisFigureStore
 from steering.models import Backend, Change, Pool
+from steering.redisconn import sync_client
 from steering.services import outliers
-from steering.services.effects import _redis
 from steering.services.health import record_transitions
 from tests import factories as f
 from tests.processes import stop_process_group
@@ -197,11 +198,11 @@ class Lab:
 
 @pytest.fixture(autouse=True)
 def _clean_redis() -> Iterator[None]:
-    client = _redis()
-    keys = [outliers.TRACKS_KEY, outliers.HELD_KEY, outliers.METRICS_KEY, outliers.LOCK_KEY]
+    client = sync_client()
+    keys = [redis_keys.OUTLIER_TRACKS, redis_keys.OUTLIER_HELD, redis_keys.METRICS_OUTLIER, redis_keys.OUTLIER_LOCK]
     client.delete(*keys)
     yield
-    for key in client.scan_iter(KEY.format(id="*")):
+    for key in client.scan_iter(redis_keys.BACKEND_STATS.format(id="*")):
         client.delete(key)
     client.delete(*keys)
 

@@ -29,7 +29,7 @@ from config.embedded import PrivateRedis
 from steering.health import outbox, store
 from steering.health.target import ProbeResult
 from steering.models import Backend, Change, HealthEvent, Pool
-from steering.services.effects import _redis
+from steering.redisconn import sync_client
 from steering.tasks import probes
 from tests import factories as f
 from tests.processes import ROOT, subprocess_env
@@ -42,9 +42,9 @@ RECORDER = """
 import sys
 import django
 django.setup()
-from steering.services.effects import _redis
+from steering.redisconn import sync_client
 from steering.tasks import probes
-probes.record_queued(_redis(), limit=int(sys.argv[1]), lock_ms=int(sys.argv[2]))
+probes.record_queued(sync_client(), limit=int(sys.argv[1]), lock_ms=int(sys.argv[2]))
 """
 
 
@@ -53,9 +53,9 @@ def private_redis(settings: Any) -> Iterator[Any]:
     """A Redis of this test's own (for the test and the recorder process): CLIENT PAUSE stops a
     whole server, and must not stall anyone else's."""
     server = PrivateRedis().start()
-    settings.REDIS_URL = server.url   # _redis() and subprocess_env() follow it
+    settings.REDIS_URL = server.url   # sync_client() and subprocess_env() follow it
     try:
-        yield _redis()
+        yield sync_client()
     finally:
         server.stop()
 

@@ -10,9 +10,9 @@ import pytest
 
 from steering.health import store
 from steering.models import Backend, Change, HealthEvent, Pool
+from steering.redisconn import sync_client
 from steering.representation import represent
 from steering.services.context import Actor
-from steering.services.effects import _redis
 from steering.tasks import probes
 from tests import factories as f
 from tests.test_health_support import Backend as Server
@@ -43,7 +43,7 @@ def monitored_pool(n_ports: list[int], *, panic_threshold_percent: int = 50, **m
     pool = f.pool(monitor=mon, panic_threshold_percent=panic_threshold_percent)
     for port in n_ports:
         f.backend(pool, address="127.0.0.1", port=port)
-    probes.sync(_redis(), force=True)
+    probes.sync(sync_client(), force=True)
     return pool
 
 
@@ -113,7 +113,7 @@ def test_wrong_status_and_body_mismatch_take_a_backend_down_as_configured(db):
         pool = f.pool(monitor=mon, panic_threshold_percent=0)
         a = f.backend(pool, address="127.0.0.1", port=wrong_status.port)
         c = f.backend(pool, address="127.0.0.1", port=wrong_body.port)
-        probes.sync(_redis(), force=True)
+        probes.sync(sync_client(), force=True)
         clock = Clock()
         clock.round(a.pk, c.pk)
         clock.round(a.pk, c.pk)
@@ -127,10 +127,10 @@ def test_a_backend_outside_the_allowlist_is_never_probed_and_records_why(db):
     mon = f.monitor(kind="tcp", interval_seconds=1.0, timeout_seconds=0.5, fall=1)
     pool = f.pool(monitor=mon, panic_threshold_percent=0)
     outside = f.backend(pool, address="192.0.2.7", port=80)  # written past the service's own refusal
-    probes.sync(_redis(), force=True)
+    probes.sync(sync_client(), force=True)
     Clock().round(outside.pk)
     assert health(outside.pk) == "down"
-    _, samples = store.read_state(_redis(), outside.pk)
+    _, samples = store.read_state(sync_client(), outside.pk)
     assert samples[0]["result"] == "allowlist" and "outside the probe allowlist" in samples[0]["detail"]
 
 
@@ -138,8 +138,8 @@ def test_a_pool_without_a_monitor_is_not_probed(db):
     pool = f.pool(monitor=None)
     f.backend(pool)
     with_monitor = monitored_pool([free_port()])
-    probes.sync(_redis(), force=True)
-    scheduled = {int(x) for x in _redis().zrange(store.DUE, 0, -1)}
+    probes.sync(sync_client(), force=True)
+    scheduled = {int(x) for x in sync_client().zrange(store.DUE, 0, -1)}
     assert scheduled == set(with_monitor.backends.values_list("pk", flat=True))
 
 
@@ -152,7 +152,7 @@ def test_a_stopped_prober_makes_backends_stale_not_down(db):
         clock.round(b.pk)
     assert health(b.pk) == "up"
     # The prober stops: no results. Two intervals later nothing happens; after three, stale.
-    last = store.read_state(_redis(), b.pk)[0].last_time
+    last = store.read_state(sync_client(), b.pk)[0].last_time
     assert probes.sweep_stale(now=last + 2.5) == []
     assert probes.sweep_stale(now=last + 3.5) == [b.pk]
     b.refresh_from_db()
@@ -226,7 +226,7 @@ def test_one_backend_down_in_a_big_pool_is_pulled_not_panic(db):
 
 
 def test_claims_never_hand_one_backend_to_two_workers(db):
-    r = _redis()
+    r = sync_client()
     targets = [store.ProbeTarget(backend_id=i, pool_id=1, kind="tcp", address="127.0.0.1", port=1, interval=2.0)
                for i in range(1, 1001)]
     now = time.time()
@@ -250,8 +250,8 @@ def test_the_tick_syncs_claims_and_dispatches_bounded_shards(db, settings):
     # Removing a backend (or the pool's monitor) takes it off the schedule at the next sync.
     gone = pool.backends.first()
     Backend.objects.filter(pk=gone.pk).delete()
-    probes.sync(_redis(), force=True)
-    assert gone.pk not in {int(x) for x in _redis().zrange(store.DUE, 0, -1)}
+    probes.sync(sync_client(), force=True)
+    assert gone.pk not in {int(x) for x in sync_client().zrange(store.DUE, 0, -1)}
 
 
 def test_samples_endpoint_shows_recent_results_and_counters(db, viewer_api):
@@ -297,6 +297,6 @@ def test_a_shard_through_the_worker_path_leaves_the_db_to_the_recorder(transacti
     finally:
         server.shutdown()
     assert health(b.pk) == "unknown" and asked == [1]  # queued, and one recorder asked for
-    assert outbox.backlog(_redis()) == 1
+    assert outbox.backlog(sync_client()) == 1
     assert probes.record_probe_transitions() == 1  # the recorder task, as a worker runs it
     assert health(b.pk) == "up"

@@ -14,8 +14,8 @@ from steering.health import outbox, store
 from steering.health.store import Transition
 from steering.health.target import ProbeResult, ProbeTarget
 from steering.models import Backend, Change, HealthEvent
+from steering.redisconn import sync_client
 from steering.services import health as health_service
-from steering.services.effects import _redis
 from steering.tasks import probes
 from tests import factories as f
 from tests.test_health_support import clean_probe_redis
@@ -46,7 +46,7 @@ def ids(batches: list[list[outbox.Entry]]) -> list[int]:
 
 
 def test_an_entry_is_handed_out_again_until_it_is_acknowledged() -> None:
-    r = _redis()
+    r = sync_client()
     outbox.ensure_group(r)
     outbox.push(r, [Transition(i, 1, "unknown", "up", evidence("ok"), i) for i in (1, 2, 3, 4)])
     first = next(outbox.read(r, "a", limit=2))
@@ -61,7 +61,7 @@ def test_an_entry_is_handed_out_again_until_it_is_acknowledged() -> None:
 
 
 def test_the_state_change_and_its_outbox_entry_are_one_step() -> None:
-    r = _redis()
+    r = sync_client()
     target = ProbeTarget(backend_id=5, pool_id=9, kind="http", address="127.0.0.1", port=1, rise=1, fall=1)
     now = time.time()
 
@@ -85,7 +85,7 @@ def test_the_state_change_and_its_outbox_entry_are_one_step() -> None:
 
 def test_the_recorder_commits_a_backends_transitions_in_order_once_each() -> None:
     b = f.backend()
-    r = _redis()
+    r = sync_client()
     outbox.push(r, flips(b, "unknown", "up", "down"))
     assert probes.record_queued(r) == 2
     b.refresh_from_db()
@@ -100,7 +100,7 @@ def test_the_recorder_commits_a_backends_transitions_in_order_once_each() -> Non
 
 def test_a_transition_delivered_again_changes_nothing() -> None:
     b = f.backend()
-    r = _redis()
+    r = sync_client()
     unknown_up, up_down, down_up = flips(b, "unknown", "up", "down", "up")
     outbox.push(r, [unknown_up, up_down, down_up])
     assert probes.record_queued(r) == 3
@@ -114,7 +114,7 @@ def test_a_transition_delivered_again_changes_nothing() -> None:
 
 def test_a_transition_whose_from_no_longer_matches_is_skipped() -> None:
     b = f.backend(health="stale")
-    r = _redis()
+    r = sync_client()
     outbox.push(r, [Transition(b.pk, b.pool_id, "up", "down", evidence("refused"), 5)])  # the DB moved on
     assert probes.record_queued(r) == 0
     assert Backend.objects.get(pk=b.pk).health == "stale" and outbox.backlog(r) == 0
@@ -122,7 +122,7 @@ def test_a_transition_whose_from_no_longer_matches_is_skipped() -> None:
 
 def test_a_failed_recording_keeps_the_transitions_for_the_next_recorder(monkeypatch: pytest.MonkeyPatch) -> None:
     b = f.backend()
-    r = _redis()
+    r = sync_client()
     outbox.push(r, flips(b, "unknown", "up"))
     real = health_service.record_transitions_many
 
@@ -143,7 +143,7 @@ def test_a_failed_recording_keeps_the_transitions_for_the_next_recorder(monkeypa
 
 def test_entries_a_dead_recorder_held_are_claimed_once_idle_and_go_first() -> None:
     b = f.backend()
-    r = _redis()
+    r = sync_client()
     outbox.ensure_group(r)
     outbox.push(r, flips(b, "unknown", "up"))
     next(outbox.read(r, "dead-host:1", limit=10))   # handed out, then its recorder died
@@ -161,7 +161,7 @@ def test_entries_a_dead_recorder_held_are_claimed_once_idle_and_go_first() -> No
 
 def test_one_drainer_at_a_time() -> None:
     b = f.backend()
-    r = _redis()
+    r = sync_client()
     outbox.push(r, flips(b, "unknown", "up"))
     r.set(outbox.LOCK, "1", px=60_000)  # another recorder is draining
     assert probes.record_queued(r) == 0
@@ -172,7 +172,7 @@ def test_one_drainer_at_a_time() -> None:
 
 def test_a_shard_queues_transitions_and_asks_for_one_recorder(monkeypatch: pytest.MonkeyPatch) -> None:
     b = f.backend()
-    r = _redis()
+    r = sync_client()
     asked: list[int] = []
     monkeypatch.setattr(probes, "schedule_recorder", lambda: asked.append(1))
     target = ProbeTarget(backend_id=b.pk, pool_id=b.pool_id, kind="http", address="127.0.0.1", port=1,
@@ -195,7 +195,7 @@ def test_a_shard_queues_transitions_and_asks_for_one_recorder(monkeypatch: pytes
 
 def test_the_stale_sweep_records_what_no_recorder_task_took(monkeypatch: pytest.MonkeyPatch) -> None:
     b = f.backend()
-    r = _redis()
+    r = sync_client()
     outbox.push(r, flips(b, "unknown", "up"))   # its recorder task was lost with a killed worker
     probes.sweep_stale()
     assert Backend.objects.get(pk=b.pk).health == "up" and outbox.backlog(r) == 0

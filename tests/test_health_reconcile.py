@@ -14,7 +14,7 @@ from steering.health import outbox, store
 from steering.health.state import CheckState
 from steering.health.target import ProbeResult
 from steering.models import Backend, Change, HealthEvent, Pool
-from steering.services.effects import _redis
+from steering.redisconn import sync_client
 from steering.tasks import probes
 from tests import factories as f
 from tests.test_health_support import clean_probe_redis
@@ -36,7 +36,7 @@ class Fleet:
         mon = f.monitor(kind="http", interval_seconds=2.0, timeout_seconds=1.0, rise=1, fall=1)
         self.pool = f.pool(monitor=mon, panic_threshold_percent=0)
         self.ids = [f.backend(self.pool, address="127.0.0.1", port=20000 + i).pk for i in range(n)]
-        self.r = _redis()
+        self.r = sync_client()
         probes.sync(self.r, force=True)
         self.targets = store.load_targets(self.r, self.ids)
         self.due = time.time()

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from steering.health import store
 from steering.health.state import CheckState, step
 from steering.health.target import ProbeResult, ProbeTarget
-from steering.services.effects import _redis
+from steering.redisconn import sync_client
 from tests.test_health_support import clean_probe_redis
 
 _ids = itertools.count(900_000)
@@ -65,7 +65,7 @@ def results_for(bid: int, start_due: float, evs: list[tuple]) -> list[ProbeResul
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(start=starts, rise=st.integers(1, 4), fall=st.integers(1, 4), evs=events, batched=st.booleans())
 def test_the_lua_recorder_matches_the_reference_state_machine(start, rise, fall, evs, batched):
-    r = _redis()
+    r = sync_client()
     bid = next(_ids)
     t = target(bid, rise, fall)
     if start is not None:
@@ -122,7 +122,7 @@ def test_the_lua_recorder_matches_the_reference_state_machine(start, rise, fall,
 
 
 def test_a_garbled_state_counts_as_never_checked():
-    r = _redis()
+    r = sync_client()
     t = target(42, 1, 1)
     r.set(store.state_key(42), "garbage")
     res = ProbeResult(backend_id=42, ok=True, result="ok", latency_ms=1.0, due=100.0, started=100.0, finished=100.5,
@@ -132,7 +132,7 @@ def test_a_garbled_state_counts_as_never_checked():
 
 
 def test_results_for_unknown_backends_are_ignored_and_the_script_survives_a_flush():
-    r = _redis()
+    r = sync_client()
     res = ProbeResult(backend_id=43, ok=False, result="refused", latency_ms=1.0, due=100.0, started=100.0,
                       finished=100.5, error="refused")
     assert store.apply_results(r, [res], {}) == []

@@ -134,10 +134,11 @@ def self_signed_server_context() -> Iterator[ssl.SSLContext]:
 
 def clean_probe_redis() -> None:
     """Drop the prober's keys (schedule, counters, samples, metrics) so tests do not see each other."""
-    from steering.services.effects import _redis
+    from steering import redis_keys
+    from steering.redisconn import sync_client
 
-    r = _redis()
-    for pattern in ("steering:probe:*", "steering:metrics:*"):
+    r = sync_client()
+    for pattern in (f"{redis_keys.PROBE_PREFIX}*", f"{redis_keys.METRICS_PREFIX}*"):
         keys = list(r.scan_iter(match=pattern, count=1000))
         if keys:
             r.delete(*keys)

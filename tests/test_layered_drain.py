@@ -69,7 +69,7 @@ def test_a_region_leaves_dns_waits_withdraws_then_drains(operator_api):
     assert Region.objects.get(pk=west.pk).admin_state == "drained"
     assert Backend.objects.filter(pool__pop=iad, admin_state="ready").count() == 4
     actions = list(Change.objects.filter(operation_id=op_id).values_list("action", flat=True))
-    for expected in ("region.draining", "vip.disable", "pop.withdraw", "backend.drain", "backend.drained", "region.drained"):
+    for expected in ("region.drain", "vip.disable", "pop.withdraw", "backend.drain", "backend.drained", "region.drained"):
         assert expected in actions, expected
 
 

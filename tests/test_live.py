@@ -8,8 +8,8 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from config.asgi import application
+from steering.readmodels.version import current_version
 from steering.services.actions import do_drain
-from steering.services.audit import current_version
 from steering.services.context import Actor
 from tests import factories as f
 

@@ -18,9 +18,9 @@ from channels.testing import WebsocketCommunicator
 from config.asgi import application
 from steering.live.coalesce import coalesce, has_hole
 from steering.live.consumers import COALESCE_SECONDS
-from steering.services.audit import current_version
+from steering.readmodels.version import current_version
+from steering.redis_keys import LIVE_GROUP
 from steering.services.context import Actor
-from steering.services.effects import LIVE_GROUP
 from steering.services.topology import do_update
 from tests import factories as f
 from tests.test_live import HOST, ORIGIN, receive_type, session_cookie

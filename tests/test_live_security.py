@@ -17,9 +17,9 @@ from django.test import Client
 from config.asgi import application
 from steering.live import consumers, slots
 from steering.live.origin import origin_allowed
+from steering.redisconn import sync_client
 from steering.services.actions import do_drain
 from steering.services.context import Actor
-from steering.services.effects import _redis
 from tests import factories as f
 from tests.test_live import HOST, ORIGIN, receive_type
 
@@ -30,9 +30,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def _no_sockets_left_over() -> Iterator[None]:
     """User ids are reused after each flush: no slot of an earlier test may count against this one."""
     def clear() -> None:
-        keys = list(_redis().scan_iter(match="steering:live:conns:*"))
+        keys = list(sync_client().scan_iter(match="steering:live:conns:*"))
         if keys:
-            _redis().delete(*keys)
+            sync_client().delete(*keys)
 
     clear()
     yield
@@ -75,10 +75,10 @@ def run(scenario: Callable[..., Awaitable[Any]], *args: Any) -> Any:
 async def slot_refreshed(comm: WebsocketCommunicator, user: User) -> bool:
     """Wait (bounded) until the socket's guard loop has moved its slot's expiry on: a re-check ran."""
     key = f"steering:live:conns:{user.pk}"
-    (member, first), = await sync_to_async(_redis().zrange)(key, 0, -1, withscores=True)
+    (member, first), = await sync_to_async(sync_client().zrange)(key, 0, -1, withscores=True)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if (await sync_to_async(_redis().zscore)(key, member) or first) > first:
+        if (await sync_to_async(sync_client().zscore)(key, member) or first) > first:
             return True
         assert await comm.receive_nothing(0.1), "the socket sent something (or closed) while waiting"
     return False
@@ -169,12 +169,12 @@ def test_the_slots_of_a_crashed_process_drain_away(settings: Any, operator: User
         return bool(hello["type"] == "hello")
 
     # Two sockets of a process that died without a disconnect, still within their expiry: full.
-    _redis().zadd(key, {"dead-1": time.time() + 60, "dead-2": time.time() + 60})
+    sync_client().zadd(key, {"dead-1": time.time() + 60, "dead-2": time.time() + 60})
     assert slots.claim(operator.pk, "probe", 2) is False
     # The same entries once their expiry passed (no process refreshes them any more): room again.
-    _redis().zadd(key, {"dead-1": time.time() - 1, "dead-2": time.time() - 1})
+    sync_client().zadd(key, {"dead-1": time.time() - 1, "dead-2": time.time() - 1})
     assert run(admitted)
-    assert _redis().zscore(key, "dead-1") is None  # dropped from the count for good
+    assert sync_client().zscore(key, "dead-1") is None  # dropped from the count for good
 
 
 def test_a_living_socket_keeps_its_slot_fresh(quick_rechecks: None, operator: User) -> None:

@@ -18,8 +18,8 @@ from rest_framework.test import APIClient
 from steering.health import store
 from steering.health.target import ProbeResult, ProbeTarget
 from steering.models import Backend
-from steering.services.audit import current_version
-from steering.services.effects import _redis
+from steering.readmodels.version import current_version
+from steering.redisconn import sync_client
 from tests import factories as f
 from tests.test_agent_contract import agent_client
 from tests.test_health_support import clean_probe_redis
@@ -125,7 +125,7 @@ def test_data_plane_versions_state_and_lag_per_layer_and_pop(admin: Any) -> None
 def test_probe_results_and_lag() -> None:
     clean_probe_redis()
     try:
-        r = _redis()
+        r = sync_client()
         target = ProbeTarget(backend_id=4242, pool_id=1, kind="http", address="127.0.0.1", port=1,
                              interval=2.0, rise=1, fall=1)
         results = [ProbeResult(backend_id=4242, ok=False, result="refused", latency_ms=1.0, due=1000.0 + i * 2,

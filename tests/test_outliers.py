@@ -16,7 +16,7 @@ from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
-from steering import capacity
+from steering import capacity, redis_keys
 from steering.dataplane.haproxy.desired import pop_spec
 from steering.dataplane.passive import (
     Member,
@@ -28,11 +28,11 @@ from steering.dataplane.passive import (
     ejection_seconds,
     judge,
 )
-from steering.dataplane.stats import KEY, BackendStats, read_backend_stats, write_backend_stats
+from steering.dataplane.stats import BackendStats, read_backend_stats, write_backend_stats
 from steering.models import Backend, Change, Pool
+from steering.redisconn import sync_client
 from steering.representation import represent, weight_inputs
 from steering.services import outliers
-from steering.services.effects import _redis
 from steering.services.health import record_transitions
 from tests import factories as f
 
@@ -130,11 +130,11 @@ def test_an_ejected_backend_gets_no_traffic_even_in_panic_and_comes_back_by_itse
 
 @pytest.fixture(autouse=True)
 def _clean_redis() -> Iterator[None]:
-    client = _redis()
-    keys = [outliers.TRACKS_KEY, outliers.HELD_KEY, outliers.METRICS_KEY, outliers.LOCK_KEY]
+    client = sync_client()
+    keys = [redis_keys.OUTLIER_TRACKS, redis_keys.OUTLIER_HELD, redis_keys.METRICS_OUTLIER, redis_keys.OUTLIER_LOCK]
     client.delete(*keys)
     yield
-    for key in client.scan_iter(KEY.format(id="*")):
+    for key in client.scan_iter(redis_keys.BACKEND_STATS.format(id="*")):
         client.delete(key)
     client.delete(*keys)
 
@@ -316,7 +316,7 @@ def test_no_figures_no_verdict_and_nothing_written(db: Any) -> None:
         feed.step({})
         tick_at()
     assert Change.objects.count() == before
-    assert _redis().hlen(outliers.TRACKS_KEY) == 4
+    assert sync_client().hlen(redis_keys.OUTLIER_TRACKS) == 4
 
 
 def test_a_drained_backend_is_not_judged(db: Any) -> None:
@@ -377,7 +377,7 @@ def test_figures_carry_the_new_counters_through_redis(db: Any) -> None:
     s = read_backend_stats([b.pk])[b.pk]
     assert (s.stot, s.hrsp_5xx, s.errors, s.rate_errors, s.observed_down) == (120, 7, 3, 0.5, 1)
     # What the API stores from an agent's JSON report: numbers, perhaps as floats.
-    _redis().hset(KEY.format(id=b.pk), mapping={"stot": 130.0, "errors": 4.0})
+    sync_client().hset(redis_keys.BACKEND_STATS.format(id=b.pk), mapping={"stot": 130.0, "errors": 4.0})
     assert read_backend_stats([b.pk])[b.pk].stot == 130
 
 

@@ -24,7 +24,7 @@ from rest_framework.test import APIClient
 from steering.health import store
 from steering.health.checks import request_target
 from steering.models import Backend, Monitor
-from steering.services.effects import _redis
+from steering.redisconn import sync_client
 from steering.tasks import probes
 from tests import factories as f
 from tests.processes import ROOT
@@ -104,7 +104,7 @@ def poisoned(host_header: str = "", **monitor: Any) -> Backend:
 @pytest.mark.django_db
 def test_poisoned_monitors_fail_only_their_own_probes_beside_1000_healthy_backends(monkeypatch) -> None:
     monkeypatch.setattr(probes, "schedule_recorder", lambda: None)  # transitions stay in the outbox
-    r = _redis()
+    r = sync_client()
     server = ManyBackends(HEALTHY)
     try:
         with backends(1) as (unicode_server,):

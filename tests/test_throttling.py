@@ -18,8 +18,8 @@ from rest_framework.test import APIClient
 from config.env import envrate
 from steering.choices import Role
 from steering.models import ApiToken, Region
+from steering.redisconn import sync_client
 from steering.services.context import Actor
-from steering.services.effects import _redis
 from steering.services.tokens import do_create_token
 from tests import factories as f
 from tests.support import free_port
@@ -119,7 +119,7 @@ def test_the_counts_are_in_the_shared_redis_cache(settings: Any, viewer: Any) ->
     api = token_client(viewer)
     assert api.get(READS).status_code == 200
     token = ApiToken.objects.get(name="throttled")
-    assert list(_redis().scan_iter(match=f"steering:*:throttle:read:token:{token.pk}"))
+    assert list(sync_client().scan_iter(match=f"steering:*:throttle:read:token:{token.pk}"))
 
 
 def test_off_lifts_a_limit(settings: Any, viewer: Any) -> None:

@@ -18,11 +18,11 @@ import time
 import pytest
 from django.utils import timezone
 
+from steering import redis_keys
 from steering.models import Backend, Change
+from steering.redisconn import sync_client
 from steering.services.actions import do_drain
 from steering.services.context import Actor
-from steering.services.effects import _redis
-from steering.tasks.sweeper import SWEEP_HEARTBEAT_KEY
 from tests import factories as f
 from tests.processes import CeleryProcess
 
@@ -32,10 +32,10 @@ AFTER_CRASH = 12    # deadlines 9-13 s out: completed by the restarted one
 
 def wait_for_first_sweep(beat: CeleryProcess, worker: CeleryProcess, timeout: float = 60.0) -> None:
     """The heartbeat each sweep writes: beat ticks and the worker runs them (a cold start takes a while)."""
-    client = _redis()
-    client.delete(SWEEP_HEARTBEAT_KEY)
+    client = sync_client()
+    client.delete(redis_keys.SWEEP_HEARTBEAT)
     until = time.monotonic() + timeout
-    while client.get(SWEEP_HEARTBEAT_KEY) is None:
+    while client.get(redis_keys.SWEEP_HEARTBEAT) is None:
         assert time.monotonic() < until, f"no sweep within {timeout:.0f} s\n{beat.log()[-1500:]}\n{worker.log()[-1500:]}"
         time.sleep(0.1)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import django_filters as df
 
-from steering.choices import AdminState, ChangeSource, Health, OperationStatus
+from steering.choices import LEGACY_CHANGE_ACTIONS, AdminState, ChangeAction, ChangeSource, Health, OperationStatus
 from steering.models import VIP, Backend, Change, Operation, Pool, PoP, Region, Service
 
 
@@ -42,7 +42,9 @@ class OperationFilter(df.FilterSet):
 
 class ChangeFilter(df.FilterSet):
     actor = df.CharFilter(field_name="actor_name")
-    action = df.CharFilter(field_name="action")
+    # The audit's own table of actions (and the names old rows carry): an unknown one is a 400.
+    action = df.ChoiceFilter(field_name="action", choices=[*ChangeAction.choices,
+                                                           *((name, name) for name in sorted(LEGACY_CHANGE_ACTIONS))])
     action_prefix = df.CharFilter(field_name="action", lookup_expr="startswith",
                                   help_text="e.g. 'backend.' for every backend action")
     source = df.ChoiceFilter(choices=ChangeSource.choices)

@@ -4,7 +4,7 @@ GET /api/v1/agent/desired/?layer=&pop=&after=V&wait=N is served here, in front o
 (synchronous) middleware stack, by a small ASGI app: it authenticates and builds the answer in
 short thread hops (each closing its DB connection) and waits on an asyncio event that one
 per-process watcher sets when the state version moves. The watcher follows Redis pub/sub
-(steering.services.effects.VERSION_CHANNEL) and, as a safety net for a missed message or Redis
+(steering.redis_keys.STATE_VERSION_CHANNEL) and, as a safety net for a missed message or Redis
 away, reads the version from the database every RESYNC_SECONDS.
 
 Answers:
@@ -48,7 +48,7 @@ def close_db() -> None:
 
 
 def _db_version() -> int:
-    from steering.services.audit import current_version
+    from steering.readmodels.version import current_version
 
     try:
         return current_version()
@@ -112,15 +112,15 @@ class VersionWatcher:
             logger.debug("version watcher: database not answering: %s", exc)
 
     async def _run(self) -> None:
+        from steering.redis_keys import STATE_VERSION_CHANNEL
         from steering.redisconn import async_client
-        from steering.services.effects import VERSION_CHANNEL
 
         await self._resync()
         while True:
             client = async_client(socket_connect_timeout=2)  # REDIS_URL, plain or Sentinel
             try:
                 async with client.pubsub() as pubsub:
-                    await pubsub.subscribe(VERSION_CHANNEL)
+                    await pubsub.subscribe(STATE_VERSION_CHANNEL)
                     last_resync = time.monotonic()
                     while True:
                         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=RESYNC_SECONDS)

@@ -24,10 +24,9 @@ from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
 from steering.models import ApiToken
+from steering.redis_keys import THROTTLE
 
 logger = logging.getLogger(__name__)
-
-CACHE_PREFIX = "throttle:"  # every throttle key starts so (the tests clear them between tests)
 
 
 def is_agent(request: Request) -> bool:
@@ -39,7 +38,7 @@ class IdentityThrottle(SimpleRateThrottle):
     Django setting named by `setting`."""
 
     setting = ""
-    cache_format = CACHE_PREFIX + "%(scope)s:%(ident)s"
+    cache_format = THROTTLE  # every count key starts with THROTTLE_PREFIX (the tests clear them between tests)
 
     def get_rate(self) -> str | None:
         rate: str | None = getattr(settings, self.setting)

@@ -1,7 +1,7 @@
 """The desired state of one data plane, as its agent receives it (the agent contract, read side).
 
 A document is `{"layer", "pop", "version", "etag", "spec"}`:
-- `version` is the state version (steering.services.audit) read BEFORE the data, so the spec is
+- `version` is the state version (steering.readmodels.version) read BEFORE the data, so the spec is
   at least as new as it: an agent that acknowledges `version` has applied everything up to it;
 - `etag` digests the spec alone, so an agent that already runs an identical spec acknowledges the
   new version without touching its data plane;
@@ -20,7 +20,7 @@ from steering.choices import DataplaneLayer
 from steering.dataplane.haproxy.desired import pop_specs
 from steering.dataplane.haproxy.model import pop_spec_to_dict
 from steering.models import VIP, PoP
-from steering.services.audit import current_version
+from steering.readmodels.version import current_version
 
 
 def frontend_binds(pops: list[PoP], services_of: dict[int, set[str]]) -> dict[int, dict[str, list[dict[str, Any]]]]:
@@ -45,7 +45,7 @@ def desired_specs(layer: str, pops: list[PoP]) -> dict[int, dict[str, Any]]:
         binds = frontend_binds(pops, services_of)
         return {pk: {**pop_spec_to_dict(spec), "binds": binds[pk]} for pk, spec in specs.items()}
     if layer == DataplaneLayer.ANYCAST:
-        from steering.services.announcements import desired_for, managed_prefixes
+        from steering.readmodels.announcements import desired_for, managed_prefixes
 
         managed = managed_prefixes()
         out: dict[int, dict[str, Any]] = {}

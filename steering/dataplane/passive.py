@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from steering.dataplane.stats import KEY
+from steering.redis_keys import BACKEND_STATS
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def set_flags(figures: Mapping[int, HasRates], rule: FiveXXRule, *, redis: Any) 
         return []
     pipe = redis.pipeline(transaction=False)
     for backend_id in ids:
-        pipe.hget(KEY.format(id=backend_id), "flag_5xx")
+        pipe.hget(BACKEND_STATS.format(id=backend_id), "flag_5xx")
     previous = pipe.execute()
     changed: list[int] = []
     pipe = redis.pipeline(transaction=False)
@@ -61,7 +61,7 @@ def set_flags(figures: Mapping[int, HasRates], rule: FiveXXRule, *, redis: Any) 
         now_flagged = rule.spiking(figures[backend_id])
         if (before == b"1") != now_flagged:
             changed.append(backend_id)
-            pipe.hset(KEY.format(id=backend_id), "flag_5xx", "1" if now_flagged else "0")
+            pipe.hset(BACKEND_STATS.format(id=backend_id), "flag_5xx", "1" if now_flagged else "0")
     pipe.execute()
     from steering.services.effects import publish_observed
 

@@ -1,8 +1,8 @@
 """Live per-backend figures from the data plane, kept in Redis (never in the relational DB).
 
-The HAProxy stats collector writes one hash per backend every 1-2 s (every field of
-`steering.dataplane.haproxy.stats.Figures`, plus `updated_at`); drains read it to suggest a grace
-period (sessions / completion rate + buffer) and to finish early when a draining backend's
+The HAProxy stats collector writes one hash per backend every 1-2 s (steering.redis_keys.BACKEND_STATS:
+every field of `steering.dataplane.haproxy.stats.Figures`, plus `updated_at`); drains read it to suggest
+a grace period (sessions / completion rate + buffer) and to finish early when a draining backend's
 sessions reach zero; the outlier policy (steering.services.outliers) reads the cumulative
 counters to judge live traffic over a window. Figures older than MAX_AGE_SECONDS are ignored:
 stale numbers must not end a drain nor eject anyone.
@@ -13,10 +13,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
+
+from steering.redis_keys import BACKEND_STATS
+from steering.redisconn import sync_client
 
 MAX_AGE_SECONDS = 10.0
-KEY = "steering:stats:backend:{id}"
 
 
 @dataclass(frozen=True)
@@ -43,14 +45,9 @@ WRITTEN_FIELDS = ("sessions", "completion_rate", "session_rate", "updated_at", "
                   "errors", "rate_errors", "observed_down")
 
 
-def _redis():  # type: ignore[no-untyped-def]
-    from steering.services.effects import _redis as client
-
-    return client()
-
-
 def write_backend_stats(backend_id: int, stats: BackendStats) -> None:
-    _redis().hset(KEY.format(id=backend_id), mapping={name: getattr(stats, name) for name in WRITTEN_FIELDS})
+    sync_client().hset(BACKEND_STATS.format(id=backend_id),
+                       mapping={name: getattr(stats, name) for name in WRITTEN_FIELDS})
 
 
 def _int(row: dict[bytes, bytes], key: bytes) -> int:
@@ -63,9 +60,9 @@ def read_backend_stats(backend_ids: Iterable[int]) -> dict[int, BackendStats]:
     if not ids:
         return {}
     try:
-        pipe = _redis().pipeline(transaction=False)
+        pipe = sync_client().pipeline(transaction=False)
         for backend_id in ids:
-            pipe.hgetall(KEY.format(id=backend_id))
+            pipe.hgetall(BACKEND_STATS.format(id=backend_id))
         rows = pipe.execute()
     except Exception:  # no figures is a normal state (no data plane yet, Redis away)
         return {}
@@ -100,12 +97,13 @@ class RedisFigureStore:
     (steering.dataplane.haproxy.stats.FigureStore), for collectors run beside the control plane."""
 
     def write(self, backend_id: int, figures: Any, at: float) -> None:
-        _redis().hset(KEY.format(id=backend_id), mapping={**asdict(figures), "updated_at": at})
+        sync_client().hset(BACKEND_STATS.format(id=backend_id),
+                           mapping={**{k: v for k, v in asdict(figures).items()}, "updated_at": at})
 
     def previous(self, backend_id: int) -> Any:
         from steering.dataplane.haproxy.stats import Sample
 
-        row: dict[bytes, bytes] = _redis().hgetall(KEY.format(id=backend_id))
+        row = cast(dict[bytes, bytes], sync_client().hgetall(BACKEND_STATS.format(id=backend_id)))  # bytes: not decoded
         try:
             return Sample(int(float(row[b"sessions"])), int(float(row[b"stot"])), int(float(row[b"hrsp_5xx"])),
                           float(row[b"updated_at"]), errors=int(float(row.get(b"errors", 0) or 0)))

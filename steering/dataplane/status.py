@@ -17,8 +17,8 @@ from django.db.models import Min
 
 from steering.choices import DataplaneLayer
 from steering.models import Change, DataplaneState, PoP
-from steering.services.agents import read_seen
-from steering.services.audit import current_version
+from steering.readmodels.dataplane import read_seen
+from steering.readmodels.version import current_version
 
 NAMES = {DataplaneLayer.LOCAL: "HAProxy", DataplaneLayer.ANYCAST: "ExaBGP", DataplaneLayer.DNS: "GSLB server"}
 

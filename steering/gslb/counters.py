@@ -4,8 +4,9 @@ The GSLB server (steering.agents.gslb) counts in process and reports the counts 
 through the agent contract (POST /api/v1/agent/report/ `answers`); the control plane adds them
 (steering.services.agent_reports.store_dns_answers) to the Redis buckets read here.
 Measurements live in Redis, never in the relational DB: one hash per second
-(`steering:gslb:answers:<unix second>`, field `<service id>:<region id>`) that expires after
-two minutes, so the last 60 s are always readable and nothing needs cleaning up.
+(`steering:gslb:answers:<unix second>`, steering.redis_keys.GSLB_ANSWERS_PREFIX; field
+`<service id>:<region id>`) that expires after two minutes, so the last 60 s are always readable
+and nothing needs cleaning up.
 
 Standard library only (the Redis client is passed in): the GSLB server imports this module.
 """
@@ -17,8 +18,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-KEY_PREFIX = "steering:gslb:answers:"
-HEARTBEAT_KEY = "steering:gslb:heartbeat"
+from steering.redis_keys import GSLB_ANSWERS_PREFIX, GSLB_HEARTBEAT
+
 WINDOW_SECONDS = 60
 BUCKET_TTL_SECONDS = 120
 # The server beats every second; a heartbeat older than this means the DNS layer is not connected.
@@ -54,7 +55,7 @@ class AnswerCounter:
         counts = self.take()
         if not counts:
             return 0
-        key = f"{KEY_PREFIX}{int(now if now is not None else time.time())}"
+        key = f"{GSLB_ANSWERS_PREFIX}{int(now if now is not None else time.time())}"
         try:
             pipe = client.pipeline(transaction=False)
             for (service_id, region_id), n in counts.items():
@@ -69,7 +70,7 @@ class AnswerCounter:
 
 
 def beat(client: Any, now: float | None = None) -> None:
-    client.set(HEARTBEAT_KEY, repr(now if now is not None else time.time()))
+    client.set(GSLB_HEARTBEAT, repr(now if now is not None else time.time()))
 
 
 def fresh(heartbeat: Any, now: float) -> bool:
@@ -82,7 +83,7 @@ def fresh(heartbeat: Any, now: float) -> bool:
 
 def is_connected(client: Any, now: float | None = None) -> bool:
     try:
-        heartbeat = client.get(HEARTBEAT_KEY)
+        heartbeat = client.get(GSLB_HEARTBEAT)
     except Exception:
         return False
     return fresh(heartbeat, time.time() if now is None else now)
@@ -94,9 +95,9 @@ def read_answers(client: Any, now: float | None = None) -> dict[str, Any]:
     second = int(now)
     try:
         pipe = client.pipeline(transaction=False)
-        pipe.get(HEARTBEAT_KEY)
+        pipe.get(GSLB_HEARTBEAT)
         for s in range(second - WINDOW_SECONDS + 1, second + 1):
-            pipe.hgetall(f"{KEY_PREFIX}{s}")
+            pipe.hgetall(f"{GSLB_ANSWERS_PREFIX}{s}")
         heartbeat, *buckets = pipe.execute()
     except Exception:  # no figures is a state to show ("not connected"), not an error
         return {"connected": False, "window_seconds": WINDOW_SECONDS, "services": {}}

@@ -26,15 +26,16 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from steering.health.store import TRANSITIONS, TRANSITIONS_MAXLEN, P, Transition
+from steering import redis_keys as keys
+from steering.health.store import TRANSITIONS_MAXLEN, Transition
 
-STREAM = TRANSITIONS
-GROUP = "recorder"
+STREAM = keys.PROBE_TRANSITIONS
+GROUP = keys.PROBE_TRANSITIONS_GROUP
 FIELD = b"t"
-SCHEDULED = P + "transitions:scheduled"   # set while a recorder task is queued (one at a time)
-LOCK = P + "transitions:lock"             # held while draining: one drainer keeps each backend's order
-LOCK_MS = 30_000                          # a drainer renews it after each read; a dead one's expires
-Entry = tuple[str, Transition | None]     # (stream id, the transition; None when it was trimmed or unreadable)
+SCHEDULED = keys.PROBE_TRANSITIONS_SCHEDULED  # set while a recorder task is queued (one at a time)
+LOCK = keys.PROBE_TRANSITIONS_LOCK            # held while draining: one drainer keeps each backend's order
+LOCK_MS = 30_000                              # a drainer renews it after each read; a dead one's expires
+Entry = tuple[str, Transition | None]         # (stream id, the transition; None when it was trimmed or unreadable)
 
 
 def consumer_name() -> str:

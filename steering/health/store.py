@@ -1,7 +1,7 @@
 """The prober's hot state in Redis: the schedule, each backend's counters and recent samples,
 and the metric counters every worker adds to. No relational DB here, no Django.
 
-Keys (all under `steering:probe:`):
+Keys (all under `steering:probe:`; their names are steering.redis_keys.PROBE_*):
   due            ZSET  backend id -> next due time (unix s); claimed atomically by CLAIM_SCRIPT
   cfg            HASH  backend id -> ProbeTarget JSON (what and how to check)
   interval       HASH  backend id -> check interval (read by CLAIM_SCRIPT to reschedule)
@@ -26,17 +26,19 @@ from typing import Any
 import msgpack
 from redis.exceptions import NoScriptError
 
+from steering import redis_keys as keys
 from steering.health.state import STALE, CheckState
 from steering.health.target import ProbeResult, ProbeTarget, decode_sample
 
-P = "steering:probe:"
-DUE, CFG, IVL, STALE_AT, SYNCED = P + "due", P + "cfg", P + "interval", P + "stale_at", P + "synced"
-SEQ, TRANSITIONS = P + "seq", P + "transitions:stream"
+P = keys.PROBE_PREFIX
+DUE, CFG, IVL = keys.PROBE_DUE, keys.PROBE_CFG, keys.PROBE_INTERVAL
+STALE_AT, SYNCED = keys.PROBE_STALE_AT, keys.PROBE_SYNCED
+SEQ, TRANSITIONS = keys.PROBE_SEQ, keys.PROBE_TRANSITIONS
 # A cap on the stream in case no recorder runs for a long while (the recorder trims what it
 # acknowledged); a transition trimmed unrecorded is healed by the reconcile (tasks.probes.reconcile).
 TRANSITIONS_MAXLEN = 100_000
-M = "steering:metrics:"
-M_PROBES, M_LATENCY, M_LAG, M_GAUGES = M + "probes", M + "latency", M + "lag", M + "gauges"
+M_PROBES, M_LATENCY, M_LAG, M_GAUGES = (keys.METRICS_PROBES, keys.METRICS_PROBE_LATENCY, keys.METRICS_PROBE_LAG,
+                                        keys.METRICS_PROBE_GAUGES)
 STALE_INTERVALS = 3
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -49,15 +51,15 @@ def _pack(rows: list[tuple[Any, ...]]) -> bytes:
 
 
 def state_key(backend_id: int) -> str:
-    return f"{P}state:{backend_id}"
+    return keys.PROBE_STATE.format(id=backend_id)
 
 
 def samples_key(backend_id: int) -> str:
-    return f"{P}samples:{backend_id}"
+    return keys.PROBE_SAMPLES.format(id=backend_id)
 
 
 def pool_key(pool_id: int) -> str:
-    return f"{P}pool:{pool_id}"
+    return keys.PROBE_POOL.format(id=pool_id)
 
 
 # Pops what is due by ARGV[1] and moves each to its next slot, in one atomic step: two workers

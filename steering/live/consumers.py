@@ -34,8 +34,8 @@ from django.http import HttpRequest
 
 from steering.live import slots
 from steering.live.coalesce import coalesce, has_hole
+from steering.redis_keys import LIVE_GROUP
 from steering.roles import user_role
-from steering.services.effects import LIVE_GROUP
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +53,14 @@ CLOSE_TOO_MANY = 4429
 
 @database_sync_to_async
 def _role_and_version(user: Any) -> tuple[str | None, int]:
-    from steering.services.audit import current_version
+    from steering.readmodels.version import current_version
 
     return user_role(user), current_version()
 
 
 @database_sync_to_async
 def _current_version() -> int:
-    from steering.services.audit import current_version
+    from steering.readmodels.version import current_version
 
     return current_version()
 

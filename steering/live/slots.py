@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import time
 
+from steering.redis_keys import LIVE_CONNS
+from steering.redisconn import sync_client
+
 SLOT_TTL_SECONDS = 30
 
 # Drop expired entries, then admit the socket if the user is under the limit (or it is already
@@ -26,34 +29,28 @@ return 1
 
 
 def _key(user_id: int) -> str:
-    return f"steering:live:conns:{user_id}"
-
-
-def _client():  # type: ignore[no-untyped-def]
-    from steering.services.effects import _redis
-
-    return _redis()
+    return LIVE_CONNS.format(user_id=user_id)
 
 
 def claim(user_id: int, connection: str, limit: int) -> bool:
     """Take a slot for `connection`; False when the user already has `limit` open sockets."""
     now = time.time()
-    return bool(_client().eval(_CLAIM, 1, _key(user_id), now, now + SLOT_TTL_SECONDS, limit, connection,
-                               SLOT_TTL_SECONDS))
+    return bool(sync_client().eval(_CLAIM, 1, _key(user_id), now, now + SLOT_TTL_SECONDS, limit, connection,
+                                   SLOT_TTL_SECONDS))
 
 
 def refresh(user_id: int, connection: str) -> None:
     """Keep the slot of a socket that still lives (re-adding it if Redis lost it)."""
-    pipe = _client().pipeline(transaction=False)
+    pipe = sync_client().pipeline(transaction=False)
     pipe.zadd(_key(user_id), {connection: time.time() + SLOT_TTL_SECONDS})
     pipe.expire(_key(user_id), SLOT_TTL_SECONDS)
     pipe.execute()
 
 
 def release(user_id: int, connection: str) -> None:
-    _client().zrem(_key(user_id), connection)
+    sync_client().zrem(_key(user_id), connection)
 
 
 def count(user_id: int) -> int:
     """Open sockets of the user now (expired entries left out)."""
-    return int(_client().zcount(_key(user_id), time.time(), "+inf"))
+    return int(sync_client().zcount(_key(user_id), time.time(), "+inf"))

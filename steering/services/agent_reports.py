@@ -2,12 +2,13 @@
 
 - local (HAProxy): per-backend figures go to the Redis hash of steering.dataplane.stats (drains,
   the grace suggestion and the what-if read them there) and the 5xx flag is set; the HAProxy
-  status goes to the heartbeat key the data-plane overview reads; drift the agent repaired is
-  audited as system:reconciler (steering.services.dataplane).
+  status goes to the heartbeat key the data-plane overview reads (steering.readmodels.dataplane);
+  drift the agent repaired is audited as system:reconciler (steering.services.dataplane).
 - anycast (ExaBGP): what ExaBGP announces (steering.services.announcements).
 - dns (GSLB server): answers handed out, per service and region (steering.gslb.counters).
 
-Measurements, so no Change rows, except the audit of a repair (which changed a data plane).
+Measurements, so no Change rows, except the audit of a repair (which changed a data plane). The
+keys are steering.redis_keys'.
 Every backend, proxy and prefix named must belong to the reporting agent's PoP: the caller checks
 scope with `foreign_backends` before anything is stored.
 """
@@ -21,11 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from steering.dataplane.passive import FiveXXRule, set_flags
-from steering.dataplane.stats import KEY as STATS_KEY
 from steering.models import Backend, PoP
-from steering.services.effects import _redis
+from steering.redis_keys import BACKEND_STATS, GSLB_ANSWERS_PREFIX, HAPROXY_STATUS
+from steering.redisconn import sync_client
 
-HAPROXY_STATUS_KEY = "steering:haproxy:agent:{pop}"   # JSON: what the PoP's HAProxy agent last said
 HAPROXY_STATUS_TTL = 30
 _RULE = FiveXXRule()
 
@@ -50,10 +50,10 @@ def store_local_figures(servers: Mapping[int, Mapping[str, float]], *, now: floa
     if not servers:
         return
     at = now if now is not None else time.time()
-    redis = _redis()
+    redis = sync_client()
     pipe = redis.pipeline(transaction=False)
     for backend_id, figures in servers.items():
-        pipe.hset(STATS_KEY.format(id=backend_id), mapping={**{k: v for k, v in figures.items()}, "updated_at": at})
+        pipe.hset(BACKEND_STATS.format(id=backend_id), mapping={**{k: v for k, v in figures.items()}, "updated_at": at})
     pipe.execute()
     set_flags({bid: _Rates(float(f.get("session_rate", 0.0)), float(f.get("rate_5xx", 0.0)))
                for bid, f in servers.items()}, _RULE, redis=redis)
@@ -61,26 +61,7 @@ def store_local_figures(servers: Mapping[int, Mapping[str, float]], *, now: floa
 
 def store_haproxy_status(pop: PoP, status: Mapping[str, Any], *, instance: str, now: float | None = None) -> None:
     body = {**status, "pop": pop.slug, "instance": instance, "at": now if now is not None else time.time()}
-    _redis().set(HAPROXY_STATUS_KEY.format(pop=pop.slug), json.dumps(body), ex=HAPROXY_STATUS_TTL)
-
-
-def read_haproxy_status() -> dict[str, dict[str, Any]]:
-    """What each PoP's HAProxy agent last said, by PoP slug (absent: never reported, or expired)."""
-    out: dict[str, dict[str, Any]] = {}
-    try:
-        redis = _redis()
-        keys = list(redis.scan_iter(match=HAPROXY_STATUS_KEY.format(pop="*"), count=500))
-        values = redis.mget(keys) if keys else []
-    except Exception:
-        return out
-    for raw in values:
-        if raw:
-            try:
-                body = json.loads(raw)
-                out[body["pop"]] = body
-            except (ValueError, KeyError, TypeError):
-                continue
-    return out
+    sync_client().set(HAPROXY_STATUS.format(pop=pop.slug), json.dumps(body), ex=HAPROXY_STATUS_TTL)
 
 
 def store_dns_answers(answers: Iterable[tuple[int, int, int]], *, now: float | None = None) -> int:
@@ -89,8 +70,8 @@ def store_dns_answers(answers: Iterable[tuple[int, int, int]], *, now: float | N
     from steering.gslb import counters
 
     at = now if now is not None else time.time()
-    redis = _redis()
-    key = f"{counters.KEY_PREFIX}{int(at)}"
+    redis = sync_client()
+    key = f"{GSLB_ANSWERS_PREFIX}{int(at)}"
     pipe = redis.pipeline(transaction=False)
     total = 0
     for service_id, region_id, count in answers:

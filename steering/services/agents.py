@@ -2,7 +2,8 @@
 
 An ACK or NACK is an observation of a data plane, not an operator's change: it writes the
 DataplaneState row (no Change row, nothing in it steers traffic) and pushes it live. Replayed or
-old acknowledgements move nothing: the row only moves forward, by compare-and-set.
+old acknowledgements move nothing: the row only moves forward, by compare-and-set. The read side
+(last contact, desired vs applied) is steering.readmodels.dataplane and steering.dataplane.status.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from django.db.models import Q
 from django.utils import timezone
 
 from steering.models import DataplaneState, PoP
-from steering.services.audit import current_version
-from steering.services.effects import _redis, publish_observed
+from steering.readmodels.version import current_version
+from steering.redis_keys import AGENTS_SEEN
+from steering.redisconn import sync_client
+from steering.services.effects import publish_observed
 from steering.services.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
-SEEN_KEY = "steering:agents:seen"          # hash: "<layer>:<scope>:<instance>" -> JSON of the last contact
 # The DB copy of "last seen" is refreshed at most this often: it is for after a Redis loss.
 SEEN_RESOLUTION = datetime.timedelta(seconds=30)
 
@@ -63,7 +65,7 @@ def record_seen(identity: AgentIdentity, info: dict[str, Any] | None = None, *, 
     at = now if now is not None else time.time()
     body = {"at": at, "token": identity.token_name, **({"info": info} if info else {})}
     try:
-        _redis().hset(SEEN_KEY, identity.seen_field, json.dumps(body))
+        sync_client().hset(AGENTS_SEEN, identity.seen_field, json.dumps(body))
     except Exception as exc:  # Redis away: the DB copy below still moves (less precisely)
         logger.debug("agent heartbeat not kept in Redis: %s", exc)
     row = _row(identity)
@@ -72,21 +74,6 @@ def record_seen(identity: AgentIdentity, info: dict[str, Any] | None = None, *, 
         DataplaneState.objects.filter(pk=row.pk).update(
             seen_at=stamp, agent_token_name=identity.token_name or row.agent_token_name,
             **({"agent_info": info} if info else {}))
-
-
-def read_seen() -> dict[str, float]:
-    """Last contact per "<layer>:<scope>:<instance>", from Redis (empty when Redis is away)."""
-    try:
-        raw = _redis().hgetall(SEEN_KEY)
-    except Exception:
-        return {}
-    seen: dict[str, float] = {}
-    for key, value in raw.items():
-        try:
-            seen[key.decode()] = float(json.loads(value)["at"])
-        except (ValueError, KeyError, TypeError):
-            continue
-    return seen
 
 
 @dataclass(frozen=True)

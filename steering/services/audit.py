@@ -3,13 +3,12 @@
 Every ChangeSet bumps the state version first, which holds the StateVersion row lock (an
 IMMEDIATE transaction on SQLite) until commit: Change rows are written one transaction at a
 time, so the row with the highest id is the one a new row chains to (steering/models/audit_chain.py).
+The version is read through steering.readmodels.version; after commit a ChangeSet publishes through
+steering.services.effects, which never imports this module back.
 """
 
 from __future__ import annotations
 
-import datetime
-import decimal
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,32 +16,12 @@ from django.db import models, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from steering.choices import ChangeAction
 from steering.models import Change, StateVersion
 from steering.models.audit_chain import CHAINED_FIELDS, GENESIS, chain_hash
+from steering.representation import snapshot as snapshot  # a Change's before/after: services take it from here
+from steering.services import effects
 from steering.services.context import Actor
-
-# Fields that are bookkeeping, not state an operator reasons about.
-SKIP_FIELDS = frozenset({"created_at", "updated_at"})
-
-
-def jsonable(value: Any) -> Any:
-    if isinstance(value, (datetime.datetime, datetime.date)):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    return value
-
-
-def snapshot(obj: models.Model) -> dict[str, Any]:
-    """The object's own fields as JSON-safe values (foreign keys as ids): a Change's before/after."""
-    data: dict[str, Any] = {}
-    for f in obj._meta.concrete_fields:
-        if f.name in SKIP_FIELDS:
-            continue
-        data[f.attname] = jsonable(getattr(obj, f.attname))
-    return data
 
 
 def object_type(obj: models.Model) -> str:
@@ -56,11 +35,6 @@ def bump_version() -> int:
         StateVersion.objects.get_or_create(pk=1, defaults={"value": 0})
         StateVersion.objects.filter(pk=1).update(value=F("value") + 1)
     return int(StateVersion.objects.values_list("value", flat=True).get(pk=1))
-
-
-def current_version() -> int:
-    row = StateVersion.objects.filter(pk=1).values_list("value", flat=True).first()
-    return int(row or 0)
 
 
 def _last_hash() -> str:
@@ -99,6 +73,9 @@ class ChangeSet:
         reason: str | None = None,
         operation_id: int | None = None,
     ) -> Change:
+        if action not in ChangeAction.values:
+            # Every action is in one table (steering.choices.ChangeAction): never improvised.
+            raise ValueError(f"{action!r} is not an audit action: add it to steering.choices.ChangeAction")
         change = Change(
             time=timezone.now(),
             actor_id=self.actor.user_id,
@@ -136,6 +113,4 @@ class ChangeSet:
         self.deltas.append({"op": "upsert", "type": object_type(obj), "id": obj.pk})
 
     def _publish(self) -> None:
-        from steering.services.effects import publish_after_commit
-
-        publish_after_commit(self.version, self.deltas)
+        effects.publish_after_commit(self.version, self.deltas)

@@ -17,17 +17,14 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
+from steering.redis_keys import LIVE_GROUP, STATE_VERSION, STATE_VERSION_CHANNEL
 from steering.redisconn import sync_client
+from steering.representation import TYPES, represent_many
 
 logger = logging.getLogger(__name__)
 
-LIVE_GROUP = "live"
-VERSION_KEY = "steering:state_version"
-# Pub/sub channel carrying each committed version: agents' long-polls wake on it (no polling loop).
-VERSION_CHANNEL = "steering:state_version:events"
-
 # Sets the key only if the new version is higher, so late publishers never move it backwards;
-# then tells the long-polls waiting on the channel.
+# then tells the long-polls waiting on the channel (agents' long-polls wake on it, no polling loop).
 _MAX_SCRIPT = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) > current then
@@ -39,15 +36,7 @@ return 0
 """
 
 
-def _redis():  # type: ignore[no-untyped-def]
-    """The process's Redis client (steering.redisconn.sync_client: a plain or a Sentinel
-    REDIS_URL); kept under this name for its many importers."""
-    return sync_client()
-
-
 def build_delta(version: int, deltas: list[dict[str, Any]]) -> dict[str, Any]:
-    from steering.representation import TYPES, represent_many
-
     # Only what the live map shows travels (tokens, for one, do not).
     deltas = [d for d in deltas if d["type"] in TYPES]
     by_type: dict[str, set[int]] = defaultdict(set)
@@ -160,7 +149,7 @@ def publish_after_commit(version: int, deltas: list[dict[str, Any]]) -> None:
         affected = None
     try:
         event = json.dumps({"v": version, "pops": affected}, separators=(",", ":"))
-        _redis().eval(_MAX_SCRIPT, 2, VERSION_KEY, VERSION_CHANNEL, version, event)
+        sync_client().eval(_MAX_SCRIPT, 2, STATE_VERSION, STATE_VERSION_CHANNEL, version, event)
     except Exception as exc:
         _warn("record the state version in Redis", version, exc)
         return

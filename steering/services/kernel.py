@@ -93,9 +93,14 @@ def set_fields(obj: TrackedModel, values: Mapping[str, Any], changes: ChangeSet,
                           operation_id=operation_id)
 
 
+_STATE_VERBS = {AdminState.DRAINING: "drain", AdminState.DRAINED: "drained", AdminState.READY: "undrain",
+                AdminState.MAINT: "maintenance"}
+
+
 def state_verb(state: str) -> str:
-    """How the audit names a move to `state` (`pop.draining`, `pool.drained`, `region.undrain`)."""
-    return "undrain" if state == AdminState.READY else state
+    """How the audit names a move to `state`: the backend's verbs for every target (`pop.drain`,
+    `pool.drained`, `region.undrain`, `pop.maintenance`; steering.choices.ChangeAction)."""
+    return _STATE_VERBS[AdminState(state)]
 
 
 def set_site_state(site: Site, state: str, changes: ChangeSet, *, operation_id: int | None = None) -> None:

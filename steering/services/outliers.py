@@ -22,7 +22,8 @@ Every second (steering.tasks.outliers) `tick`:
    weight still returns by itself when `ejected_until` passes: a passive verdict can delay
    capacity, never keep it.
 
-The DB is written only on a transition (eject, end, panic in or out).
+The DB is written only on a transition (eject, end, panic in or out). What the tick counted and how many
+backends are ejected now are read by steering.readmodels.outliers (for /metrics).
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import Q
-from django.utils import timezone
 
 from steering import capacity
 from steering.choices import AdminState, Health
@@ -55,6 +55,8 @@ from steering.dataplane.passive import (
 )
 from steering.dataplane.stats import read_backend_stats
 from steering.models import Backend, Pool
+from steering.redis_keys import METRICS_OUTLIER, OUTLIER_HELD, OUTLIER_LOCK, OUTLIER_TRACKS
+from steering.redisconn import sync_client
 from steering.representation import ejection_left
 from steering.services.audit import ChangeSet
 from steering.services.context import Actor
@@ -63,10 +65,6 @@ from steering.services.kernel import set_fields
 logger = logging.getLogger(__name__)
 
 OUTLIER = Actor.system("outlier")
-TRACKS_KEY = "steering:outlier:tracks"        # hash: backend id -> Track JSON
-HELD_KEY = "steering:outlier:held"            # hash: pool id -> unix time verdicts were last held back
-METRICS_KEY = "steering:metrics:outlier"      # hash: counters and gauges for /metrics
-LOCK_KEY = "steering:outlier:lock"
 
 _FIELDS = ("pk", "pool_id", "name", "weight", "admin_state", "health", "slow_start_seconds", "ready_since", "backup",
            "capacity_rps", "ejected_at", "ejected_until", "ejection_count", "ejection_reason")
@@ -115,19 +113,13 @@ def _members(rows: Iterable[_Row], when: datetime.datetime, in_panic: bool) -> l
             for r in rows if not r.backup]
 
 
-def _redis() -> Any:
-    from steering.services.effects import _redis as client
-
-    return client()
-
-
 def _count(redis: Any, counts: Counter[str]) -> None:
     if not counts:
         return
     try:
         pipe = redis.pipeline(transaction=False)
         for name, n in counts.items():
-            pipe.hincrbyfloat(METRICS_KEY, name, n)
+            pipe.hincrbyfloat(METRICS_OUTLIER, name, n)
         pipe.execute()
     except Exception as exc:  # metrics never stop a verdict
         logger.warning("outliers: could not count %s: %s", dict(counts), exc)
@@ -139,8 +131,8 @@ def _count(redis: Any, counts: Counter[str]) -> None:
 def tick(*, now: float | None = None) -> dict[str, int]:
     """One pass: detect, eject within the bounds, end what is due. Safe to run in parallel (a Redis
     lock makes one pass at a time; every write is a compare-and-set under row locks anyway)."""
-    redis = _redis()
-    lock = redis.lock(LOCK_KEY, timeout=30)
+    redis = sync_client()
+    lock = redis.lock(OUTLIER_LOCK, timeout=30)
     if not lock.acquire(blocking=False):
         return {"skipped": 1}
     try:
@@ -169,10 +161,10 @@ def _tick(redis: Any, at: float) -> dict[str, int]:
         if choice.held:
             held_pools.add(pool_id)
     if held_pools:
-        redis.hset(HELD_KEY, mapping={str(pid): at for pid in held_pools})
+        redis.hset(OUTLIER_HELD, mapping={str(pid): at for pid in held_pools})
     result["panic_over"] = _end_panics(pools, held_pools, redis, at)
     try:
-        redis.hset(METRICS_KEY, "held_now", result["held"])
+        redis.hset(METRICS_OUTLIER, "held_now", result["held"])
     except Exception:
         pass
     return {k: v for k, v in result.items() if v}
@@ -185,7 +177,7 @@ def _detect(redis: Any, pools: dict[int, Pool], rows: Sequence[_Row], at: float,
               and r.serving(when, pools[r.pool_id].in_panic)]
     ids = [r.pk for r in judged]
     figures = read_backend_stats(ids)
-    raw = redis.hmget(TRACKS_KEY, ids) if ids else []
+    raw = redis.hmget(OUTLIER_TRACKS, ids) if ids else []
     tracks: dict[int, Track] = {}
     for bid, blob in zip(ids, raw, strict=True):
         try:
@@ -211,12 +203,12 @@ def _detect(redis: Any, pools: dict[int, Pool], rows: Sequence[_Row], at: float,
             verdicts.setdefault(r.pool_id, []).append((r.pk, verdict))
     pipe = redis.pipeline(transaction=False)
     if changed:
-        pipe.hset(TRACKS_KEY, mapping=changed)
+        pipe.hset(OUTLIER_TRACKS, mapping=changed)
     # Only serving backends keep a window: one that left (drained, ejected, deleted) starts afresh.
     keep = {str(i) for i in ids}
-    gone = [k for k in (x.decode() if isinstance(x, bytes) else x for x in redis.hkeys(TRACKS_KEY)) if k not in keep]
+    gone = [k for k in (x.decode() if isinstance(x, bytes) else x for x in redis.hkeys(OUTLIER_TRACKS)) if k not in keep]
     if gone:
-        pipe.hdel(TRACKS_KEY, *gone)
+        pipe.hdel(OUTLIER_TRACKS, *gone)
     pipe.execute()
     for items in verdicts.values():
         items.sort(key=lambda item: (-item[1].severity, item[0]))
@@ -225,7 +217,7 @@ def _detect(redis: Any, pools: dict[int, Pool], rows: Sequence[_Row], at: float,
 
 def _eject(pool_id: int, verdicts: list[tuple[int, Verdict]], when: datetime.datetime) -> Choice:
     """Eject what the bounds allow, under the pool's lock; enter outlier panic if they held any."""
-    redis = _redis()
+    redis = sync_client()
     ejected_rules: Counter[str] = Counter()
     with transaction.atomic():
         pool = Pool.objects.select_for_update().filter(pk=pool_id, outlier_detection=True).first()
@@ -266,7 +258,7 @@ def _eject(pool_id: int, verdicts: list[tuple[int, Verdict]], when: datetime.dat
     if choice.eject:
         logger.warning("pool %s: ejected %s by live traffic", pool_id, list(choice.eject))
         try:
-            redis.hdel(TRACKS_KEY, *[str(b) for b in choice.eject])
+            redis.hdel(OUTLIER_TRACKS, *[str(b) for b in choice.eject])
         except Exception:
             pass
     _count(redis, ejected_rules)
@@ -321,7 +313,7 @@ def _end_ejections(when: datetime.datetime, redis: Any) -> Counter[str]:
     if counts:
         ended = [str(pk) for items in due.values() for pk in items]
         try:
-            redis.hdel(TRACKS_KEY, *ended)
+            redis.hdel(OUTLIER_TRACKS, *ended)
         except Exception:
             pass
         _count(redis, counts)
@@ -333,7 +325,7 @@ def _end_panics(pools: dict[int, Pool], held_now: set[int], redis: Any, at: floa
     in_panic = [p for p in pools.values() if p.outlier_panic and p.pk not in held_now]
     if not in_panic:
         return 0
-    held_at = redis.hmget(HELD_KEY, [str(p.pk) for p in in_panic])
+    held_at = redis.hmget(OUTLIER_HELD, [str(p.pk) for p in in_panic])
     ended = 0
     for pool, last in zip(in_panic, held_at, strict=True):
         quiet_for = at - float(last) if last else float("inf")
@@ -348,23 +340,7 @@ def _end_panics(pools: dict[int, Pool], held_now: set[int], redis: Any, at: floa
                    "outlier panic over: outlier detection turned off")
             set_fields(locked, {"outlier_panic": False, "outlier_panic_reason": ""}, ChangeSet(OUTLIER, ""),
                        "pool.outlier_panic_end", reason=why)
-        redis.hdel(HELD_KEY, str(pool.pk))
+        redis.hdel(OUTLIER_HELD, str(pool.pk))
         ended += 1
     return ended
 
-
-# --- reading ---------------------------------------------------------------------------------------
-
-
-def ejected_now(now: datetime.datetime | None = None) -> int:
-    when = now or timezone.now()
-    return Backend.objects.filter(ejected_at__isnull=False, ejected_until__gt=when).count()
-
-
-def metrics_counters() -> dict[str, float]:
-    """What the tick counted (for /metrics): eject:<rule>, end:<how>, panic, held_now."""
-    try:
-        raw = _redis().hgetall(METRICS_KEY)
-    except Exception:
-        return {}
-    return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}

@@ -29,6 +29,8 @@ from redis.exceptions import LockError, RedisError
 from steering.health import engine, outbox, store
 from steering.health.checks import Network
 from steering.health.target import ProbeResult, ProbeTarget
+from steering.redis_keys import PROBE_SYNC_LOCK, STATE_VERSION
+from steering.redisconn import sync_client
 from steering.services import health as health_service
 
 logger = logging.getLogger(__name__)
@@ -38,7 +40,6 @@ TICK_SECONDS = 1.0
 # backend's own due time, so probes run on schedule instead of up to a tick late.
 LOOKAHEAD = TICK_SECONDS + 0.25
 SHARD_EXPIRES = LOOKAHEAD + 2.0   # a shard not started by then is dropped: its backends come round next slot
-SYNC_LOCK = store.P + "sync-lock"
 # Every audited change moves the state version, health transitions included: during a wave of
 # transitions the schedule is rebuilt at most this often (an edit reaches the prober within it).
 MIN_RESYNC_SECONDS = 2.0
@@ -54,27 +55,19 @@ return n
 """
 
 
-def _redis() -> Any:
-    from steering.services.effects import _redis as client
-
-    return client()
-
-
 def networks() -> list[Network]:
     return [ipaddress.ip_network(n, strict=False) for n in settings.STEERING_PROBE_ALLOWLIST]
 
 
 def sync(r: Any, *, force: bool = False) -> dict[str, int] | None:
     """Rebuild the schedule from the DB when it may have changed; None when it was current."""
-    from steering.services.effects import VERSION_KEY
-
-    version = (r.get(VERSION_KEY) or b"0").decode()
+    version = (r.get(STATE_VERSION) or b"0").decode()
     synced = (r.get(store.SYNCED) or b"|0").decode().split("|")
     age = time.time() - float(synced[1] or 0)
     if not force and age < settings.STEERING_PROBE_RESYNC_SECONDS and (synced[0] == version or age < MIN_RESYNC_SECONDS):
         return None
     # One rebuild at a time across workers; a loser simply probes with the current schedule.
-    if not r.set(SYNC_LOCK, "1", nx=True, px=10_000):
+    if not r.set(PROBE_SYNC_LOCK, "1", nx=True, px=10_000):
         return None
     try:
         targets, health = health_service.probe_targets()
@@ -82,12 +75,12 @@ def sync(r: Any, *, force: bool = False) -> dict[str, int] | None:
         r.set(store.SYNCED, f"{version}|{time.time()}")
         return result
     finally:
-        r.delete(SYNC_LOCK)
+        r.delete(PROBE_SYNC_LOCK)
 
 
 def tick(*, now: float | None = None, dispatch: Callable[[list[list[float]]], Any] | None = None) -> int:
     """Claim what is due before the next tick and dispatch it in shards; returns backends claimed."""
-    r = _redis()
+    r = sync_client()
     sync(r)
     now = time.time() if now is None else now
     claimed = store.claim(r, horizon=now + LOOKAHEAD, now=now)
@@ -250,7 +243,7 @@ def prepare(r: Any, items: Sequence[Sequence[float]], *, deferred: bool = True
 def run_shard(items: Sequence[Sequence[float]], *, inline: bool = False) -> int:
     """Probe the given [backend id, due] pairs; `inline` records results on this thread after the
     probes (tests drive the engine this way inside their own transaction)."""
-    r = _redis()
+    r = sync_client()
     pairs, sink, targets = prepare(r, items, deferred=not inline)
     if inline:
         # Probe concurrently, then record on this thread (the caller's DB connection and transaction).
@@ -269,7 +262,7 @@ def sweep_stale(*, now: float | None = None) -> list[int]:
     """Mark stale what has had no result for 3 intervals; re-decide pools in panic."""
     from steering.models import Pool
 
-    r = _redis()
+    r = sync_client()
     if outbox.backlog(r):  # a safety net: transitions whose recorder task was lost (a killed worker)
         record_queued(r)
     now = time.time() if now is None else now
@@ -302,7 +295,7 @@ def reconcile(*, now: float | None = None, lock_wait: float = 5.0) -> int | None
     Only fresh states are trusted (a result within the stale window): an old one is the stale
     sweep's business, and `unknown` says nothing.
     """
-    r = _redis()
+    r = sync_client()
     lock = r.lock(outbox.LOCK, timeout=outbox.LOCK_MS / 1000, blocking_timeout=lock_wait)
     if not lock.acquire():
         return None
@@ -335,7 +328,7 @@ def probe_shard(items: list[list[float]]) -> int:
 
 @shared_task(name="steering.record_probe_transitions", ignore_result=True, time_limit=60, soft_time_limit=50)
 def record_probe_transitions() -> int:
-    return record_queued(_redis())
+    return record_queued(sync_client())
 
 
 @shared_task(name="steering.probe_sweep_stale", ignore_result=True, time_limit=30, soft_time_limit=25)

@@ -8,9 +8,9 @@ from celery.signals import worker_ready
 from django.conf import settings
 from django.utils import timezone
 
+from steering.redis_keys import SWEEP_HEARTBEAT
+from steering.redisconn import sync_client
 from steering.services import operations
-
-SWEEP_HEARTBEAT_KEY = "steering:sweeper:last"
 
 
 @worker_ready.connect
@@ -26,9 +26,7 @@ def sweep_due() -> dict[str, int]:
     through its kind's handler (steering.services.operation_kinds). Compare-and-set, safe in parallel."""
     result = operations.sweep_due()
     # Heartbeat: proves beat ticks AND a worker runs them (see `manage.py check_sweeper`).
-    from steering.services.effects import _redis
-
-    _redis().set(SWEEP_HEARTBEAT_KEY, time.time(), ex=3600)
+    sync_client().set(SWEEP_HEARTBEAT, time.time(), ex=3600)
     return result
 
 

@@ -293,19 +293,19 @@ class Stack:
 @pytest.fixture
 def celery_stack(tmp_path: Path) -> Iterator[Callable[[], Stack]]:
     """Starts a Celery worker and beat (timers and probing) when called; waits for the first sweep."""
-    from steering.services.effects import _redis
-    from steering.tasks.sweeper import SWEEP_HEARTBEAT_KEY
+    from steering.redis_keys import SWEEP_HEARTBEAT
+    from steering.redisconn import sync_client
 
     started: list[Stack] = []
 
     def start() -> Stack:
         clean_redis_state()
-        _redis().delete(SWEEP_HEARTBEAT_KEY)
+        sync_client().delete(SWEEP_HEARTBEAT)
         stack = Stack(worker=CeleryProcess("worker", tmp_path, "--concurrency", "2", "--hostname", "browser@%h"),
                       beat=CeleryProcess("beat", tmp_path))
         started.append(stack)
         deadline = time.monotonic() + 90
-        while _redis().get(SWEEP_HEARTBEAT_KEY) is None:
+        while sync_client().get(SWEEP_HEARTBEAT) is None:
             if time.monotonic() > deadline:
                 pytest.fail(f"no sweep within 90 s\n{stack.logs()}")
             time.sleep(0.2)

@@ -80,10 +80,11 @@ from steering.dataplane.haproxy.process import haproxy_binary
 from steering.dataplane.haproxy.runtime import Runtime
 from steering.gslb.pdnsconf import pdns_command, pdns_server_binary, write_config
 from steering.models import Backend, DataplaneState, PoP, StateVersion
+from steering.readmodels.version import current_version
+from steering.redis_keys import STATE_VERSION
+from steering.redisconn import sync_client
 from steering.services.actions import do_drain, do_undrain
-from steering.services.audit import current_version
 from steering.services.context import Actor
-from steering.services.effects import VERSION_KEY, _redis
 from steering.services.tokens import do_create_token
 from tests import factories as f
 from tests.conftest import make_user, token_client
@@ -396,7 +397,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     # Versions only move up, and Redis remembers the highest one published (also by earlier
     # tests, whose database was flushed): start this test's versions past it, as in production,
     # or the web process would learn of this test's changes only from its 2 s database resync.
-    seen = int(_redis().get(VERSION_KEY) or 0)
+    seen = int(sync_client().get(STATE_VERSION) or 0)
     StateVersion.objects.update_or_create(pk=1, defaults={"value": max(current_version(), seen)})
 
     region = f.region(slug="fs-region")

@@ -23,7 +23,7 @@ from websockets.sync.client import connect
 
 from config.embedded import PrivateRedis
 from steering.models import Backend, Change
-from steering.services.audit import current_version
+from steering.readmodels.version import current_version
 from steering.services.context import Actor
 from steering.services.tokens import do_create_token
 from tests import factories as f

@@ -186,7 +186,7 @@ class DesiredView(AgentView):
     )
     def get(self, request: Request) -> Response:
         from steering.dataplane.desired import desired_document
-        from steering.services.audit import current_version
+        from steering.readmodels.version import current_version
 
         identity = _scope(request, request.query_params.dict(), writing=False)
         if getattr(request.auth, "is_agent", False):
@@ -268,7 +268,8 @@ class ReportView(AgentView):
                 stored["repaired"] = len(changes)
         elif identity.layer == DataplaneLayer.ANYCAST:
             assert identity.pop is not None
-            from steering.services.announcements import normalise_prefix, record_agent_report
+            from steering.dataplane.exabgp.desired import normalise_prefix
+            from steering.services.announcements import record_agent_report
 
             try:
                 observed = [normalise_prefix(p) for p in v.get("observed", [])]

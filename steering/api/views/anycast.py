@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from steering.services import announcements
+from steering.readmodels import announcements
 
 
 class _PopAnycast(serializers.Serializer):  # type: ignore[type-arg]

@@ -17,7 +17,7 @@ from rest_framework.response import Response
 
 from steering.api.filters import ChangeFilter
 from steering.models import Change
-from steering.services.audit_verify import CHAIN_BROKEN, CONTENT_ALTERED, ROW_MISSING, verify_chain
+from steering.readmodels.audit_verify import CHAIN_BROKEN, CONTENT_ALTERED, ROW_MISSING, verify_chain
 
 CSV_COLUMNS = ["id", "time", "actor_name", "source", "request_id", "action", "object_type", "object_id",
                "object_repr", "related_type", "related_id", "related_repr", "operation_id", "reason", "forced", "force_reason",

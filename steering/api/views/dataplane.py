@@ -1,13 +1,10 @@
 """What the data planes report back: live HAProxy figures per backend, and which layers are connected.
 
-Measurements, read from Redis (the agents write them); nothing here touches the relational DB
-beyond naming the backends of a PoP.
+The view parses and calls; the answers are read models (steering.readmodels.dataplane,
+steering.dataplane.status).
 """
 
 from __future__ import annotations
-
-import time
-from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
@@ -15,25 +12,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from steering.dataplane.stats import read_backend_stats
 from steering.dataplane.status import all_statuses
-from steering.models import Backend, PoP
-from steering.services.agent_reports import read_haproxy_status
-
-FRESH_SECONDS = 5.0
-
-
-def _redis() -> Any:
-    from steering.services.effects import _redis as client
-
-    return client()
-
-
-def _fresh(at: Any, now: float) -> bool:
-    try:
-        return now - float(at) <= FRESH_SECONDS
-    except (TypeError, ValueError):
-        return False
+from steering.models import PoP
+from steering.readmodels.dataplane import backend_figures, layer_connections
 
 
 class PopQuery(serializers.Serializer):  # type: ignore[type-arg]
@@ -61,45 +42,7 @@ class BackendStatsView(APIView):
         query = PopQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         pop: PoP | None = query.validated_data.get("pop")
-        backends = Backend.objects.all()
-        if pop is not None:
-            backends = backends.filter(pool__pop=pop)
-        stats = read_backend_stats(backends.values_list("pk", flat=True))
-        now = time.time()
-        reports = read_haproxy_status()
-        connected = any(r.get("connected") and _fresh(r.get("at"), now)
-                        for slug, r in reports.items() if pop is None or slug == pop.slug)
-        return Response({
-            "connected": connected,
-            "backends": {str(bid): {"sessions": s.sessions, "session_rate": round(s.session_rate, 2),
-                                    "completion_rate": round(s.completion_rate, 2), "rate_5xx": round(s.rate_5xx, 2),
-                                    "flag_5xx": s.flag_5xx, "updated_at": s.updated_at}
-                         for bid, s in stats.items()},
-        })
-
-
-def layer_status() -> dict[str, dict[str, Any]]:
-    """Which data planes answer, in words an operator can act on."""
-    redis = _redis()
-    now = time.time()
-    pops = list(PoP.objects.values_list("slug", flat=True))
-    reports = read_haproxy_status()
-    up = sorted(s for s, r in reports.items() if r.get("connected") and _fresh(r.get("at"), now))
-    local = {"connected": bool(up), "pops": up,
-             "detail": (f"HAProxy answering in {len(up)} of {len(pops)} PoPs" if up else
-                        "no HAProxy agent reporting: the local layer is not connected (run steering-agent haproxy at each PoP)")}
-    from steering.gslb.counters import is_connected
-
-    dns_up = is_connected(redis, now)
-    dns = {"connected": dns_up,
-           "detail": "the PowerDNS remote backend is answering" if dns_up else
-                     "no GSLB server reporting: the DNS layer is not connected (run steering-agent gslb)"}
-    from steering.services.announcements import connection_summary
-
-    anycast = connection_summary(now)
-    if not anycast["connected"]:
-        anycast["detail"] += ": the anycast layer is not connected"
-    return {"local": local, "dns": dns, "anycast": anycast}
+        return Response(backend_figures(pop))
 
 
 class DataplanesView(APIView):
@@ -110,4 +53,4 @@ class DataplanesView(APIView):
             "with desired_version, applied_version, state (in_sync|applying|behind|refused|absent), lag_seconds, "
             "error, seen_at and the words an operator reads."))})})
     def get(self, request: Request) -> Response:
-        return Response({**layer_status(), "applied": all_statuses()})
+        return Response({**layer_connections(), "applied": all_statuses()})

@@ -5,8 +5,6 @@ Measurements from Redis (the GSLB server flushes its counters every second); no 
 
 from __future__ import annotations
 
-from typing import Any
-
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -14,12 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from steering.gslb.counters import read_answers
-
-
-def _redis() -> Any:
-    from steering.services.effects import _redis as client
-
-    return client()
+from steering.redisconn import sync_client
 
 
 class RegionAnswers(serializers.Serializer):  # type: ignore[type-arg]
@@ -40,4 +33,4 @@ class DnsAnswersView(APIView):
         "services": serializers.DictField(child=ServiceAnswers(), help_text="By service id."),
     })})
     def get(self, request: Request) -> Response:
-        return Response(read_answers(_redis()))
+        return Response(read_answers(sync_client()))

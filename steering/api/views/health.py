@@ -49,9 +49,9 @@ class SamplesSerializer(serializers.Serializer):  # type: ignore[type-arg]
 
 
 def samples_payload(backend: Any) -> dict[str, Any]:
-    from steering.services.effects import _redis
+    from steering.redisconn import sync_client
 
-    r = _redis()
+    r = sync_client()
     state, samples = store.read_state(r, backend.pk)
     cfg = store.load_targets(r, [backend.pk]).get(backend.pk)
     events = backend.health_events.order_by("-time", "-id")[:20]

@@ -62,9 +62,9 @@ def readyz(request: HttpRequest) -> JsonResponse:
     except Exception as exc:  # readiness must report, not raise
         checks["database"] = f"error: {exc}"
     try:
-        from steering.services.effects import _redis
+        from steering.redisconn import sync_client
 
-        _redis().ping()
+        sync_client().ping()
         checks["redis"] = "ok"
     except Exception as exc:
         checks["redis"] = f"error: {exc}"

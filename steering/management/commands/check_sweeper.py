@@ -18,10 +18,10 @@ class Command(BaseCommand):
         parser.add_argument("--max-age", type=float, default=15.0)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from steering.services.effects import _redis
-        from steering.tasks.sweeper import SWEEP_HEARTBEAT_KEY
+        from steering.redis_keys import SWEEP_HEARTBEAT
+        from steering.redisconn import sync_client
 
-        raw = _redis().get(SWEEP_HEARTBEAT_KEY)
+        raw = sync_client().get(SWEEP_HEARTBEAT)
         if raw is None:
             self.stderr.write("sweeper has never run")
             raise SystemExit(1)

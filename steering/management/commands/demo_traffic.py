@@ -20,7 +20,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from steering.models import ClientNetwork, Service
-from steering.services.agent_reports import read_haproxy_status
+from steering.readmodels.dataplane import read_haproxy_status
 
 
 def _loopback(address: str) -> bool:

@@ -1,7 +1,7 @@
 """python manage.py verify_audit: check the audit log's hash chain; exit 0 when intact.
 
 Otherwise exits 1 naming the first broken link: the Change id and what is wrong with it
-(steering/services/audit_verify.py)."""
+(steering/readmodels/audit_verify.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from steering.services.audit_verify import verify_chain
+from steering.readmodels.audit_verify import verify_chain
 
 
 class Command(BaseCommand):
