@@ -351,6 +351,94 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/fleet/apply/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Apply a fleet file as one audited operation */
+        post: operations["fleet_apply_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/fleet/drift/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Where the live fleet differs from the last fleet file applied, and who changed it */
+        get: operations["fleet_drift_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/fleet/export/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The live fleet's desired configuration as a fleet file
+         * @description YAML with `Accept: application/yaml` (errors are JSON either way). The ETag is the fleet's fingerprint.
+         */
+        get: operations["fleet_export_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/fleet/plan/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** What applying a fleet file would change, and the what-if of what it takes away */
+        post: operations["fleet_plan_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/fleet/schema/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The fleet file's JSON Schema */
+        get: operations["fleet_schema_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/me/": {
         parameters: {
             query?: never;
@@ -1331,6 +1419,13 @@ export interface components {
                 [key: string]: unknown;
             };
         };
+        /**
+         * @description * `added` - added
+         *     * `changed` - changed
+         *     * `removed` - removed
+         * @enum {string}
+         */
+        DifferenceEnum: "added" | "changed" | "removed";
         DnsAnswers: {
             /** @description The GSLB server's heartbeat is fresh (5 s). */
             connected: boolean;
@@ -1376,6 +1471,78 @@ export interface components {
              * @default 2
              */
             ttl_factor: number;
+        };
+        /** @description Unknown fields and attempts to write read-only fields are errors, not silently dropped. */
+        FleetApplyInputRequest: {
+            /** @description The fleet file: its text (YAML or JSON), or the document as a JSON object. Its format: GET /api/v1/fleet/schema/. */
+            fleet: unknown;
+            /** @description Why: goes into the audit log. */
+            reason: string;
+            /**
+             * @description Proceed past the capacity guard.
+             * @default false
+             */
+            force: boolean;
+            /** @default  */
+            force_reason: string;
+        };
+        FleetApplyResult: {
+            operation: components["schemas"]["Operation"];
+            plan: components["schemas"]["FleetPlan"];
+        };
+        FleetChange: {
+            op: components["schemas"]["OpEnum"];
+            /** @description region, pop, prefix, service, vip, client_network, monitor, pool, backend */
+            kind: string;
+            /** @description How the object is named, e.g. bom1/api-web/api-3. */
+            key: string;
+            /** @description Per field {"from", "to"} (null where the object does not exist). */
+            fields: {
+                [key: string]: unknown;
+            };
+            reduces_capacity: boolean;
+        };
+        FleetDifference: {
+            kind: string;
+            key: string;
+            difference: components["schemas"]["DifferenceEnum"];
+            /** @description Per field {"file", "live"}. */
+            fields: {
+                [key: string]: unknown;
+            };
+            /** @description The latest Change rows on the object since the apply: change_id, time, actor, source, action, reason. */
+            changed_by: {
+                [key: string]: unknown;
+            }[];
+        };
+        FleetDrift: {
+            state: components["schemas"]["StateEnum"];
+            /** @description The last fleet_apply: id, created_at, actor, reason. */
+            operation: {
+                [key: string]: unknown;
+            } | null;
+            fingerprint: string;
+            differences: components["schemas"]["FleetDifference"][];
+        };
+        /** @description Unknown fields and attempts to write read-only fields are errors, not silently dropped. */
+        FleetInputRequest: {
+            /** @description The fleet file: its text (YAML or JSON), or the document as a JSON object. Its format: GET /api/v1/fleet/schema/. */
+            fleet: unknown;
+        };
+        FleetPlan: {
+            changes: components["schemas"]["FleetChange"][];
+            /** @description The live fleet's the plan was made against: send it as If-Match. */
+            fingerprint: string;
+            /** @description The file's: the live fleet's once it is applied. */
+            file_fingerprint: string;
+            summary: {
+                [key: string]: number;
+            };
+            /** @description The capacity guard's what-if of what the plan takes away: the impact of an action (verdict, safe, moved_rps, receivers, explain...) with `parts`, one per group judged. */
+            impact: {
+                [key: string]: unknown;
+            };
+            safe: boolean;
         };
         Grace: {
             seconds: number;
@@ -1575,6 +1742,13 @@ export interface components {
          * @enum {string}
          */
         ObserveEnum: "off" | "layer4";
+        /**
+         * @description * `create` - create
+         *     * `update` - update
+         *     * `delete` - delete
+         * @enum {string}
+         */
+        OpEnum: "create" | "update" | "delete";
         Operation: {
             readonly id: number;
             readonly kind: components["schemas"]["OperationKindEnum"];
@@ -1611,9 +1785,10 @@ export interface components {
          *     * `announce` - announce
          *     * `withdraw` - withdraw
          *     * `layered_drain` - layered drain
+         *     * `fleet_apply` - fleet apply
          * @enum {string}
          */
-        OperationKindEnum: "drain" | "undrain" | "maintenance" | "weight" | "announce" | "withdraw" | "layered_drain";
+        OperationKindEnum: "drain" | "undrain" | "maintenance" | "weight" | "announce" | "withdraw" | "layered_drain" | "fleet_apply";
         PaginatedAnycastPrefixList: {
             /** @example 123 */
             count: number;
@@ -2259,6 +2434,13 @@ export interface components {
             key: string;
             colour: string;
         };
+        /**
+         * @description * `never_applied` - never_applied
+         *     * `in_sync` - in_sync
+         *     * `drifted` - drifted
+         * @enum {string}
+         */
+        StateEnum: "never_applied" | "in_sync" | "drifted";
         /**
          * @description * `running` - running
          *     * `paused` - paused
@@ -3004,7 +3186,93 @@ export interface operations {
     changes_list: {
         parameters: {
             query?: {
-                action?: string;
+                /**
+                 * @description * `region.create` - region created
+                 *     * `region.update` - region changed
+                 *     * `region.delete` - region deleted
+                 *     * `pop.create` - pop created
+                 *     * `pop.update` - pop changed
+                 *     * `pop.delete` - pop deleted
+                 *     * `service.create` - service created
+                 *     * `service.update` - service changed
+                 *     * `service.delete` - service deleted
+                 *     * `vip.create` - vip created
+                 *     * `vip.update` - vip changed
+                 *     * `vip.delete` - vip deleted
+                 *     * `anycastprefix.create` - anycastprefix created
+                 *     * `anycastprefix.update` - anycastprefix changed
+                 *     * `anycastprefix.delete` - anycastprefix deleted
+                 *     * `clientnetwork.create` - clientnetwork created
+                 *     * `clientnetwork.update` - clientnetwork changed
+                 *     * `clientnetwork.delete` - clientnetwork deleted
+                 *     * `monitor.create` - monitor created
+                 *     * `monitor.update` - monitor changed
+                 *     * `monitor.delete` - monitor deleted
+                 *     * `pool.create` - pool created
+                 *     * `pool.update` - pool changed
+                 *     * `pool.delete` - pool deleted
+                 *     * `backend.create` - backend created
+                 *     * `backend.update` - backend changed
+                 *     * `backend.delete` - backend deleted
+                 *     * `backend.drain` - backend drain started
+                 *     * `backend.drained` - backend drained
+                 *     * `backend.undrain` - backend back in service
+                 *     * `backend.maintenance` - backend put in maintenance
+                 *     * `region.drain` - region drain started
+                 *     * `region.drained` - region drained
+                 *     * `region.undrain` - region back in service
+                 *     * `region.maintenance` - region put in maintenance
+                 *     * `pop.drain` - pop drain started
+                 *     * `pop.drained` - pop drained
+                 *     * `pop.undrain` - pop back in service
+                 *     * `pop.maintenance` - pop put in maintenance
+                 *     * `pool.drain` - pool drain started
+                 *     * `pool.drained` - pool drained
+                 *     * `pool.undrain` - pool back in service
+                 *     * `pool.maintenance` - pool put in maintenance
+                 *     * `backend.weight` - backend weight set
+                 *     * `backend.health` - backend health changed
+                 *     * `backend.eject` - backend ejected by live traffic
+                 *     * `backend.eject_confirmed` - ejection confirmed by the prober
+                 *     * `backend.eject_end` - ejection ended
+                 *     * `pool.panic` - pool in panic
+                 *     * `pool.panic_end` - pool out of panic
+                 *     * `pool.outlier_panic` - pool's ejections capped
+                 *     * `pool.outlier_panic_end` - pool's ejection cap lifted
+                 *     * `pop.announce` - PoP announces its prefixes
+                 *     * `pop.withdraw` - PoP withdraws its prefixes
+                 *     * `vip.enable` - VIP back in DNS
+                 *     * `vip.disable` - VIP out of DNS
+                 *     * `operation.abort` - operation aborted
+                 *     * `operation.pause` - operation paused
+                 *     * `operation.resume` - operation resumed
+                 *     * `dataplane.repair` - data plane repaired to the desired state
+                 *     * `fleet.apply` - fleet file applied
+                 *     * `token.create` - API token issued
+                 *     * `token.revoke` - API token revoked
+                 *     * `token.delete` - API token deleted
+                 *     * `user.create` - user created
+                 *     * `user.update` - user changed
+                 *     * `user.role` - user's role changed
+                 *     * `user.superuser` - user's superuser flag changed
+                 *     * `user.password` - user's password changed
+                 *     * `user.deactivate` - user deactivated
+                 *     * `user.reactivate` - user reactivated
+                 *     * `user.delete` - user deleted
+                 *     * `group.create` - group created
+                 *     * `group.update` - group changed
+                 *     * `group.delete` - group deleted
+                 *     * `pool.draining` - pool.draining
+                 *     * `pool.maint` - pool.maint
+                 *     * `pool.ready` - pool.ready
+                 *     * `pop.draining` - pop.draining
+                 *     * `pop.maint` - pop.maint
+                 *     * `pop.ready` - pop.ready
+                 *     * `region.draining` - region.draining
+                 *     * `region.maint` - region.maint
+                 *     * `region.ready` - region.ready
+                 */
+                action?: "anycastprefix.create" | "anycastprefix.delete" | "anycastprefix.update" | "backend.create" | "backend.delete" | "backend.drain" | "backend.drained" | "backend.eject" | "backend.eject_confirmed" | "backend.eject_end" | "backend.health" | "backend.maintenance" | "backend.undrain" | "backend.update" | "backend.weight" | "clientnetwork.create" | "clientnetwork.delete" | "clientnetwork.update" | "dataplane.repair" | "fleet.apply" | "group.create" | "group.delete" | "group.update" | "monitor.create" | "monitor.delete" | "monitor.update" | "operation.abort" | "operation.pause" | "operation.resume" | "pool.create" | "pool.delete" | "pool.drain" | "pool.drained" | "pool.draining" | "pool.maint" | "pool.maintenance" | "pool.outlier_panic" | "pool.outlier_panic_end" | "pool.panic" | "pool.panic_end" | "pool.ready" | "pool.undrain" | "pool.update" | "pop.announce" | "pop.create" | "pop.delete" | "pop.drain" | "pop.drained" | "pop.draining" | "pop.maint" | "pop.maintenance" | "pop.ready" | "pop.undrain" | "pop.update" | "pop.withdraw" | "region.create" | "region.delete" | "region.drain" | "region.drained" | "region.draining" | "region.maint" | "region.maintenance" | "region.ready" | "region.undrain" | "region.update" | "service.create" | "service.delete" | "service.update" | "token.create" | "token.delete" | "token.revoke" | "user.create" | "user.deactivate" | "user.delete" | "user.password" | "user.reactivate" | "user.role" | "user.superuser" | "user.update" | "vip.create" | "vip.delete" | "vip.disable" | "vip.enable" | "vip.update";
                 /** @description e.g. 'backend.' for every backend action */
                 action_prefix?: string;
                 actor?: string;
@@ -3296,6 +3564,151 @@ export interface operations {
             };
         };
     };
+    fleet_apply_create: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes a retry safe: the same key returns the first answer. */
+                "Idempotency-Key"?: string;
+                /** @description The plan's fingerprint: 412 if the fleet changed since. */
+                "If-Match"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["FleetApplyInputRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FleetApplyResult"];
+                };
+            };
+            /** @description invalid: errors keyed by JSON Pointer into the file */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description capacity_guard (with impact), in_use, operation_running, ... */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description stale: the fleet changed since the plan (current_fingerprint) */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    fleet_drift_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FleetDrift"];
+                };
+            };
+        };
+    };
+    fleet_export_retrieve: {
+        parameters: {
+            query?: {
+                format?: "json" | "yaml";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        [key: string]: unknown;
+                    };
+                    "application/yaml": {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+        };
+    };
+    fleet_plan_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["FleetInputRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FleetPlan"];
+                };
+            };
+            /** @description invalid: errors keyed by JSON Pointer into the file */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    fleet_schema_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+        };
+    };
     me_retrieve: {
         parameters: {
             query?: never;
@@ -3480,8 +3893,9 @@ export interface operations {
                  *     * `announce` - announce
                  *     * `withdraw` - withdraw
                  *     * `layered_drain` - layered drain
+                 *     * `fleet_apply` - fleet apply
                  */
-                kind?: "announce" | "drain" | "layered_drain" | "maintenance" | "undrain" | "weight" | "withdraw";
+                kind?: "announce" | "drain" | "fleet_apply" | "layered_drain" | "maintenance" | "undrain" | "weight" | "withdraw";
                 /** @description Which field to use when ordering the results. */
                 ordering?: string;
                 /** @description A page number within the paginated result set. */
