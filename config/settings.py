@@ -171,7 +171,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Probe shards on their own queue: at fleet scale a dedicated prober worker (`-Q probes`) keeps
 # a probe wave from delaying the sweeper's timers; a single worker serves both (`-Q celery,probes`).
-CELERY_TASK_ROUTES = {"steering.probe_shard": {"queue": "probes"}}
+# The probe tick needs only Redis (its schedule rebuild from the database may wait): on the probes
+# queue it is never stuck behind timers that wait for a database that is away.
+CELERY_TASK_ROUTES = {"steering.probe_shard": {"queue": "probes"}, "steering.probe_tick": {"queue": "probes"}}
 CELERY_BEAT_SCHEDULE = {
     # Timers live in DB columns; this sweep acts on what is due (ARCHITECTURE.md §4). Twice a second, so
     # a deadline is met within ~0.5 s plus the sweep itself, with room to spare for a loaded worker

@@ -299,3 +299,32 @@ def test_a_layered_drain_waits_for_each_layer_to_acknowledge(operator_api: APICl
     op = Operation.objects.get(pk=op_id)
     assert op.status == "succeeded", (op.status, op.progress)
     assert [s["status"] for s in op.steps] == ["done"] * 5
+
+
+def test_a_report_with_redis_away_keeps_its_database_part_and_drops_only_the_figures(admin: Any, monkeypatch: Any) -> None:
+    """What the fault suite saw: every HAProxy agent's report answered 500 while Redis was away."""
+    import redis as redis_lib
+
+    from steering.services import agent_reports, agents
+
+    def away(*args, **kwargs):
+        raise redis_lib.ConnectionError("Error 111 connecting. Connection refused.")
+
+    pool = f.fleet(2)
+    client = agent_client(admin, pool.pop)
+    backend = pool.backends.first()
+    monkeypatch.setattr(agent_reports, "store_local_figures", away)
+    monkeypatch.setattr(agent_reports, "store_haproxy_status", away)
+    monkeypatch.setattr(agents, "record_seen", away)
+    from steering.api.views import agent as agent_view
+
+    monkeypatch.setattr(agent_view, "record_seen", away)
+    answer = client.post("/api/v1/agent/report/", {
+        "layer": "local", "servers": {str(backend.pk): {"sessions": 1}}, "haproxy": {"connected": True},
+        "repaired": [{"proxy": "p", "server": "s", "observed": {"state": "maint", "weight": 0},
+                      "desired": {"state": "ready", "weight": 100}, "backend_id": backend.pk}]}, format="json")
+    assert answer.status_code == 200, answer.content
+    body = answer.json()
+    assert body["stored"]["repaired"] == 1 and "servers" not in body["stored"]
+    assert {s.split(":")[0] for s in body["skipped"]} == {"seen", "servers", "haproxy"}
+    assert Change.objects.filter(action="dataplane.repair").count() == 1

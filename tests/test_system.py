@@ -93,3 +93,34 @@ def test_every_state_a_model_stores_or_the_product_says_has_one_row_of_style() -
     assert words <= set(STATE_STYLE), words - set(STATE_STYLE)
     assert len(STATE_STYLE) == len(STATE_STYLES)  # one row per key
     assert STATE_STYLE["maint"].label == AdminState.MAINT.label  # the label is the model's own
+
+
+def test_the_api_answers_503_not_500_while_its_database_or_redis_is_away(viewer_api, monkeypatch) -> None:
+    """What the fault suite saw: a token lookup on a restarting PostgreSQL, an agent's report
+    with Redis away. Nothing changed, so the caller is told to retry."""
+    import redis
+    from django.db import OperationalError, transaction
+
+    from steering.api import auth
+
+    def database_away(*args, **kwargs):
+        raise OperationalError("terminating connection due to administrator command")
+
+    # Each request in its own savepoint, as each is its own transaction in production: a database
+    # error rolls it back.
+    with monkeypatch.context() as m, transaction.atomic():
+        m.setattr(auth.BearerTokenAuthentication, "authenticate", database_away)
+        answer = viewer_api.get("/api/v1/regions/")
+    assert answer.status_code == 503 and answer.json()["code"] == "unavailable"
+    assert answer["Retry-After"] == "2"
+
+    def redis_away(*args, **kwargs):
+        raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    with monkeypatch.context() as m:
+        from steering.api.views import resources
+
+        m.setattr(resources.RegionViewSet, "list", redis_away)
+        with transaction.atomic():
+            answer = viewer_api.get("/api/v1/regions/")
+    assert answer.status_code == 503 and "Redis" in answer.json()["detail"]

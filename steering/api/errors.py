@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DataError, connection, transaction
+from django.db import DataError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import ProtectedError
 from django.http import Http404
 from rest_framework import exceptions, status
@@ -13,6 +13,18 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from steering.services.errors import ServiceError
+
+
+def _unavailable(exc: Exception) -> str | None:
+    """Which of our own backing services an exception says is away, if any."""
+    import redis
+    from psycopg_pool import PoolTimeout
+
+    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeout)):
+        return "The database"
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return "Redis"
+    return None
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -31,6 +43,17 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
                          "errors": {"non_field_errors": [str(exc).splitlines()[0][:200]]}}, status=400)
     if isinstance(exc, ProtectedError):
         return Response({"code": "in_use", "detail": str(exc.args[0])}, status=409)
+    unavailable = _unavailable(exc)
+    if unavailable is not None:
+        if connection.in_atomic_block:
+            try:
+                transaction.set_rollback(True)
+            except Exception:  # the connection itself is gone
+                pass
+        # Our own database or Redis is away (a restart, a failover): nothing was changed, and the
+        # caller should retry, so a 503 with Retry-After, never a 500.
+        return Response({"code": "unavailable", "detail": f"{unavailable} is not answering; try again shortly."},
+                        status=503, headers={"Retry-After": "2"})
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

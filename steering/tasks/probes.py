@@ -81,7 +81,10 @@ def sync(r: Any, *, force: bool = False) -> dict[str, int] | None:
 def tick(*, now: float | None = None, dispatch: Callable[[list[list[float]]], Any] | None = None) -> int:
     """Claim what is due before the next tick and dispatch it in shards; returns backends claimed."""
     r = sync_client()
-    sync(r)
+    try:
+        sync(r)
+    except Exception as exc:  # the database away: probe on the schedule Redis has (ARCHITECTURE.md §4)
+        logger.warning("probe tick: schedule not rebuilt (%s); probing on the current one", exc)
     now = time.time() if now is None else now
     claimed = store.claim(r, horizon=now + LOOKAHEAD, now=now)
     claimed.sort(key=lambda item: item[1])  # each shard covers a short stretch of the window
@@ -311,7 +314,9 @@ def reconcile(*, now: float | None = None, lock_wait: float = 5.0) -> int | None
         bid: health_service.ObservedHealth(o.state.health, o.seq, {
             "check": "reconcile", "result": o.state.health, "seq": o.seq, "ok_streak": o.state.ok_streak,
             "fail_streak": o.state.fail_streak, "last_result_age_s": round(max(0.0, now - o.state.last_time), 1)})
-        for bid, o in observed.items() if o.state.health in ("up", "down", "stale") and o.fresh(now)
+        # seq 0: no transition since the state was seeded from the database (a Redis that came back
+        # empty): nothing a probe concluded, so nothing to repair the database with.
+        for bid, o in observed.items() if o.state.health in ("up", "down", "stale") and o.fresh(now) and o.seq
     }
     return health_service.reconcile_health(trusted, failing=lambda pools: store.failing_in_pools(r, pools))
 

@@ -109,27 +109,6 @@ WORKER_CONCURRENCY = {"celery": "4", "probes": "2"}
 # Product defects these checks found: each check stays, marked xfail(strict=True) with the defect,
 # so the suite stays green, the defect stays visible, and its fix turns the mark into a failure to remove.
 DEFECTS: dict[str, str] = {
-    "probing while the database is down": (
-        "A PostgreSQL outage stops health probing (no results for the whole outage, and when the database "
-        "returns the stale sweep often marks the backends stale, then up: two audited Changes each): "
-        "config/settings.py routes only steering.probe_shard to the probes queue, so steering.probe_tick "
-        "(steering/tasks/probes.py), which needs only Redis, shares the default queue with sweep_due, "
-        "outlier_tick and probe_sweep_stale; with the database down each of those waits in Django's "
-        "PostgreSQL connection pool (DB_POOL_TIMEOUT, 30 s) until every pool process of the default-queue "
-        "worker is held (4 in docker-compose.yml), and the probe ticks expire unrun."
-    ),
-    "api while the database is down": (
-        "With PostgreSQL down the API answers 500, never 503: the bearer-token lookup "
-        "(steering/api/auth.py:34) raises django.db.utils.OperationalError ('terminating connection due to "
-        "administrator command', a pooled connection the server closed) and steering/api/errors.py maps no "
-        "database error to 503; the requests after those wait in the connection pool instead."
-    ),
-    "api while redis is away": (
-        "With Redis away, POST /api/v1/agent/report/ (each HAProxy agent's report, every second) answers 500: "
-        "steering/services/agent_reports.py:57 (store_local_figures, pipe.execute()) raises "
-        "redis.exceptions.ConnectionError, uncaught on the way out of steering/api/views/agent.py:250 "
-        "(README: with Redis away writes go on, /readyz says degraded)."
-    ),
 }
 
 

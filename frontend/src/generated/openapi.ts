@@ -2343,6 +2343,8 @@ export interface components {
             stored: {
                 [key: string]: unknown;
             };
+            /** @description Measurements dropped because Redis is not answering */
+            skipped?: string[];
         };
         /**
          * @description * `viewer` - viewer

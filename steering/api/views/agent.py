@@ -14,8 +14,11 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import redis
 from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import permissions, serializers
@@ -229,13 +232,16 @@ class AckView(AgentView):
         if (refused := _too_large(request)) is not None:
             return refused
         v, identity = self.validated(request, AckInput)
-        record_seen(identity)
+        with _measurement("seen", []):
+            record_seen(identity)
         return Response(acknowledge(identity, version=v["version"], etag=v["etag"], error=v["error"]).as_dict())
 
 
 class ReportView(AgentView):
     @extend_schema(request=ReportInput, responses={200: inline_serializer("ReportResult", {
-        "stored": serializers.DictField()})}, summary="What a data plane shows: figures, states, announcements, answers")
+        "stored": serializers.DictField(),
+        "skipped": serializers.ListField(child=serializers.CharField(), required=False,
+                                         help_text="Measurements dropped because Redis is not answering")})}, summary="What a data plane shows: figures, states, announcements, answers")
     def post(self, request: Request) -> Response:
         if (refused := _too_large(request)) is not None:
             return refused
@@ -244,7 +250,9 @@ class ReportView(AgentView):
         if wrong:
             return Response({"code": "invalid", "detail": "Invalid input.",
                              "errors": {f: [f"Not part of a {identity.layer} report."] for f in wrong}}, status=400)
-        record_seen(identity)
+        skipped: list[str] = []
+        with _measurement("seen", skipped):
+            record_seen(identity)
         stored: dict[str, Any] = {}
         if identity.layer == DataplaneLayer.LOCAL:
             assert identity.pop is not None
@@ -254,15 +262,17 @@ class ReportView(AgentView):
                 return Response({"code": "out_of_scope", "detail":
                                  f"Backends {foreign[:20]} are not in PoP {identity.pop.slug}; nothing was stored."},
                                 status=403)
-            agent_reports.store_local_figures(v.get("servers", {}))
-            stored["servers"] = len(v.get("servers", {}))
+            with _measurement("servers", skipped):
+                agent_reports.store_local_figures(v.get("servers", {}))
+                stored["servers"] = len(v.get("servers", {}))
             if any(f.get("observed_down") for f in v.get("servers", {}).values()):
                 # HAProxy took a server out on live traffic: judge it now, not at the next tick.
                 from steering.tasks.outliers import outlier_tick
 
                 transaction.on_commit(lambda: outlier_tick.apply_async(expires=5))
             if "haproxy" in v:
-                agent_reports.store_haproxy_status(identity.pop, v["haproxy"], instance=identity.instance)
+                with _measurement("haproxy", skipped):
+                    agent_reports.store_haproxy_status(identity.pop, v["haproxy"], instance=identity.instance)
             if v.get("repaired"):
                 changes = do_record_dataplane_repair(identity.pop.slug, [_Repair(**r) for r in v["repaired"]])
                 stored["repaired"] = len(changes)
@@ -280,8 +290,9 @@ class ReportView(AgentView):
                 report = record_agent_report(identity.pop, observed, session=v.get("session"))
             stored["observed"] = report["observed"]
         else:
-            stored["answers"] = agent_reports.store_dns_answers(tuple(a) for a in v.get("answers", []))
-        return Response({"stored": stored})
+            with _measurement("answers", skipped):
+                stored["answers"] = agent_reports.store_dns_answers(tuple(a) for a in v.get("answers", []))
+        return Response({"stored": stored, **({"skipped": skipped} if skipped else {})})
 
     @staticmethod
     def _wrong_layer_fields(layer: str, v: dict[str, Any]) -> list[str]:
@@ -290,6 +301,17 @@ class ReportView(AgentView):
                    DataplaneLayer.DNS: {"answers"}}[DataplaneLayer(layer)]
         present = {"servers", "haproxy", "repaired", "observed", "session", "answers"} & set(v)
         return sorted(present - allowed)
+
+
+@contextmanager
+def _measurement(what: str, skipped: list[str]) -> Iterator[None]:
+    """A measurement kept only in Redis (figures, statuses, answer counts, who was seen): with Redis
+    away it is dropped, not the report. The next report, a second later, carries the counters
+    again; the report's writes to the database (repairs) still happen and are audited."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError):
+        skipped.append(f"{what}: Redis is not answering")
 
 
 class _Repair:
