@@ -200,3 +200,41 @@ def celery_broker(url: str) -> tuple[str, dict[str, Any]]:
     hosts = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in target.sentinels]
     broker = ";".join(f"sentinel://{auth}{host}/{target.db}" for host in hosts)
     return broker, {"master_name": target.master_name, "sentinel_kwargs": dict(SENTINEL_SOCKET_OPTIONS)}
+
+
+# --- kombu's Redis transport: a channel left behind by a collected connection ----------------
+def _refuse_channels_of_collected_connections() -> None:
+    """A kombu Redis channel whose broker connection has been collected fails as a lost connection
+    (redis.ConnectionError, which kombu and Celery handle) instead of with an AttributeError.
+
+    Why: when the worker loses the broker (the master SIGKILLed, a Sentinel failover), Celery calls
+    `connection.collect()` then `connection.close()` (Consumer.on_connection_error_after_connected).
+    collect() closes the channels and detaches the transport (transport.client = None), but a close
+    that fails on the dead server (the outstanding BRPOP reply, the remote-control queue's delete)
+    leaves the default channel open, and close() closes it again. That second close drops its pools
+    and, when it holds a task message delivered but not yet acknowledged (not yet taken by a pool
+    process: a window a busy machine widens), restores it, which rebuilds a pool from the detached
+    transport's connection info: kombu.transport.redis.Channel._connparams raises
+    `AttributeError: 'NoneType' object has no attribute 'hostname'`. That is no connection error,
+    so Celery's ignore_errors lets it through and the worker stops ("Unrecoverable error"): no task
+    runs again, no drain completes. A late acknowledgement on such a channel fails the same way.
+    Raised as a connection error instead, the restore gives up as it does when Redis is away (the
+    message waits in the unacked set for the visibility timeout, as after any lost connection), a
+    late acknowledgement is logged as not made, and the worker reconnects to the promoted master."""
+    from kombu.transport import redis as kombu_redis
+
+    original = kombu_redis.Channel._connparams
+    if getattr(original, "refuses_collected_connections", False):
+        return
+
+    def _connparams(self: Any, asynchronous: bool = False) -> Any:
+        transport = self.connection
+        if transport is None or transport.client is None:
+            raise redis.exceptions.ConnectionError("this broker channel's connection was collected or closed")
+        return original(self, asynchronous)
+
+    _connparams.refuses_collected_connections = True  # type: ignore[attr-defined]
+    kombu_redis.Channel._connparams = _connparams  # type: ignore[method-assign]  # SentinelChannel inherits it
+
+
+_refuse_channels_of_collected_connections()

@@ -32,11 +32,10 @@ import pytest
 from django.conf import settings
 
 from config.embedded import PrivateRedis, redis_server_binary
+from steering import redis_keys
 from steering.models import Backend, Change, Operation
+from steering.readmodels.version import current_version
 from steering.redisconn import sync_client
-from steering.services.audit import current_version
-from steering.services.effects import VERSION_KEY
-from steering.tasks.sweeper import SWEEP_HEARTBEAT_KEY
 from tests import factories as f
 from tests.conftest import make_user, token_client
 from tests.processes import CeleryProcess, WebProcess
@@ -239,10 +238,68 @@ def ready(web: WebProcess) -> bool:
         return False
 
 
+def stamp() -> str:
+    """Now, as the Celery and uvicorn logs write it (to line the drill up with them)."""
+    return datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S,%f")[:-3]
+
+
+class Drill:
+    """What the failover drill saw, to print when it fails: every answer with the time it was
+    asked and answered, the failover's milestones, and each process's state and log."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.events: list[tuple[str, str]] = []  # (when, what)
+        self.answers: list[tuple[str, str, int, int, dict[str, Any], str]] = []  # asked, answered, pk, status, body, phase
+
+    def note(self, what: str) -> None:
+        self.events.append((stamp(), what))
+
+    def report(self, failure: BaseException, procs: list[Any], lab: SentinelLab) -> str:
+        lines = [f"=== the failover drill failed: {type(failure).__name__}: {failure}".rstrip(),
+                 f"--- milestones (work files: {self.workdir})"]
+        lines += [f"{at}  {what}" for at, what in self.events]
+        lines.append(f"--- {len(self.answers)} drains posted (asked, answered, backend, status, phase, body)")
+        for asked, answered, pk, status, body, phase in self.answers:
+            detail = "" if status == 202 else f" {json.dumps(body)[:300]}"
+            lines.append(f"{asked}  {answered}  backend {pk:<3} {status} {phase}{detail}")
+        accepted = {pk for _, _, pk, status, _, _ in self.answers if status == 202}
+        try:
+            states = dict(Backend.objects.filter(pk__in=accepted).values_list("pk", "admin_state"))
+            ops = dict(Operation.objects.filter(pk__in=[b["operation"]["id"] for _, _, _, s, b, _ in self.answers
+                                                         if s == 202]).values_list("pk", "status"))
+            unfinished = {pk: state for pk, state in states.items() if state != "drained"}
+            lines.append(f"--- accepted backends not drained: {unfinished or 'none'}; operations not succeeded: "
+                         f"{ {pk: st for pk, st in ops.items() if st != 'succeeded'} or 'none'}")
+        except Exception as exc:  # the report must not hide the failure
+            lines.append(f"--- (could not read the database: {exc!r})")
+        lines.append(f"--- the sentinels name as master: {lab.master_ports()} "
+                     f"(primary {lab.primary_port}, replica {lab.replica_port})")
+        for proc in procs:
+            handle = getattr(proc, "proc", None)
+            running = "not started" if handle is None else (
+                "running" if handle.poll() is None else f"EXITED with {handle.returncode}")
+            log = proc.log()
+            name = f"{type(proc).__name__} {getattr(proc, 'role', '')}".rstrip()
+            lines.append(f"--- {name}: {running}; log {proc.log_path} ({len(log)} chars)")
+            # Every error and traceback in full (they are what explains a failure), then the tail.
+            troubles = [m.group(0) for m in re.finditer(  # an error record and its lines up to the next record
+                r"^.*(?:ERROR|CRITICAL|Traceback).*\n(?:(?!\[?\d{4}-\d\d-\d\d ).*\n)*", log, re.MULTILINE)]
+            if troubles:
+                lines.append(f"    {len(troubles)} errors/tracebacks; the last 5:")
+                lines += [t.rstrip()[-3000:] for t in troubles[-5:]]
+                lines.append("    ... the log's tail:")
+            lines.append(log[-4000:])
+        lines.append(f"--- the Redis servers and sentinels\n{lab.logs()}")
+        lines.append(f"=== the failover drill failed: {type(failure).__name__}: {failure}".rstrip())
+        return "\n".join(lines)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_sentinel_failover_loses_no_drain_and_no_audit_row(tmp_path: Path) -> None:
     lab = SentinelLab(redis_binary(), tmp_path / "redis")
     procs: list[Any] = []
+    drill = Drill(tmp_path)
     try:
         lab.start()
         url = lab.url()
@@ -256,37 +313,43 @@ def test_a_sentinel_failover_loses_no_drain_and_no_audit_row(tmp_path: Path) -> 
         procs.append(CeleryProcess("worker", tmp_path, "--concurrency", "2", "--hostname", "ha@%h", env=env))
         procs.append(CeleryProcess("beat", tmp_path, env=env))
         wait_for(lambda: ready(web), "/readyz on the Sentinel set", 60, interval=0.2)
-        client.delete(SWEEP_HEARTBEAT_KEY)
-        wait_for(lambda: client.get(SWEEP_HEARTBEAT_KEY), "a sweep by beat and worker on the Sentinel set", 60,
+        drill.note("/readyz: ready")
+        client.delete(redis_keys.SWEEP_HEARTBEAT)
+        wait_for(lambda: client.get(redis_keys.SWEEP_HEARTBEAT), "a sweep by beat and worker on the Sentinel set", 60,
                  interval=0.2)
+        drill.note("a sweep ran (beat and worker on the Sentinel set)")
 
-        answers: list[tuple[int, int, dict[str, Any], str]] = []  # backend, status, body, phase
+        answers = drill.answers
         phase, after = "before", 0
         for backend in backends:
             if phase == "before" and len(answers) == BEFORE_KILL:
+                drill.note(f"SIGKILL the primary (port {lab.primary_port})")
                 lab.kill_primary()
                 phase = "failover"
             elif phase == "failover" and lab.master_ports() == {lab.replica_port}:
+                drill.note(f"every sentinel that answers names the replica (port {lab.replica_port}) master")
                 phase = "after"
             if phase == "after":
                 if after == AFTER_FAILOVER:
                     break
                 after += 1
+            asked = stamp()
             status, body = post(f"{web.url}/api/v1/backends/{backend.pk}/drain/", token,
                                 {"reason": "failover drill", "grace_seconds": GRACE_SECONDS})
-            answers.append((backend.pk, status, body, phase))
+            answers.append((asked, stamp(), backend.pk, status, body, phase))
             time.sleep(0.1)
         assert phase == "after" and after == AFTER_FAILOVER, (
-            f"the sentinels did not promote the replica while {len(answers)} drains were posted\n{lab.logs()}")
+            f"the sentinels did not promote the replica while {len(answers)} drains were posted")
 
-        statuses = [status for _, status, _, _ in answers]
+        statuses = [status for _, _, _, status, _, _ in answers]
         print(f"{len(answers)} drains posted: {statuses.count(202)} answered 202, {statuses.count(503)} 503")
-        assert set(statuses) <= {202, 503}, [(pk, s, b) for pk, s, b, _ in answers if s not in (202, 503)]
-        assert all(status == 202 for _, status, _, phase in answers if phase != "failover")
-        accepted = [pk for pk, status, _, _ in answers if status == 202]
-        refused = [pk for pk, status, _, _ in answers if status == 503]
+        assert set(statuses) <= {202, 503}, "an answer other than 202 or 503"
+        assert all(status == 202 for _, _, _, status, _, phase in answers if phase != "failover"), (
+            "a drain posted before the SIGKILL or after the promotion was not accepted")
+        accepted = [pk for _, _, pk, status, _, _ in answers if status == 202]
+        refused = [pk for _, _, pk, status, _, _ in answers if status == 503]
         # No silent loss: every 202 left its operation and exactly one audit row; a 503 left none.
-        for pk, status, body, _ in answers:
+        for _, _, pk, status, body, _ in answers:
             if status == 202:
                 assert Operation.objects.filter(pk=body["operation"]["id"]).exists(), (pk, body)
         assert Change.objects.filter(action="backend.drain").count() == len(accepted)
@@ -296,17 +359,18 @@ def test_a_sentinel_failover_loses_no_drain_and_no_audit_row(tmp_path: Path) -> 
         # Every accepted drain completes: beat and worker on the promoted replica drive the sweeper.
         wait_for(lambda: not Backend.objects.filter(pk__in=accepted, admin_state="draining").exists(),
                  "every accepted drain to complete", 90, interval=0.25)
+        drill.note("every accepted drain completed")
         assert Backend.objects.filter(pk__in=accepted, admin_state="drained").count() == len(accepted)
         assert Change.objects.filter(action="backend.drained").count() == len(accepted)
-        ops = [body["operation"]["id"] for _, status, body, _ in answers if status == 202]
+        ops = [body["operation"]["id"] for _, _, _, status, body, _ in answers if status == 202]
         assert Operation.objects.filter(pk__in=ops, status="succeeded").count() == len(ops)
 
         wait_for(lambda: ready(web), "/readyz to answer ready after the failover", 60, interval=0.2)
-        wait_for(lambda: int(client.get(VERSION_KEY) or 0) == current_version(),
+        drill.note("/readyz: ready after the failover")
+        wait_for(lambda: int(client.get(redis_keys.STATE_VERSION) or 0) == current_version(),
                  "the state version in Redis to catch up with the database", 60, interval=0.2)
-    except AssertionError:
-        for proc in procs:
-            print(f"--- {type(proc).__name__}\n{proc.log()[-3000:]}")
+    except Exception as exc:  # any failure, an assertion or not (a request that timed out, ...)
+        print(drill.report(exc, procs, lab))
         raise
     finally:
         for proc in reversed(procs):
