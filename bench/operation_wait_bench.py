@@ -109,6 +109,7 @@ def main() -> None:
     ap.add_argument("--waiters", type=int, default=1000)
     ap.add_argument("--drains", type=int, default=40)
     ap.add_argument("--port", type=int, default=18950)
+    ap.add_argument("--database-url", default="", help="an empty PostgreSQL database to use instead of SQLite")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="steering-wait-bench-"))
     from config.embedded import PrivateRedis
@@ -116,7 +117,7 @@ def main() -> None:
     redis = PrivateRedis().start()
     web: subprocess.Popen[bytes] | None = None
     try:
-        setup_django(tmp, redis.url)
+        setup_django(tmp, redis.url, database_url=args.database_url or None)
         from django.contrib.auth.models import Group, User
 
         from steering.models import Backend, Pool, PoP, Region, Service
@@ -141,7 +142,8 @@ def main() -> None:
         env = {**os.environ, "STEERING_VAR_DIR": str(tmp), "REDIS_URL": redis.url, "LOG_LEVEL": "WARNING",
                "STEERING_LOCAL_SECRET_KEY": "1", "STEERING_DATAPLANE_CONFIRM": "0",
                "STEERING_THROTTLE_READ": "off", "STEERING_THROTTLE_WRITE": "off"}
-        env.pop("DATABASE_URL", None)
+        if not args.database_url:
+            env.pop("DATABASE_URL", None)
         log = open(tmp / "uvicorn.log", "wb")  # noqa: SIM115  (the child holds it)
         web = subprocess.Popen(["timeout", "600", sys.executable, "-m", "uvicorn", "config.asgi:application",
                                 "--host", "127.0.0.1", "--port", str(args.port), "--lifespan", "off",

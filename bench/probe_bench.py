@@ -95,11 +95,15 @@ def haproxy_config(tmp: Path, count: int, port: int, interval: float) -> Path:
     return path
 
 
-def setup_django(tmp: Path, redis_url: str, *, collectstatic: bool = False) -> None:
-    """A bench's own Django: SQLite in `tmp`, the given Redis, migrated (and static files for a UI bench)."""
+def setup_django(tmp: Path, redis_url: str, *, collectstatic: bool = False, database_url: str | None = None) -> None:
+    """A bench's own Django: SQLite in `tmp` (or `database_url`, an empty database the bench may
+    fill), the given Redis, migrated (and static files for a UI bench)."""
     os.environ.update({"STEERING_VAR_DIR": str(tmp), "REDIS_URL": redis_url,
                        "DJANGO_SETTINGS_MODULE": "config.settings", "LOG_LEVEL": "WARNING"})
-    os.environ.pop("DATABASE_URL", None)
+    if database_url:
+        os.environ["DATABASE_URL"] = database_url
+    else:
+        os.environ.pop("DATABASE_URL", None)
     import django
 
     django.setup()
