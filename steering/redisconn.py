@@ -6,7 +6,7 @@ is everywhere, or a Sentinel set:
 
     sentinel://[:password@]host1:port1,host2:port2[,...]/<master-name>[/<db>]
 
-e.g. `sentinel://:s3cret@10.0.0.1:26379,10.0.0.2:26379,10.0.0.3:26379/steering/0`. Every client
+e.g. `sentinel://:s3cret@192.0.2.11:26379,192.0.2.12:26379,192.0.2.13:26379/steering/0`. Every client
 asks the sentinels which server is the master of <master-name> and connects there; after a
 failover its next connection goes to the promoted replica. The password is the Redis servers'
 (requirepass, the same on every server of the set; percent-encode `@ / : ,` in it); the sentinels
