@@ -236,6 +236,19 @@ class Bird:
     def established(self, protocol: str) -> bool:
         return "Established" in self.birdc("show", "protocols", protocol)
 
+    def established_since(self, protocol: str) -> float | None:
+        """When the session with `protocol` became Established, in seconds of BIRD's day (None when
+        it is not Established). BIRD converts its monotonic timestamp to wall-clock time on every
+        `show protocols`, so one unbroken session reads a millisecond apart from call to call; a
+        flap moves it by at least BIRD's error-wait time (a second or more): compare with
+        `same_session`."""
+        for line in self.birdc("show", "protocols", protocol).splitlines():
+            fields = line.split()
+            if fields[:1] == [protocol] and fields[-1:] == ["Established"] and len(fields) >= 6:
+                hours, minutes, seconds = fields[-2].split(":")
+                return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        return None
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -274,6 +287,24 @@ class ExaBGPProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def agent_pids(self) -> list[int]:
+        """The anycast agent(s) ExaBGP runs now: its live children whose command line names our module."""
+        if self.proc is None:
+            return []
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                status = (entry / "status").read_text()
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            ppid = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:")), 0)
+            if ppid == self.proc.pid and "steering.agents.exabgp" in cmdline and "State:\tZ" not in status:
+                found.append(int(entry.name))
+        return found
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -282,6 +313,11 @@ class ExaBGPProcess:
         _stop(self.proc, leader_first=True)
         if self._log is not None:
             self._log.close()
+
+
+def same_session(before: float | None, after: float | None) -> bool:
+    """Two `Bird.established_since` readings of one unbroken session (see there)."""
+    return before is not None and after is not None and abs(before - after) < 0.25
 
 
 def speakers_for(pop_slugs: Sequence[str], *, first_address: int = 2) -> list[Speaker]:
