@@ -11,7 +11,7 @@ import datetime
 import decimal
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from django.db import models
 from django.utils import timezone
@@ -68,20 +68,39 @@ def ejection_left(ejected_at: Any, ejected_until: Any, now: Any) -> float | None
 _EJECTION_FIELDS = frozenset({"ejected_at", "ejected_until", "ejection_reason"})
 
 
+class WeightFields(Protocol):
+    """What the effective weight is computed from: a Backend, or a row of just these columns."""
+
+    weight: int
+    admin_state: str
+    health: str
+    slow_start_seconds: int
+    ready_since: Any
+    ejected_at: Any
+    ejected_until: Any
+    ejection_reason: str
+
+
 def weight_inputs(backend: Backend, *, pool_in_panic: bool, now: Any = None) -> capacity.WeightInputs:
-    now = now or timezone.now()
-    since = (now - backend.ready_since).total_seconds() if backend.ready_since else None
-    left, reason = None, ""
     # A queryset narrowed with .only() that left the ejection out must not cost a query per row:
     # it reads as "not ejected", which is safe (an ejection never takes a pool's last capacity).
-    if not (_EJECTION_FIELDS & backend.get_deferred_fields()):
-        left = ejection_left(backend.ejected_at, backend.ejected_until, now)
-        reason = backend.ejection_reason if left is not None else ""
+    ejection_loaded = not (_EJECTION_FIELDS & backend.get_deferred_fields())
+    return weight_inputs_of(backend, pool_in_panic=pool_in_panic, now=now, ejection_loaded=ejection_loaded)
+
+
+def weight_inputs_of(row: WeightFields, *, pool_in_panic: bool, now: Any = None,
+                     ejection_loaded: bool = True) -> capacity.WeightInputs:
+    now = now or timezone.now()
+    since = (now - row.ready_since).total_seconds() if row.ready_since else None
+    left, reason = None, ""
+    if ejection_loaded:
+        left = ejection_left(row.ejected_at, row.ejected_until, now)
+        reason = row.ejection_reason if left is not None else ""
     return capacity.WeightInputs(
-        weight=backend.weight,
-        admin_state=backend.admin_state,
-        health=backend.health,
-        slow_start_seconds=backend.slow_start_seconds,
+        weight=row.weight,
+        admin_state=row.admin_state,
+        health=row.health,
+        slow_start_seconds=row.slow_start_seconds,
         seconds_since_ready=since,
         pool_in_panic=pool_in_panic,
         ejected_seconds_left=left,
