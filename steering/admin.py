@@ -2,7 +2,7 @@
 
 Registered: users, groups (a role is a group, steering/roles.py) and API tokens (view and delete).
 The topology is not: it is edited through the API and the dashboard, whose services validate and
-guard each change. Whatever is registered must be an AuditedAdmin (tests/test_admin_audit.py checks).
+guard each change. Whatever is registered must be an AuditedAdmin (tests/services/test_admin_audit.py checks).
 
 Group membership is a many-to-many that the admin writes in save_related (form.save_m2m), after
 save_model; so the "before" is read in save_model and the Change is written in save_related. Not an

@@ -141,7 +141,7 @@ def _style(state: models.TextChoices | str, symbol: str, colour: str, meaning: s
 
 # The one table of what every state looks like: its word, symbol and colour (the dashboard reads it
 # from /api/v1/states/; colour never travels alone). Health first, then admin states, then alarms
-# and the data planes' versions. tests/test_system.py checks every model state has its row.
+# and the data planes' versions. tests/api/test_system.py checks every model state has its row.
 STATE_STYLES: tuple[StateStyle, ...] = (
     _style(Health.UP, "▲", "#2e9e44", "passing health checks"),
     _style(Health.DOWN, "▼", "#d64545", "failing health checks"),

@@ -1,9 +1,12 @@
-"""Personas (a viewer, an operator, an admin), API clients for each, and database plumbing."""
+"""Personas (a viewer, an operator, an admin), API clients for each, database plumbing, and the
+real processes tests in several directories start: the web process (`web`), and the DNS data
+plane (`gslb`, `stack`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -13,7 +16,11 @@ from rest_framework.test import APIClient
 from steering.models import audit_sql
 from steering.services.context import Actor
 from steering.services.tokens import do_create_token
+from tests.processes import WebProcess
 from tests.support import IN_CI  # noqa: F401  (defined once there; some tests import it from here)
+
+if TYPE_CHECKING:
+    from tests.dataplane.gslb.lab import Stack  # imported where used: it imports this module
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -159,3 +166,37 @@ def _no_throttle_counts_outlive_their_test() -> None:
             redis.delete(*keys)
     except Exception:  # a test that stopped Redis on purpose
         pass
+
+
+# --- real processes ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def web(transactional_db: Any, tmp_path: Path) -> Iterator[WebProcess]:
+    """The real ASGI app (tests.processes.WebProcess, uvicorn) on the test database, one per test:
+    each transactional test starts the state version from scratch. Tests using it carry the
+    `integration` marker."""
+    server = WebProcess(tmp_path).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def gslb(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The control plane's web process for a module's DNS tests (tests/dataplane/gslb/lab.py)."""
+    from tests.dataplane.gslb.lab import control_plane_stack
+
+    with control_plane_stack(django_db_blocker, tmp_path_factory.mktemp("gslb")) as stack:
+        yield stack
+
+
+@pytest.fixture
+def stack(gslb: Stack, tmp_path: Path) -> Iterator[Callable[[], Stack]]:
+    """Call it after creating the test's data: a GSLB server and PowerDNS on it (dns_starter in
+    tests/dataplane/gslb/lab.py)."""
+    from tests.dataplane.gslb.lab import dns_starter
+
+    with dns_starter(gslb, tmp_path) as start:
+        yield start

@@ -1,4 +1,4 @@
-"""Real Celery worker and beat processes against the test database and Redis."""
+"""Real Celery worker and beat processes, and the web process, against the test database and Redis."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from django.conf import settings
 from django.db import connection
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
+
 # What runstack and docker-compose use too: no waiting for neighbours at start.
 WORKER_FAST_START = ["--without-mingle", "--without-gossip"]
 
@@ -83,15 +85,24 @@ class CeleryProcess:
 
 class WebProcess:
     """The real ASGI app (`uvicorn config.asgi:application`) on a free loopback port, against the
-    test database and Redis; `stop()` then `start()` keeps the port (a control-plane outage)."""
+    test database and Redis; `stop()` then `start()` keeps the port (a control-plane outage).
 
-    def __init__(self, log_dir: Path, *, port: int | None = None, **env: str) -> None:
+    The one definition of a test's web process: tests/conftest.py's `web` fixture starts one per
+    test; the data-plane labs (tests/dataplane/*/lab.py) subclass it. `env` is added to the
+    process's environment (LOG_LEVEL included, WARNING unless given); `uvicorn_args` go on its
+    command line; `stop_timeout` is how long a stop waits before SIGKILL (long-polls in flight
+    hold uvicorn's graceful shutdown)."""
+
+    def __init__(self, log_dir: Path, *, port: int | None = None, stop_timeout: float = 15.0,
+                 uvicorn_args: Sequence[str] = (), **env: str) -> None:
         from tests.support import free_port
 
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"uvicorn-{self.port}.log"
         self.env = env
+        self.stop_timeout = stop_timeout
+        self.uvicorn_args = tuple(uvicorn_args)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> WebProcess:
@@ -101,9 +112,9 @@ class WebProcess:
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
-                 "--port", str(self.port), "--lifespan", "off", "--no-access-log"],
-                cwd=ROOT, env=subprocess_env(LOG_LEVEL="WARNING", **self.env), stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                 "--port", str(self.port), "--lifespan", "off", "--no-access-log", *self.uvicorn_args],
+                cwd=ROOT, env=subprocess_env(**{"LOG_LEVEL": "WARNING", **self.env}), stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True)
         finally:
             log.close()
         deadline = time.monotonic() + timeout
@@ -120,7 +131,7 @@ class WebProcess:
 
     def stop(self) -> None:
         if self.proc is not None:
-            stop_process_group(self.proc)
+            stop_process_group(self.proc, timeout=self.stop_timeout)
             self.proc = None
 
     def log(self) -> str:

@@ -1,4 +1,5 @@
-"""Small helpers the integration tests share: a free loopback port, and a bounded wait."""
+"""Small helpers the tests share: the repository's root, a free loopback port, a bounded wait, and
+what to do when a real component is missing."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+ROOT = Path(__file__).resolve().parent.parent  # the repository (tests/ is at its top)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -7,7 +7,7 @@
   reads the in-memory snapshot (steering.gslb.policy), never the network. Every route it serves
   (POST /dns and /dns/<method>, GET|HEAD /healthz and /stats, POST /stats/reset), with its bodies
   and answers, is described in steering/agents/gslb_openapi.json (OpenAPI 3, written by hand;
-  tests/test_schemathesis_gslb.py fails when a route is missing from it, and fuzzes the running
+  tests/dataplane/gslb/test_schemathesis_gslb.py fails when a route is missing from it, and fuzzes the running
   server against it).
 - A Follower (steering.agents.contract, layer "dns") long-polls the desired state; applying it is
   `policy.snapshot_from_dict(spec, version)` swapped into the app's holder. A spec that does not

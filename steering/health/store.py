@@ -225,7 +225,7 @@ def _lua_names(values: Sequence[float]) -> str:
 # '1' to append transitions to the outbox stream, ARGV[7] the stream's cap. KEYS: stale_at, the
 # probes/latency/lag/gauges hashes, the transitions stream, the seq hash.
 # Server side, per result: the rise/fall step (the same semantics as steering.health.state.step,
-# checked against it by tests/test_health_state.py), its state string and stale deadline, the
+# checked against it by tests/unit/test_health_state.py), its state string and stale deadline, the
 # sample (LPUSH + LTRIM); per transition: its sequence number and, in the same atomic call as the
 # state change, its stream entry (so no transition is ever in Redis without its outbox entry);
 # per batch: the metric counters and histogram buckets. Returns only the transitions, flat:

@@ -276,7 +276,7 @@ def seed_demo() -> dict[str, int]:
 
 def clean_redis_state() -> None:
     """Probe schedule, counters and the sweep heartbeat: a flushed database must not meet them."""
-    from tests.test_health_support import clean_probe_redis
+    from tests.services.health_support import clean_probe_redis
 
     clean_probe_redis()
 

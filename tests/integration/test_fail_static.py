@@ -91,7 +91,7 @@ from tests import factories as f
 from tests.conftest import make_user, token_client
 from tests.processes import ROOT, WebProcess, stop_process_group
 from tests.support import free_port, missing, wait_for
-from tests.test_haproxy_live import HAProxy, NameServer
+from tests.dataplane.haproxy.lab import HAProxy, NameServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -30,7 +30,7 @@ from tests import factories as f
 from tests.conftest import make_user
 from tests.processes import CeleryProcess, WebProcess
 from tests.support import wait_for
-from tests.test_live import session_cookie
+from tests.api.live_support import session_cookie
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
