@@ -28,7 +28,8 @@ def record_agent_report(pop: PoP, observed: Iterable[str], *, session: str | Non
                         now: float | None = None) -> dict[str, Any]:
     """Store what the PoP's agent says ExaBGP announces; push it live when it changed.
 
-    A measurement, so no Change row; Redis errors propagate (the agent retries on a 5xx).
+    A measurement, so no Change row; Redis errors propagate (the report view drops the measurement
+    and says so in `skipped`; the agent reports again a second later).
     """
     at = now if now is not None else time.time()
     observed_list = list(sort_prefixes(observed))

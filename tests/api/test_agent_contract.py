@@ -329,3 +329,28 @@ def test_a_report_with_redis_away_keeps_its_database_part_and_drops_only_the_fig
     assert {s.split(":")[0] for s in body["skipped"]} == {"seen", "servers", "haproxy"}
     assert Change.objects.filter(action="dataplane.repair").count() == 1
 
+
+def test_an_anycast_report_with_redis_away_is_answered_and_says_what_it_dropped(admin: Any, monkeypatch: Any) -> None:
+    """What the fault suite saw: the anycast agent's reports answered 503 while Redis was away (what
+    ExaBGP announces is a measurement kept only in Redis; the report itself must not fail)."""
+    import redis as redis_lib
+
+    from steering.api.views import agent as agent_view
+    from steering.services import announcements
+
+    class Away:
+        def __getattr__(self, name: str) -> Any:
+            def refuse(*args: Any, **kwargs: Any) -> Any:
+                raise redis_lib.ConnectionError("Error 111 connecting. Connection refused.")
+            return refuse
+
+    pop = f.pop()
+    client = agent_client(admin, pop, name="anycast-agent")
+    monkeypatch.setattr(announcements, "sync_client", Away)
+    monkeypatch.setattr(agent_view, "record_seen", Away().hset)
+    answer = client.post("/api/v1/agent/report/", {"layer": "anycast", "observed": ["198.51.100.0/24"],
+                                                    "session": "up"}, format="json")
+    assert answer.status_code == 200, answer.content
+    body = answer.json()
+    assert "observed" not in body["stored"]
+    assert {s.split(":")[0] for s in body["skipped"]} == {"seen", "observed"}

@@ -8,7 +8,8 @@ service layer, writes each token to a 0600 file, renders PoP A's HAProxy config 
 The fleet:
 - region chaos-r1, PoP chaos-a: the pool `web` behind the real HAProxy, monitored by HTTP every
   second (rise 2, fall 2), outlier ejection off (its verdicts depend on traffic timing: the count
-  of Changes must be exact), one backend per name in the spec, all on 127.0.0.1;
+  of Changes must be exact), one backend per name in the spec, all on 127.0.0.1; it announces
+  the service's anycast prefix (a documentation range, 198.51.100.0/24) through its ExaBGP to BIRD;
 - region chaos-r2, PoP chaos-b (not announcing: no anycast layer to wait for): the pool `web`
   with no monitor and no data plane of its own, the target of the layered drain;
 - the service's VIP in each region (documentation addresses: data only, nothing binds them).
@@ -59,7 +60,9 @@ def main(argv: list[str]) -> int:
     r2 = f.region(slug="chaos-r2", name="Chaos two", latitude=40.0, longitude=-70.0)
     pop_a = f.pop(r1, slug="chaos-a", name="Chaos A")
     pop_b = f.pop(r2, slug="chaos-b", name="Chaos B", announce="withdraw", latitude=40.7, longitude=-74.0)
-    service = f.service(slug="chaos-web", fqdn="chaos.example.net", protocol="http", ttl=spec["ttl"])
+    # The VIPs lie outside the prefix: DNS steering is the same as without it (steering.whatif).
+    service = f.service(slug="chaos-web", fqdn="chaos.example.net", protocol="http", ttl=spec["ttl"],
+                        anycast_prefix=f.prefix(prefix=spec["prefix"]))
     f.vip(service, r1, address="192.0.2.51")
     f.vip(service, r2, address="192.0.2.52")
     monitor = f.monitor(slug="chaos-http", kind="http", path="/", interval_seconds=1.0, timeout_seconds=0.5,
@@ -82,6 +85,7 @@ def main(argv: list[str]) -> int:
     operator_token = do_create_token(operator, name="chaos-operator", role=Role.OPERATOR, actor=system)[1]
     haproxy_token = do_create_token(admin, name="agent-chaos-a", role=Role.AGENT, pop=pop_a, actor=system)[1]
     dns_token = do_create_token(admin, name="agent-chaos-dns", role=Role.AGENT, actor=system)[1]
+    anycast_token = do_create_token(admin, name="agent-chaos-a-anycast", role=Role.AGENT, pop=pop_a, actor=system)[1]
 
     binary = haproxy_binary()
     assert binary, "haproxy is not installed"
@@ -90,11 +94,12 @@ def main(argv: list[str]) -> int:
     write_config(rendered, spec["haproxy_cfg"], haproxy=binary)
 
     print(json.dumps({
-        "pop_a": pop_a.slug, "pop_b": pop_b.slug, "pop_b_id": pop_b.pk, "pool_a": pool_a.pk, "pool_b": pool_b.pk,
+        "pop_a": pop_a.slug, "pop_a_id": pop_a.pk, "pop_b": pop_b.slug, "pop_b_id": pop_b.pk, "pool_a": pool_a.pk, "pool_b": pool_b.pk,
         "service": service.slug, "backends": backends,
         "operator_token": private(out_dir / "operator.token", operator_token),
         "haproxy_token": private(out_dir / "haproxy.token", haproxy_token),
         "dns_token": private(out_dir / "dns.token", dns_token),
+        "anycast_token": private(out_dir / "anycast.token", anycast_token),
     }))
     return 0
 

@@ -6,8 +6,9 @@ without touching the machine's), a private Redis (config.embedded.PrivateRedis),
 (uvicorn), the Celery workers as docker-compose.yml runs them (4 pool processes on the default
 queue: the sweeper, the probe tick, the transition recorder task, the stale sweep, the reconcile;
 2 on the probe shards), Celery beat, HAProxy in front of PoP A's backends driven by the real
-HAProxy agent (socket mode: HAProxy outlives its agent), and the GSLB server following the DNS
-layer. The backends are small HTTP servers in this process; a thread sends a request through
+HAProxy agent (socket mode: HAProxy outlives its agent), the GSLB server following the DNS
+layer, and PoP A's ExaBGP, running the anycast agent as its API process and peering with BIRD 2
+as the router (PoP A announces the service's prefix; a thread reads BIRD's routes every 250 ms). The backends are small HTTP servers in this process; a thread sends a request through
 HAProxy every 50 ms and another reads the API every 300 ms, recording every answer with its time.
 PoP A's monitor probes every second (rise 2, fall 2).
 
@@ -21,7 +22,8 @@ The faults, in turn: SIGKILL the web process, the probes worker, the timers work
 restarted at once); the transition recorder (a task in a pool process of the timers worker, not a
 process of its own: that pool process is SIGKILLed while recording, blocked on a row lock the test
 holds, its outbox entry pending); the HAProxy agent (a drain is committed while it is away) and the
-GSLB server (each restarted); PostgreSQL (`pg_ctl stop -m fast`, started again PG_DOWN s later);
+GSLB server (each restarted); the anycast agent (ExaBGP starts it again by itself; a withdraw is
+committed at once, then an announce); PostgreSQL (`pg_ctl stop -m fast`, started again PG_DOWN s later);
 redis-server (SIGKILL, a fresh one on the same port REDIS_DOWN s later). Backends are stopped and
 started meanwhile: the ground truth for health transitions.
 
@@ -35,7 +37,9 @@ Checked afterwards, from the stack's database, one test per property:
 - the Changes are exactly the actions taken: a count per action, from what the test did through
   the API and the rows the system writes for it, nothing else;
 - the API answered no 5xx, except 503 while its database was down: every answer the test got, and
-  every 5xx the web process logged (the agents' requests too).
+  every 5xx the web process logged (the agents' requests too);
+- the router saw the anycast agent's death not at all (BIRD kept the route and the session) and
+  each anycast action once: the route gone after the withdraw, back after the announce.
 
 A table, one row per fault (time to recover, lost, duplicated), is printed (`-s`) and written as
 JSON (faults.json) under the pytest tmp dir. Deadlines for "eventually" are generous; nothing
@@ -46,6 +50,7 @@ from __future__ import annotations
 
 import datetime
 import http
+import itertools
 import json
 import os
 import re
@@ -63,6 +68,16 @@ import pytest
 
 from config.embedded import PrivateRedis
 from steering.choices import AdminState
+from steering.dataplane.exabgp.lab import (
+    Bird,
+    ExaBGPProcess,
+    agent_command,
+    bird_binary,
+    exabgp_binary,
+    exabgp_env,
+    same_session,
+    speakers_for,
+)
 from steering.dataplane.haproxy.process import haproxy_binary
 from steering.services.kernel import state_verb
 from tests.chaos.stack import (
@@ -97,6 +112,7 @@ SAMPLE_SLACK = 0.3         # the probe state is sampled every 0.25 s
 MARK_SPAN = 1.0            # from the stale sweep's look at the probe state to its commit, at most
 CALM = 2.0                 # between one fault's recovery and the next fault
 EVENTUALLY = 90.0
+PREFIX = "198.51.100.0/24"   # PoP A's anycast prefix (a documentation range; BIRD's table is all it reaches)
 
 STEADY = ["web-1", "web-2", "web-3"]
 FLAPS = ["flap-1", "flap-2"]
@@ -193,6 +209,21 @@ class DrainCheck:
         return f"{self.backend}: drained {len(self.drained_at)}x at {late} from its deadline (allowed -{TOLERANCE:g}..+{self.allowed_late:.1f})"
 
 
+@dataclass
+class AnycastRecord:
+    """The anycast agent's death and the two actions after it, as the router saw them."""
+
+    session_before: float | None = None   # Bird.established_since, before the kill and after the announce
+    session_after: float | None = None
+    killed: float = 0.0
+    withdraw_sent: float = 0.0
+    withdrawn: float = 0.0                # the withdraw's answer
+    route_gone: float = 0.0
+    announce_sent: float = 0.0
+    announced: float = 0.0                # the announce's answer
+    route_back: float = 0.0
+
+
 def clock(t: float) -> str:
     return datetime.datetime.fromtimestamp(t).strftime("%H:%M:%S.%f")[:-3]
 
@@ -233,6 +264,10 @@ class ChaosRun:
         self.pg_windows: list[tuple[float, float]] = []       # database away: from the stop until it is up
         self.redis_windows: list[tuple[float, float]] = []    # Redis away: from the SIGKILL until a new one answers
         self.probe_samples: list[tuple[float, dict[int, float]]] = []
+        self.bird: Bird | None = None
+        self.exabgp: ExaBGPProcess | None = None
+        self.route_samples: list[tuple[float, bool | None]] = []   # PREFIX in BIRD's table (None: birdc failed)
+        self.anycast = AnycastRecord()
 
     # --- plumbing ---------------------------------------------------------------------------------
 
@@ -354,6 +389,8 @@ class ChaosRun:
         binary = haproxy_binary()
         if not binary:
             missing("haproxy is not installed (Debian package haproxy)")
+        if not bird_binary() or not exabgp_binary():
+            missing("bird (Debian package bird2) or exabgp (requirements-dev.txt) is not installed")
         self.pg = PrivatePostgres().init()
         self.pg.start()
         self.pg.create_database()
@@ -366,7 +403,7 @@ class ChaosRun:
         haproxy_dir = self.tmp / "haproxy"
         haproxy_dir.mkdir()
         spec = {"dir": str(self.tmp), "ttl": TTL, "pop_a": {n: s.port for n, s in self.servers.items()},
-                "pop_b": POP_B, "weights": {RAMPED: 10}, "frontend_port": self.frontend_port,
+                "pop_b": POP_B, "weights": {RAMPED: 10}, "prefix": PREFIX, "frontend_port": self.frontend_port,
                 "haproxy_cfg": str(haproxy_dir / "haproxy.cfg"), "haproxy_socket": str(haproxy_dir / "admin.sock")}
         (self.tmp / "seed.json").write_text(json.dumps(spec))
         self.info: dict[str, Any] = json.loads(self.python("-m", "tests.chaos.seed", str(self.tmp / "seed.json"))
@@ -387,11 +424,20 @@ class ChaosRun:
         self.agents.append(self.hap_agent)
         self.gslb_port = free_port()
         self.gslb = self.gslb_agent()
+        speaker = speakers_for([self.info["pop_a"]])[0]
+        self.protocol = speaker.protocol
+        self.bird = Bird(self.tmp / "bird", [speaker]).start()
+        self.exabgp = ExaBGPProcess(
+            self.tmp / "exabgp", speaker, router_port=self.bird.port, env=exabgp_env(),
+            agent=agent_command(self.info["pop_a"], self.web.url, Path(self.info["anycast_token"]),
+                                self.tmp / "agent-state", instance="chaos-anycast")).start()
 
         # Everything up: HAProxy serving, both agents acknowledging, every backend probed and up.
         self.wait(lambda: http_get(self.frontend + "/") is None, "HTTP through HAProxy", timeout=60)
-        self.wait(lambda: self.applied("local") >= self.version() and self.applied("dns") >= self.version(),
-                  "both agents to acknowledge the current version", timeout=120)
+        self.wait(lambda: all(self.applied(layer) >= self.version() for layer in ("local", "dns", "anycast")),
+                  "the three agents to acknowledge the current version", timeout=120)
+        self.wait(lambda: self.bird is not None and PREFIX in self.bird.routes(self.protocol),
+                  "BIRD to learn PoP A's prefix", timeout=60)
         self.wait(lambda: self.probed_after(time.time() - 1.5), "the prober to probe every backend", timeout=120)
         self.wait(lambda: self.sql("SELECT COUNT(*) FROM steering_backend WHERE health <> 'up'")[0][0] == 0,
                   "every backend up", timeout=60)
@@ -439,6 +485,15 @@ class ChaosRun:
         self.probe_samples.append((time.time(), {i: CheckState.decode(v).last_time for i, v in zip(ids, raw, strict=True)}))
         return None
 
+    def sample_routes(self) -> str | None:
+        assert self.bird is not None
+        try:
+            self.route_samples.append((time.time(), PREFIX in self.bird.routes(self.protocol)))
+        except Exception as exc:
+            self.route_samples.append((time.time(), None))
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
     def poll_api(self) -> str | None:
         status, _ = self.api.get(f"/api/v1/backends/?pool={self.info['pool_a']}&page_size=100")
         return None if status == 200 else f"HTTP {status}"
@@ -447,7 +502,8 @@ class ChaosRun:
         assert self.web is not None
         self.baseline = int(self.sql("SELECT COALESCE(MAX(id), 0) FROM steering_change")[0][0])
         self.loops = [Loop("traffic", lambda: http_get(self.frontend + "/"), 0.05).start(),
-                      Loop("api", self.poll_api, 0.3).start(), Loop("probes", self.sample_probes, 0.25).start()]
+                      Loop("api", self.poll_api, 0.3).start(), Loop("probes", self.sample_probes, 0.25).start(),
+                      Loop("bird", self.sample_routes, 0.25).start()]
         self.t0 = time.time()
 
         # In flight through all of it.
@@ -471,6 +527,7 @@ class ChaosRun:
         self.haproxy_agent_dies()
         self.start_backend("flap-1")
         self.gslb_dies()
+        self.anycast_agent_dies()
         self.recorder_recovers(recorder)
         # The database before Redis: after a Redis restart the prober's per-backend seq starts again
         # from 0, and a reconcile held up by a database outage then restates an old observation over a
@@ -489,7 +546,8 @@ class ChaosRun:
         self.web.start(timeout=60)
         back = time.time()
         self.wait(lambda: self.api.get("/api/v1/pops/")[0] == 200 and self.seen("local") > back
-                  and self.seen("dns") > back, "the API answering and both agents back on it")
+                  and self.seen("dns") > back and self.seen("anycast") > back,
+                  "the API answering and the three agents back on it")
         self.recovered(f)
         self.start_backend("flap-2")
 
@@ -608,6 +666,40 @@ class ChaosRun:
                   "the restarted GSLB server to follow the DNS layer again")
         self.recovered(f)
 
+    def anycast_agent_dies(self) -> None:
+        """SIGKILL the anycast agent, ExaBGP's API process. ExaBGP starts it again by itself and
+        keeps its routes and the BGP session meanwhile. A withdraw of PoP A is committed at once
+        (the new agent learns it from its kept state's version, whenever it is up), then an announce."""
+        assert self.exabgp is not None and self.bird is not None
+        record = self.anycast
+        record.session_before = self.bird.established_since(self.protocol)
+        f = self.fault("anycast agent")
+        (pid,) = self.exabgp.agent_pids()
+        os.kill(pid, signal.SIGKILL)
+        record.killed = record.withdraw_sent = time.time()
+        status, body = self.api.act(f"/api/v1/pops/{self.info['pop_a_id']}/withdraw/",
+                                    {"reason": "chaos: withdraw as the anycast agent dies"}, key="chaos-withdraw")
+        assert status in (200, 202), (status, body)
+        record.withdrawn = time.time()
+        self.wait(lambda: (pids := self.exabgp.agent_pids()) and pid not in pids,  # type: ignore[union-attr]
+                  "ExaBGP to start the anycast agent again")
+        self.wait(lambda: self.route_samples[-1][1] is False and self.route_samples[-1][0] > record.withdrawn,
+                  "BIRD to lose the withdrawn prefix")
+        record.route_gone = time.time()
+        time.sleep(1.0)   # the withdrawn state, read a few times by the route sampler
+        record.announce_sent = time.time()
+        status, body = self.api.act(f"/api/v1/pops/{self.info['pop_a_id']}/announce/",
+                                    {"reason": "chaos: announce again"}, key="chaos-announce")
+        assert status in (200, 202), (status, body)
+        record.announced = time.time()
+        self.wait(lambda: self.route_samples[-1][1] is True and self.route_samples[-1][0] > record.announced,
+                  "BIRD to learn the prefix again")
+        record.route_back = time.time()
+        record.session_after = self.bird.established_since(self.protocol)
+        f.notes.append(f"route gone {record.route_gone - record.withdrawn:.2f} s after the withdraw, back "
+                       f"{record.route_back - record.announced:.2f} s after the announce")
+        self.recovered(f)
+
     def redis_restarts(self) -> None:
         assert self.redis_server is not None
         drain = self.drain("Redis", "d-redis")
@@ -688,7 +780,7 @@ class ChaosRun:
         return Outcome(self.tmp, self.t0, self.end, self.faults, self.drains, self.cycles,
                        self.api.calls + server_errors(self.web.log()), self.loops[0].outcomes, changes, backends,
                        operations, self.ids, self.pg_windows, self.redis_windows, self.layered_op, self.ramp_op,
-                       self.probe_samples)
+                       self.probe_samples, self.route_samples, self.anycast)
 
     def logs(self) -> str:
         parts: list[tuple[str, str]] = []
@@ -696,6 +788,10 @@ class ChaosRun:
             parts.append(("web", self.web.log()))
         parts += [(f"celery {p.role} {p.log_path.name}", p.log()) for p in self.celery]
         parts += [(f"agent {a.name}", a.log()) for a in self.agents[-2:]]
+        if self.exabgp is not None:
+            parts.append(("exabgp (and the anycast agent)", self.exabgp.log()))
+        if self.bird is not None:
+            parts.append(("bird", self.bird.log()))
         if self.pg is not None:
             parts.append(("postgres", self.pg.log()))
         return "\n".join(f"--- {name} ---\n{text[-2500:]}" for name, text in parts)
@@ -705,6 +801,8 @@ class ChaosRun:
             *(loop.stop for loop in self.loops),
             *(server.release.set for server in self.servers.values()),
             *(agent.stop for agent in self.agents),
+            *([self.exabgp.stop] if self.exabgp else []),
+            *([self.bird.stop] if self.bird else []),
             *([self.haproxy.stop] if self.haproxy else []),
             *(proc.stop for proc in reversed(self.celery)),
             *([self.web.stop] if self.web else []),
@@ -792,6 +890,8 @@ class Outcome:
     layered_op: int
     ramp_op: int
     probe_samples: list[tuple[float, dict[int, float]]]
+    route_samples: list[tuple[float, bool | None]]
+    anycast: AnycastRecord
 
     def __post_init__(self) -> None:
         self.names = {v: k for k, v in self.ids.items()}
@@ -928,6 +1028,8 @@ class Outcome:
             f"pop.{state_verb(AdminState.DRAINING)}": 1, "vip.disable": 1, f"pop.{state_verb(AdminState.DRAINED)}": 1,
             # the ramp: one weight per step, the first with the request
             "backend.weight": len(RAMP_STEPS) + 1,
+            # PoP A withdrawn as its anycast agent died, then announced again
+            "pop.withdraw": 1, "pop.announce": 1,
             # the prober's own rows: each a real transition (checked row by row above)
             "backend.health": self.health_rows,
         })
@@ -1101,3 +1203,23 @@ def test_the_api_answered_only_503_while_its_database_was_down(chaos: Outcome) -
 def test_the_api_answered_no_5xx_while_redis_was_away(chaos: Outcome) -> None:
     bad = [c for c in chaos.api_5xx() if chaos.during(c, chaos.redis_windows) and not chaos.during(c, chaos.pg_windows)]
     require(not bad, shown(bad))
+
+
+def test_the_router_saw_the_anycast_agent_die_not_at_all_and_each_action_once(chaos: Outcome) -> None:
+    record, samples = chaos.anycast, chaos.route_samples
+    failed = [t for t, present in samples if present is None]
+    # Until the withdraw was sent, its agent's death included: the prefix stayed (a birdc call takes a
+    # few ms; the 0.1 s keeps a sample that began before the send from reading the withdraw itself).
+    held = [present for t, present in samples if t <= record.withdraw_sent - 0.1]
+    # After the withdraw reached BIRD and until the announce was sent: gone; after it reached BIRD: there.
+    gone = [present for t, present in samples if record.route_gone <= t <= record.announce_sent - 0.1]
+    back = [present for t, present in samples if t >= record.route_back]
+    readings = [present for _, present in samples if present is not None]
+    flips = sum(1 for a, b in itertools.pairwise(readings) if a != b)
+    require(not failed, f"birdc failed {len(failed)} times")
+    require(held and all(held), "BIRD lost the prefix before the withdraw (the agent's death changed the route)")
+    require(gone and not any(gone), "the prefix came back before the announce")
+    require(back and all(back), "the prefix went away again after the announce")
+    require(flips == 2, f"the route changed {flips} times (once for the withdraw, once for the announce)")
+    require(same_session(record.session_before, record.session_after),
+            f"BIRD's session with PoP A's ExaBGP flapped: {record.session_before} -> {record.session_after}")

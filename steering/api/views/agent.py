@@ -286,9 +286,8 @@ class ReportView(AgentView):
             except ValueError:
                 return Response({"code": "invalid", "detail": "Invalid input.",
                                  "errors": {"observed": ["Each item must be an IP prefix."]}}, status=400)
-            with transaction.atomic():
-                report = record_agent_report(identity.pop, observed, session=v.get("session"))
-            stored["observed"] = report["observed"]
+            with _measurement("observed", skipped), transaction.atomic():
+                stored["observed"] = record_agent_report(identity.pop, observed, session=v.get("session"))["observed"]
         else:
             with _measurement("answers", skipped):
                 stored["answers"] = agent_reports.store_dns_answers(tuple(a) for a in v.get("answers", []))
