@@ -89,9 +89,9 @@ from steering.services.context import Actor
 from steering.services.tokens import do_create_token
 from tests import factories as f
 from tests.conftest import make_user, token_client
+from tests.dataplane.haproxy.lab import HAProxy, NameServer
 from tests.processes import ROOT, WebProcess, stop_process_group
 from tests.support import free_port, missing, wait_for
-from tests.dataplane.haproxy.lab import HAProxy, NameServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -27,10 +27,10 @@ from steering.readmodels.version import current_version
 from steering.services.context import Actor
 from steering.services.tokens import do_create_token
 from tests import factories as f
+from tests.api.live_support import session_cookie
 from tests.conftest import make_user
 from tests.processes import CeleryProcess, WebProcess
 from tests.support import wait_for
-from tests.api.live_support import session_cookie
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
