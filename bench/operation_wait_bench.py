@@ -1,6 +1,6 @@
 """An operator's drain while a NOC's worth of `?wait=` long-polls hang on one web process.
 
-    .venv/bin/python bench/operation_wait_bench.py --waiters 1000 --drains 40
+    .venv/bin/python bench/operation_wait_bench.py --waiters 1000 --drains 300
 
 One uvicorn process (the real ASGI app; SQLite and a private Redis in a temp dir). First the
 anchor: N drains posted one after another with nobody waiting. Then `--waiters` clients (asyncio
@@ -107,7 +107,7 @@ async def hold_waiters(port: int, token: str, operation_id: int, count: int, par
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--waiters", type=int, default=1000)
-    ap.add_argument("--drains", type=int, default=40)
+    ap.add_argument("--drains", type=int, default=300)
     ap.add_argument("--port", type=int, default=18950)
     ap.add_argument("--database-url", default="", help="an empty PostgreSQL database to use instead of SQLite")
     args = ap.parse_args()

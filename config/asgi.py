@@ -28,3 +28,7 @@ application = ProtocolTypeRouter(
         "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
+
+from steering.gcpolicy import settle_web_process  # noqa: E402
+
+settle_web_process()

@@ -279,9 +279,10 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["steering.api.permissions.RolePermission"],
     "DEFAULT_FILTER_BACKENDS": [
-        "django_filters.rest_framework.DjangoFilterBackend",
-        "rest_framework.filters.OrderingFilter",
-        "rest_framework.filters.SearchFilter",
+        # The usual three (django-filter, ordering, search), applied to lists only.
+        "steering.api.filters.ListFilterBackend",
+        "steering.api.filters.ListOrderingFilter",
+        "steering.api.filters.ListSearchFilter",
     ],
     "DEFAULT_PAGINATION_CLASS": "steering.api.pagination.Pagination",
     "PAGE_SIZE": 100,

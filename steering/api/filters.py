@@ -1,8 +1,13 @@
-"""Filters for list endpoints (django-filter)."""
+"""Filters for list endpoints (django-filter), and the filter backends that apply them to lists only."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import django_filters as df
+from django.db.models import QuerySet
+from django_filters.rest_framework import DjangoFilterBackend
+from rest_framework import filters as drf_filters
 
 from steering.choices import LEGACY_CHANGE_ACTIONS, AdminState, ChangeAction, ChangeSource, Health, OperationStatus
 from steering.models import VIP, Backend, Change, Operation, Pool, PoP, Region, Service
@@ -98,3 +103,28 @@ class VIPFilter(df.FilterSet):
             return queryset.filter(address=ipaddress.ip_address(value).compressed)
         except ValueError:
             raise ValidationError({"address": [f"{value!r} is not an IPv4 or IPv6 address."]}) from None
+
+
+class _ListsOnly:
+    """DRF filters every queryset it reads, the one a detail view looks its object up in too: a
+    `GET /backends/5/` (or a drain of it) built and validated a whole FilterSet form for nothing,
+    several hundred objects in reference cycles per request, which the garbage collector then
+    walked while a thousand `?wait=` long-polls were parked. A filter narrows a list; on one
+    object it only turned a stray query parameter into a 404."""
+
+    def filter_queryset(self, request: Any, queryset: QuerySet[Any], view: Any) -> QuerySet[Any]:
+        if getattr(view, "detail", False):
+            return queryset
+        return super().filter_queryset(request, queryset, view)  # type: ignore[misc, no-any-return]
+
+
+class ListFilterBackend(_ListsOnly, DjangoFilterBackend):
+    pass
+
+
+class ListOrderingFilter(_ListsOnly, drf_filters.OrderingFilter):
+    pass
+
+
+class ListSearchFilter(_ListsOnly, drf_filters.SearchFilter):
+    pass

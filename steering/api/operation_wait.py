@@ -146,6 +146,9 @@ class OperationWaitApp:
         if not running or wait <= 0:
             await _replay(first, send)
             return
+        # Hold nothing of the first answer while waiting: a thousand parked copies of an operation's
+        # body are objects the garbage collector walks on every full pass.
+        del first, body
         if self._ends is None:
             self._ends = OperationEnds()
         waiting = asyncio.ensure_future(self._ends.wait(int(match["id"]), wait))
