@@ -85,6 +85,15 @@ def token_client(user: User, role: str | None = None, **headers: str) -> APIClie
     return client
 
 
+
+def agent_client(owner: Any, pop: Any = None, name: str = "agent") -> APIClient:
+    """An API client with an agent token (bound to `pop`, or to the DNS layer when None)."""
+    _token, raw = do_create_token(owner, name=name, role="agent", pop=pop, actor=Actor.system("test"))
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    return client
+
+
 @pytest.fixture
 def viewer_api(viewer: User) -> APIClient:
     return token_client(viewer)

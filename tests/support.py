@@ -44,3 +44,17 @@ def missing(what: str) -> NoReturn:
     if IN_CI:
         pytest.fail(what, pytrace=False)
     pytest.skip(what)
+
+
+def threads_of(pid: int) -> int:
+    """Threads of a process of ours (a web process holding a thread per waiter would show here)."""
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def db_connections() -> int:
+    """Connections to the test's PostgreSQL database (a waiter holding one would show here)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+        return int(cursor.fetchone()[0])

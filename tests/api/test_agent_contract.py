@@ -15,24 +15,16 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from steering import redis_keys
-from steering.choices import Role
 from steering.models import Backend, Change, DataplaneState, Operation
 from steering.readmodels.version import current_version
 from steering.redisconn import sync_client
 from steering.services.actions import do_drain
 from steering.services.context import Actor
 from steering.services.operations import sweep_due
-from steering.services.tokens import do_create_token
 from tests import factories as f
+from tests.conftest import agent_client
 
 OPERATOR = Actor(name="otto", source="api")
-
-
-def agent_client(owner: Any, pop: Any = None, name: str = "agent") -> APIClient:
-    _token, raw = do_create_token(owner, name=name, role=Role.AGENT, pop=pop, actor=Actor.system("test"))
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    return client
 
 
 @pytest.fixture
@@ -262,7 +254,7 @@ def test_the_haproxy_agent_imports_no_django_database_or_redis() -> None:
 
 def test_a_layered_drain_waits_for_each_layer_to_acknowledge(operator_api: APIClient, admin: Any,
                                                              settings: Any) -> None:
-    from tests.services.test_layered import at, layered, site_fleet
+    from tests.services.sites import at, layered, site_fleet
 
     settings.STEERING_DATAPLANE_CONFIRM = True
     settings.STEERING_DATAPLANE_ACK_TIMEOUT_SECONDS = 600

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import os
 import urllib.error
 import urllib.request
 from typing import Any
@@ -22,6 +21,7 @@ from steering.services.tokens import do_create_token
 from tests import factories as f
 from tests.conftest import make_user
 from tests.processes import WebProcess
+from tests.support import db_connections, threads_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 OPERATOR = Actor(name="otto", source="api")
@@ -76,16 +76,6 @@ def test_an_agent_waits_out_its_wait_and_hears_304_with_its_own_version(web: Web
     other = f.pop()
     assert get(f"{web.url}/api/v1/agent/desired/?layer=local&pop={other.slug}", token)[0] == 403
     assert get(f"{web.url}/api/v1/agent/desired/?layer=local", "nope")[0] == 401
-
-
-def threads_of(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/task"))
-
-
-def db_connections() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
-        return int(cursor.fetchone()[0])
 
 
 def test_a_hundred_waiting_agents_hold_no_thread_and_no_database_connection(web: WebProcess) -> None:

@@ -22,7 +22,7 @@ from steering.readmodels.version import current_version
 from steering.redisconn import sync_client
 from tests import factories as f
 from tests.api.live_support import HOST, ORIGIN, session_cookie
-from tests.api.test_agent_contract import agent_client
+from tests.conftest import agent_client
 from tests.services.health_support import clean_probe_redis
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

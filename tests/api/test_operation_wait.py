@@ -23,10 +23,9 @@ from steering.services.context import Actor
 from steering.services.operations import sweep_due
 from steering.services.tokens import do_create_token
 from tests import factories as f
-from tests.api.test_agent_longpoll import db_connections, threads_of
 from tests.conftest import make_user
 from tests.processes import WebProcess
-from tests.support import wait_for
+from tests.support import db_connections, threads_of, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 OPERATOR = Actor(name="otto", source="api")

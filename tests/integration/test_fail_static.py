@@ -129,15 +129,6 @@ def private(path: Path, text: str) -> Path:
     return path
 
 
-class Web(WebProcess):
-    """The web process; stop() does not wait out the agents' long-polls in flight (uvicorn's
-    graceful shutdown would): SIGTERM, then SIGKILL after 3 s, as a dying host would."""
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process_group(self.proc, timeout=3)
-            self.proc = None
-
 
 class Agent:
     """One agent process (`python -m steering.agents ...`), in its own process group, appending
@@ -255,7 +246,7 @@ class Stack:
     pop: PoP
     backends: dict[str, Backend]
     servers: dict[str, NameServer]
-    web: Web
+    web: WebProcess
     haproxy: HAProxy
     hap_agent: Agent
     gslb: Agent
@@ -400,7 +391,9 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 
     started: list[Callable[[], None]] = []
     try:
-        web = Web(tmp_path)
+        # stop() does not wait out the agents' long-polls in flight (uvicorn's graceful shutdown
+        # would): SIGTERM, then SIGKILL after 3 s, as a dying host would.
+        web = WebProcess(tmp_path, stop_timeout=3)
         started.append(web.stop)
         web.start(timeout=START_TIMEOUT)
         haproxy = HAProxy(tmp_path / "haproxy")

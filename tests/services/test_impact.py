@@ -26,7 +26,7 @@ from steering.services.impact import (
     WeightPlan,
 )
 from tests import factories as f
-from tests.services.test_layered import site_fleet
+from tests.services.sites import site_fleet
 
 BASE = {"action", "target", "basis", "verdict", "safe", "backends_affected", "moved_rps", "unplaced_rps",
         "receivers", "notes", "explain"}

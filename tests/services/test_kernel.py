@@ -199,7 +199,7 @@ def _previews() -> dict[str, Callable[[Region, PoP, Pool, Backend], Any]]:
 @pytest.mark.django_db(transaction=True)  # no test transaction around it: a preview's own BEGIN would show
 @pytest.mark.parametrize("name", sorted(_previews()))
 def test_a_preview_takes_no_lock_and_writes_nothing(name):
-    from tests.services.test_layered import site_fleet
+    from tests.services.sites import site_fleet
 
     west, _east, fra, _lhr, _iad = site_fleet()
     pool = fra.pools.first()
