@@ -385,8 +385,9 @@ def _guard(impact: dict[str, Any], *, force: bool, force_reason: str) -> bool:
 class _Applier:
     """Turns each change into a topology service call, resolving names to the rows they name."""
 
-    def __init__(self, desired: Fleet, ids: Ids, actor: Actor, reason: str) -> None:
+    def __init__(self, desired: Fleet, ids: Ids, actor: Actor, reason: str, operation_id: int) -> None:
         self.desired, self.ids, self.actor, self.reason = desired, ids, actor, reason
+        self.operation_id = operation_id  # each write's Change names the apply: the audit shows which file made it
         self.made: dict[tuple[str, str], models.Model] = {}
         self.deferred: list[tuple[models.Model, str]] = []
 
@@ -423,13 +424,14 @@ class _Applier:
             if isinstance(row, Pool):
                 # Pools that back each other and both go: unlink the one left (the others went first).
                 for primary in Pool.objects.filter(backup_pool=row).order_by("pk"):
-                    do_update(primary, {"backup_pool": None}, actor=self.actor, reason=self.reason)
-            do_delete(row, actor=self.actor, reason=self.reason)
+                    do_update(primary, {"backup_pool": None}, actor=self.actor, reason=self.reason,
+                              operation_id=self.operation_id)
+            do_delete(row, actor=self.actor, reason=self.reason, operation_id=self.operation_id)
             return
         fields = self.desired[kind][change.key].fields
         if change.op == UPDATE:
             do_update(self.row(kind, change.key), self.data(kind, change.fields, fields),
-                      actor=self.actor, reason=self.reason)
+                      actor=self.actor, reason=self.reason, operation_id=self.operation_id)
             return
         names = list(field_names(kind))
         backup = f"{fields['pop']}/{fields['backup_pool']}" if kind == "pool" and fields["backup_pool"] else None
@@ -439,13 +441,15 @@ class _Applier:
         data = self.data(kind, names, fields)
         if kind == "backend":
             data["pool"] = self.row("pool", f"{fields['pop']}/{fields['pool']}")
-        self.made[kind, change.key] = do_create(model, data, actor=self.actor, reason=self.reason)
+        self.made[kind, change.key] = do_create(model, data, actor=self.actor, reason=self.reason,
+                                                operation_id=self.operation_id)
         if later and backup is not None:
             self.deferred.append((self.made[kind, change.key], backup))
 
     def link_deferred(self) -> None:
         for pool, backup_key in self.deferred:
-            do_update(pool, {"backup_pool": self.row("pool", backup_key)}, actor=self.actor, reason=self.reason)
+            do_update(pool, {"backup_pool": self.row("pool", backup_key)}, actor=self.actor, reason=self.reason,
+                      operation_id=self.operation_id)
 
 
 def do_apply(desired: Fleet, *, actor: Actor, reason: str, force: bool = False, force_reason: str = "",
@@ -479,7 +483,7 @@ def do_apply(desired: Fleet, *, actor: Actor, reason: str, force: bool = False, 
             params={"fleet_impact": impact, "force_reason": force_reason, "file_fingerprint": body["file_fingerprint"]},
         )
         op.steps = [{"name": f"{what} {n}", "status": "done"} for what, n in body["summary"].items() if n]
-        applier = _Applier(desired, ids, actor, reason)
+        applier = _Applier(desired, ids, actor, reason, op.pk)
         for change in changes:
             applier.apply(change)
         applier.link_deferred()

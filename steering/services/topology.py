@@ -80,7 +80,8 @@ def _related(obj: models.Model) -> models.Model | None:
 
 
 @transaction.atomic
-def do_create(model: type[M], data: dict[str, Any], *, actor: Actor, reason: str = "") -> M:
+def do_create(model: type[M], data: dict[str, Any], *, actor: Actor, reason: str = "",
+              operation_id: int | None = None) -> M:
     obj = model(**data)
     _validate(obj)
     try:
@@ -88,14 +89,15 @@ def do_create(model: type[M], data: dict[str, Any], *, actor: Actor, reason: str
             obj.save()
     except IntegrityError as exc:
         raise InvalidInput({"non_field_errors": [f"Conflicts with an existing object: {exc}"]}) from exc
-    changes = ChangeSet(actor, reason)
+    changes = ChangeSet(actor, reason, operation_id=operation_id)  # an operation's when it is one's part
     changes.record(f"{object_type(obj)}.create", obj, before=None, after=snapshot(obj), related=_related(obj))
     return obj
 
 
 @transaction.atomic
 def do_update(
-    obj: M, data: dict[str, Any], *, actor: Actor, reason: str = "", expected_revision: int | None = None
+    obj: M, data: dict[str, Any], *, actor: Actor, reason: str = "", expected_revision: int | None = None,
+    operation_id: int | None = None,
 ) -> M:
     model = type(obj)
     # If-Match is compared under the row lock, so a concurrent write cannot slip in between.
@@ -115,13 +117,14 @@ def do_update(
             locked.save()
     except IntegrityError as exc:
         raise InvalidInput({"non_field_errors": [f"Conflicts with an existing object: {exc}"]}) from exc
-    changes = ChangeSet(actor, reason)
+    changes = ChangeSet(actor, reason, operation_id=operation_id)  # an operation's when it is one's part
     changes.record(f"{object_type(locked)}.update", locked, before=before, after=snapshot(locked), related=_related(locked))
     return locked
 
 
 @transaction.atomic
-def do_delete(obj: models.Model, *, actor: Actor, reason: str = "", expected_revision: int | None = None) -> None:
+def do_delete(obj: models.Model, *, actor: Actor, reason: str = "", expected_revision: int | None = None,
+              operation_id: int | None = None) -> None:
     locked = lock_for_write(obj, expected_revision)
     _refuse_delete_while_acting(locked)
     before = snapshot(locked)
@@ -134,7 +137,7 @@ def do_delete(obj: models.Model, *, actor: Actor, reason: str = "", expected_rev
         users = sorted({f"{object_type(o)} {o}" for o in exc.protected_objects})[:10]
         raise _in_use(locked, users) from exc
     locked.pk = pk  # Change needs the id of what was deleted
-    changes = ChangeSet(actor, reason)
+    changes = ChangeSet(actor, reason, operation_id=operation_id)  # an operation's when it is one's part
     changes.record(f"{object_type(locked)}.delete", locked, before=before, after=None, related=related)
 
 
