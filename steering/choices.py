@@ -200,6 +200,8 @@ _VERBS: tuple[tuple[str, str], ...] = (
     ("operation.resume", "operation resumed"),
     ("dataplane.repair", "data plane repaired to the desired state"),
     ("fleet.apply", "fleet file applied"),
+    ("changefreeze.on", "changes frozen"),
+    ("changefreeze.off", "changes allowed again"),
     ("token.create", "API token issued"),
     ("token.revoke", "API token revoked"),
     ("token.delete", "API token deleted"),

@@ -15,6 +15,9 @@ export type Me = Narrow<Schemas["Me"], { role: Role | null; auth: "session" | "t
 /** One row of the state table (GET /api/v1/states/, and the topology's `states`). */
 export type StateStyle = Schemas["State"] & { label: string; symbol: string; meaning: string };
 
+/** GET /api/v1/freeze/: the freeze switch. */
+export type Freeze = Schemas["Freeze"];
+
 export type AdminState = Schemas["AdminStateEnum"];
 export type Health = Schemas["HealthEnum"];
 

@@ -8,6 +8,7 @@ from steering.api.views.changes import ChangeViewSet
 from steering.api.views.dataplane import BackendStatsView, DataplanesView
 from steering.api.views.dns import DnsAnswersView
 from steering.api.views.fleet import FleetApplyView, FleetDriftView, FleetExportView, FleetPlanView, FleetSchemaView
+from steering.api.views.freeze import FreezeView
 from steering.api.views.operations import OperationViewSet
 from steering.api.views.resources import (
     AnycastPrefixViewSet,
@@ -40,6 +41,7 @@ router.register("tokens", TokenViewSet)
 urlpatterns = [
     path("topology/", TopologyView.as_view(), name="topology"),
     path("me/", MeView.as_view(), name="me"),
+    path("freeze/", FreezeView.as_view(), name="freeze"),
     path("states/", StatesView.as_view(), name="states"),
     path("stats/backends/", BackendStatsView.as_view(), name="backend-stats"),
     path("dataplanes/", DataplanesView.as_view(), name="dataplanes"),

@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("wait", "wait for an operation to end (exit 0 succeeded, 1 failed/aborted, 4 timed out, 7 unconfirmed)")
     p.add_argument("operation", type=int, metavar="OPERATION_ID")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="give up after S s (exit 4)")
+    p = add("freeze", "the freeze switch: `on` refuses every change but an admin's with a reason, `off` lifts "
+                      "it (both admin, audited), `status` shows it")
+    p.add_argument("state", choices=["on", "off", "status"])
+    p.add_argument("--reason", help="why (audited, and shown to everyone refused); env STEERING_REASON")
     fleet_commands.add_parsers(add)
     return parser
 
@@ -225,9 +229,28 @@ def cmd_status(client: Client, args: argparse.Namespace, as_json: bool) -> int:
     return EXIT_OK
 
 
+def cmd_freeze(client: Client, args: argparse.Namespace, reason: str, as_json: bool) -> int:
+    if args.state == "status":
+        switch = client.get("/api/v1/freeze/")
+    else:
+        switch = client.post("/api/v1/freeze/", {"frozen": args.state == "on", "reason": reason}).body
+    if as_json:
+        out.print_json(switch)
+    elif switch.get("frozen"):
+        out.print_lines([f"changes frozen since {switch.get('since')} by {switch.get('by')}: {switch.get('reason')}"])
+    else:
+        out.print_lines(["changes allowed (not frozen)"])
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
     as_json = bool(getattr(args, "json", False))
     body = None
+    freeze_reason = ""
+    if args.command == "freeze" and args.state != "status":
+        freeze_reason = (args.reason or os.environ.get("STEERING_REASON", "")).strip()
+        if not freeze_reason:
+            args.command_parser.error("--reason is required (or set STEERING_REASON): it goes into the audit log")
     if args.command in ("drain", "undrain", "maintenance", "weight"):
         body = _action_body(args)  # usage errors (exit 2) before any configuration or network error
     if args.command in fleet_commands.COMMANDS:
@@ -246,6 +269,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.command == "status":
         return cmd_status(client, args, as_json)
+    if args.command == "freeze":
+        return cmd_freeze(client, args, freeze_reason, as_json)
     return _follow(client, args, {"operation": {"id": args.operation}}, as_json)  # wait
 
 

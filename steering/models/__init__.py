@@ -3,6 +3,7 @@
 from steering.models.audit import Change
 from steering.models.base import StateVersion
 from steering.models.dataplane import DataplaneState
+from steering.models.freeze import ChangeFreeze
 from steering.models.health import HealthEvent
 from steering.models.idempotency import IdempotencyRecord
 from steering.models.monitor import Monitor
@@ -17,6 +18,7 @@ __all__ = [
     "ApiToken",
     "Backend",
     "Change",
+    "ChangeFreeze",
     "DataplaneState",
     "ClientNetwork",
     "HealthEvent",

@@ -64,3 +64,9 @@ class NotPermitted(ServiceError):
 
     status_code = 403
     code = "permission_denied"  # the code DRF gives its own 403s
+
+
+class ChangesFrozen(ServiceError):
+    """The freeze switch is on: only an admin, with a reason, may change anything."""
+
+    code = "frozen"

@@ -318,3 +318,26 @@ def test_a_retry_after_a_lost_answer_reuses_the_key_and_acts_once(live_server: A
     finally:
         gateway.shutdown()
         gateway.server_close()
+
+
+def test_freeze_on_refuses_a_deploy_with_the_reason_and_off_lifts_it(steerctl: Any, steerctl_path: str,
+                                                                    cli_env: dict[str, str]) -> None:
+    bom1()
+    admin_env = {**cli_env, "STEERING_TOKEN": str(token_client(make_user("sre-admin", "admin")).raw_token)}
+
+    def as_admin(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([steerctl_path, *args], env=admin_env, capture_output=True, text=True, timeout=60)
+
+    assert steerctl("freeze", "on").returncode == EXIT_USAGE  # the reason is required
+    assert steerctl("freeze", "on", "--reason", "an operator tries").returncode == EXIT_ERROR  # admins only
+    on = as_admin("freeze", "on", "--reason", "holiday freeze")
+    assert on.returncode == EXIT_OK and "changes frozen" in on.stdout and "holiday freeze" in on.stdout, on.stderr
+    refused = steerctl("drain", "bom1/api-web/api-1", "--reason", "deploy 1.4.2")
+    assert refused.returncode == EXIT_CONFLICT, refused.stdout + refused.stderr
+    assert "frozen" in refused.stderr and "holiday freeze" in refused.stderr
+    assert "holiday freeze" in steerctl("freeze", "status").stdout
+    assert as_admin("freeze", "off", "--reason", "holidays over").returncode == EXIT_OK
+    assert steerctl("freeze", "status").stdout.strip() == "changes allowed (not frozen)"
+    assert steerctl("drain", "bom1/api-web/api-1", "--reason", "deploy 1.4.2").returncode == EXIT_OK
+    assert list(Change.objects.filter(action__startswith="changefreeze.").order_by("pk").values_list("action", "reason")) == [
+        ("changefreeze.on", "holiday freeze"), ("changefreeze.off", "holidays over")]

@@ -218,6 +218,34 @@ def test_a_viewer_sees_no_action_buttons_and_the_api_refuses_their_drain(open_pa
     assert "operator" in response.json()["detail"]
 
 
+def test_an_admin_freezes_changes_and_an_operator_sees_why_their_drain_is_refused(open_page, admin, operator, orm):
+    seed_demo()
+    backend = Backend.objects.get(pool__pop__slug="fra1", pool__slug="api-web", name="api-2")
+    page = open_page()
+    login(page, admin.username, password_of(admin.username))
+    page.locator("[data-testid=freeze-open]").click()
+    page.locator("[data-testid=freeze-reason]").fill("browser test: change freeze")
+    page.locator("[data-testid=freeze-submit]").click()
+    banner = page.locator("[data-testid=freeze-banner]")
+    expect(banner).to_contain_text("browser test: change freeze")
+    expect(banner).to_contain_text(admin.username)
+
+    page.locator("form.signout button").click()
+    login(page, operator.username, password_of(operator.username))
+    expect(banner).to_contain_text("browser test: change freeze")  # everyone sees it, from the first load
+    expect(page.locator("[data-testid=freeze-open]")).to_have_count(0)  # only admins switch it
+    open_pop(page, "fra1")
+    row(page, backend.pk).locator("[data-testid=action-drain]").click()
+    dialog = page.locator("[data-testid=action-dialog]")
+    dialog.locator("[data-testid=reason]").fill("browser test: drain while frozen")
+    expect(dialog.locator("[data-testid=whatif]")).to_have_attribute("data-verdict", "safe")  # previews still answer
+    dialog.locator("[data-testid=confirm]").click()
+    error = dialog.locator("[data-testid=dialog-error]")
+    expect(error).to_contain_text("frozen")
+    expect(error).to_contain_text("browser test: change freeze")
+    assert orm(lambda: Backend.objects.get(pk=backend.pk).admin_state) == "ready"
+
+
 def test_live_status_goes_live_and_a_reconnect_resyncs_what_was_missed(open_page, operator, orm, asgi_server):
     from steering.services.actions import do_drain
     from steering.services.context import Actor

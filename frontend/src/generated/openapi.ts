@@ -439,6 +439,24 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/freeze/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The freeze switch */
+        get: operations["freeze_retrieve"];
+        put?: never;
+        /** Freeze changes, or lift the freeze */
+        post: operations["freeze_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/me/": {
         parameters: {
             query?: never;
@@ -1543,6 +1561,20 @@ export interface components {
                 [key: string]: unknown;
             };
             safe: boolean;
+        };
+        Freeze: {
+            readonly frozen: boolean;
+            readonly reason: string;
+            /** Format: date-time */
+            readonly since: string | null;
+            readonly by: string;
+            readonly revision: number;
+        };
+        FreezeInputRequest: {
+            /** @description true: refuse every change but an admin's with a reason */
+            frozen: boolean;
+            /** @description Why; audited, and shown to everyone refused */
+            reason: string;
         };
         Grace: {
             seconds: number;
@@ -3250,6 +3282,8 @@ export interface operations {
                  *     * `operation.resume` - operation resumed
                  *     * `dataplane.repair` - data plane repaired to the desired state
                  *     * `fleet.apply` - fleet file applied
+                 *     * `changefreeze.on` - changes frozen
+                 *     * `changefreeze.off` - changes allowed again
                  *     * `token.create` - API token issued
                  *     * `token.revoke` - API token revoked
                  *     * `token.delete` - API token deleted
@@ -3274,7 +3308,7 @@ export interface operations {
                  *     * `region.maint` - region.maint
                  *     * `region.ready` - region.ready
                  */
-                action?: "anycastprefix.create" | "anycastprefix.delete" | "anycastprefix.update" | "backend.create" | "backend.delete" | "backend.drain" | "backend.drained" | "backend.eject" | "backend.eject_confirmed" | "backend.eject_end" | "backend.health" | "backend.maintenance" | "backend.undrain" | "backend.update" | "backend.weight" | "clientnetwork.create" | "clientnetwork.delete" | "clientnetwork.update" | "dataplane.repair" | "fleet.apply" | "group.create" | "group.delete" | "group.update" | "monitor.create" | "monitor.delete" | "monitor.update" | "operation.abort" | "operation.pause" | "operation.resume" | "pool.create" | "pool.delete" | "pool.drain" | "pool.drained" | "pool.draining" | "pool.maint" | "pool.maintenance" | "pool.outlier_panic" | "pool.outlier_panic_end" | "pool.panic" | "pool.panic_end" | "pool.ready" | "pool.undrain" | "pool.update" | "pop.announce" | "pop.create" | "pop.delete" | "pop.drain" | "pop.drained" | "pop.draining" | "pop.maint" | "pop.maintenance" | "pop.ready" | "pop.undrain" | "pop.update" | "pop.withdraw" | "region.create" | "region.delete" | "region.drain" | "region.drained" | "region.draining" | "region.maint" | "region.maintenance" | "region.ready" | "region.undrain" | "region.update" | "service.create" | "service.delete" | "service.update" | "token.create" | "token.delete" | "token.revoke" | "user.create" | "user.deactivate" | "user.delete" | "user.password" | "user.reactivate" | "user.role" | "user.superuser" | "user.update" | "vip.create" | "vip.delete" | "vip.disable" | "vip.enable" | "vip.update";
+                action?: "anycastprefix.create" | "anycastprefix.delete" | "anycastprefix.update" | "backend.create" | "backend.delete" | "backend.drain" | "backend.drained" | "backend.eject" | "backend.eject_confirmed" | "backend.eject_end" | "backend.health" | "backend.maintenance" | "backend.undrain" | "backend.update" | "backend.weight" | "changefreeze.off" | "changefreeze.on" | "clientnetwork.create" | "clientnetwork.delete" | "clientnetwork.update" | "dataplane.repair" | "fleet.apply" | "group.create" | "group.delete" | "group.update" | "monitor.create" | "monitor.delete" | "monitor.update" | "operation.abort" | "operation.pause" | "operation.resume" | "pool.create" | "pool.delete" | "pool.drain" | "pool.drained" | "pool.draining" | "pool.maint" | "pool.maintenance" | "pool.outlier_panic" | "pool.outlier_panic_end" | "pool.panic" | "pool.panic_end" | "pool.ready" | "pool.undrain" | "pool.update" | "pop.announce" | "pop.create" | "pop.delete" | "pop.drain" | "pop.drained" | "pop.draining" | "pop.maint" | "pop.maintenance" | "pop.ready" | "pop.undrain" | "pop.update" | "pop.withdraw" | "region.create" | "region.delete" | "region.drain" | "region.drained" | "region.draining" | "region.maint" | "region.maintenance" | "region.ready" | "region.undrain" | "region.update" | "service.create" | "service.delete" | "service.update" | "token.create" | "token.delete" | "token.revoke" | "user.create" | "user.deactivate" | "user.delete" | "user.password" | "user.reactivate" | "user.role" | "user.superuser" | "user.update" | "vip.create" | "vip.delete" | "vip.disable" | "vip.enable" | "vip.update";
                 /** @description e.g. 'backend.' for every backend action */
                 action_prefix?: string;
                 actor?: string;
@@ -3707,6 +3741,48 @@ export interface operations {
                     "application/json": {
                         [key: string]: unknown;
                     };
+                };
+            };
+        };
+    };
+    freeze_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Freeze"];
+                };
+            };
+        };
+    };
+    freeze_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["FreezeInputRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Freeze"];
                 };
             };
         };

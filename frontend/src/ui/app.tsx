@@ -9,6 +9,7 @@ import { ActionDialog, type ActionRequest } from "./actions";
 import { AppliedSummary } from "./applied";
 import { Badge, colourOf, fmt } from "./common";
 import { WorldMap, type Layer } from "./map";
+import { FreezeBar } from "./freeze";
 import { Operations } from "./ops";
 import { PopPanel } from "./panel";
 import { Search, type Hit } from "./search";
@@ -112,6 +113,7 @@ export function App() {
         </form>
       </header>
       <Banner />
+      <FreezeBar role={role} />
       <main class="layout">
         <div class="left">
           <div class="map-wrap">
