@@ -349,6 +349,10 @@ STEERING_GSLB_ZONE_TTL = envint("STEERING_GSLB_ZONE_TTL", 300, minimum=1, maximu
 STEERING_DATAPLANE_CONFIRM = envbool("STEERING_DATAPLANE_CONFIRM", True)
 STEERING_DATAPLANE_ACK_TIMEOUT_SECONDS = envint("STEERING_DATAPLANE_ACK_TIMEOUT_SECONDS", 30, minimum=1, maximum=3600)
 STEERING_AGENT_FORGET_SECONDS = envint("STEERING_AGENT_FORGET_SECONDS", 600, minimum=10)
+# The wait period (AWS ARC's): a person's change to an object is refused within this many seconds
+# of the previous person's change to it, so two operators cannot flap it (0 turns it off).
+# The system's own changes (timers, the prober, agents' repairs) neither wait nor count.
+STEERING_CHANGE_WAIT_SECONDS = envint("STEERING_CHANGE_WAIT_SECONDS", 5, minimum=0, maximum=3600)
 # The demo's pdns_server (runstack) listens on 127.0.0.1 at this port.
 STEERING_DNS_PORT = envint("STEERING_DNS_PORT", 5353, minimum=1, maximum=65535)
 

@@ -131,6 +131,8 @@ def _model_only_drains(settings: Any) -> None:
     complete in the model alone. The product's default (confirmation on: a drain completes when
     its PoP's HAProxy acknowledged it) is what tests of the agent contract set back."""
     settings.STEERING_DATAPLANE_CONFIRM = False
+    # Tests act on one object in quick succession; the wait period's own tests set it back.
+    settings.STEERING_CHANGE_WAIT_SECONDS = 0
 
 
 @pytest.fixture(autouse=True)

@@ -46,6 +46,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     # As in-process tests (conftest): drains complete in the model alone unless a test runs the
     # data planes' agents and asks for their confirmation (STEERING_DATAPLANE_CONFIRM="1").
     env.setdefault("STEERING_DATAPLANE_CONFIRM", "0")
+    env.setdefault("STEERING_CHANGE_WAIT_SECONDS", "0")  # as in-process tests: actions in quick succession
     env.setdefault("STEERING_LOCAL_SECRET_KEY", "1")  # the test's own install, however pytest was started
     env.update(DATABASE_URL=database_url_for_subprocess(), REDIS_URL=settings.REDIS_URL,
                DJANGO_SETTINGS_MODULE="config.settings", PYTHONUNBUFFERED="1")

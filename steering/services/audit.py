@@ -12,16 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.db import models, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from steering.choices import ChangeAction
+from steering.choices import ChangeAction, ChangeSource
 from steering.models import Change, StateVersion
 from steering.models.audit_chain import CHAINED_FIELDS, GENESIS, chain_hash
 from steering.representation import snapshot as snapshot  # a Change's before/after: services take it from here
 from steering.services import effects
 from steering.services.context import Actor
+from steering.services.errors import WaitPeriod
 
 
 def object_type(obj: models.Model) -> str:
@@ -76,6 +78,8 @@ class ChangeSet:
         if action not in ChangeAction.values:
             # Every action is in one table (steering.choices.ChangeAction): never improvised.
             raise ValueError(f"{action!r} is not an audit action: add it to steering.choices.ChangeAction")
+        if before is not None:
+            self._wait_period(obj, self.operation_id if operation_id is None else operation_id)
         change = Change(
             time=timezone.now(),
             actor_id=self.actor.user_id,
@@ -107,6 +111,31 @@ class ChangeSet:
             {"op": "delete" if after is None else "upsert", "type": object_type(obj), "id": obj.pk}
         )
         return change
+
+    def _wait_period(self, obj: models.Model, operation_id: int | None) -> None:
+        """Refuse a person's change to `obj` within STEERING_CHANGE_WAIT_SECONDS of the previous
+        person's change to it (one choke point: every change of every action is recorded here,
+        under the object's row lock). Rows of this action, of the same request, or of the same
+        operation (an abort undoing its own drain at once is not a flap) do not count."""
+        wait = settings.STEERING_CHANGE_WAIT_SECONDS
+        if not wait or self.actor.source == ChangeSource.SYSTEM:
+            return
+        kind = object_type(obj)
+        if any(c.object_type == kind and c.object_id == obj.pk for c in self.changes):
+            return
+        last = (Change.objects.filter(object_type=kind, object_id=obj.pk).exclude(source=ChangeSource.SYSTEM)
+                .order_by("-time").values("time", "actor_name", "action", "request_id", "operation_id").first())
+        if (last is None or (self.actor.request_id and last["request_id"] == self.actor.request_id)
+                or (operation_id is not None and last["operation_id"] == operation_id)):
+            return
+        ago = (timezone.now() - last["time"]).total_seconds()
+        if ago >= wait:
+            return
+        left = round(wait - ago, 1)
+        raise WaitPeriod(
+            f"{kind} {obj} was changed {max(ago, 0):.1f} s ago by {last['actor_name']} ({last['action']}); "
+            f"changes to one object are at least {wait} s apart: try again in {left} s.",
+            extra={"retry_after_seconds": left, "last_change": {"actor": last["actor_name"], "action": last["action"]}})
 
     def touch(self, obj: models.Model) -> None:
         """Announce a changed object that has no Change row of its own (e.g. an operation's progress)."""

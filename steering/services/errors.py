@@ -70,3 +70,9 @@ class ChangesFrozen(ServiceError):
     """The freeze switch is on: only an admin, with a reason, may change anything."""
 
     code = "frozen"
+
+
+class WaitPeriod(ServiceError):
+    """A person changed this object moments ago: the next change waits out the wait period."""
+
+    code = "wait_period"
