@@ -81,9 +81,10 @@ class AccessMiddleware:
         level = logging.INFO if method not in _SAFE_METHODS and not route.startswith("/api/v1/agent/") else logging.DEBUG
         if access_logger.isEnabledFor(level):
             user = getattr(request, "user", None)
+            ms = round(seconds * 1000, 1)  # one value for the message and the field: they never disagree
             access_logger.log(
-                level, "%s %s %s (%.0f ms)", method, request.path, response.status_code, seconds * 1000,
+                level, "%s %s %s (%.0f ms)", method, request.path, response.status_code, ms,
                 extra={"method": method, "path": request.path, "route": route, "status": response.status_code,
-                       "duration_ms": round(seconds * 1000, 1),
+                       "duration_ms": ms,
                        "user": user.get_username() if user is not None and user.is_authenticated else ""})
         return response
