@@ -9,7 +9,7 @@ import { ActionDialog, type ActionRequest } from "./actions";
 import { AppliedSummary } from "./applied";
 import { Badge, colourOf, fmt } from "./common";
 import { WorldMap, type Layer } from "./map";
-import { FreezeBar } from "./freeze";
+import { FreezeBar, FreezeButton, useFreeze } from "./freeze";
 import { Operations } from "./ops";
 import { PopPanel } from "./panel";
 import { Search, type Hit } from "./search";
@@ -47,6 +47,8 @@ export function App() {
   const anycastData = mergeObserved(pollData(anycast), observed);
 
   const role = useStore((s) => s.shell.me?.role ?? null);
+  const [freeze, setFreeze] = useFreeze();
+  const [freezeAsk, setFreezeAsk] = useState(false);
   const canAct = role === "operator" || role === "admin";
   const firstService = useStore((s) => first(s.t.services.keys()));
   const firstPrefix = useStore((s) => first(s.t.prefixes.keys()));
@@ -105,6 +107,7 @@ export function App() {
         <Version />
         <DataplaneStatus planes={planes} />
         <span class="spacer" />
+        <FreezeButton state={freeze} role={role} onAsk={() => setFreezeAsk(true)} />
         <WhoAmI />
         <a href="/api/docs/">API</a>
         <form method="post" action="/accounts/logout/" class="signout">
@@ -113,7 +116,7 @@ export function App() {
         </form>
       </header>
       <Banner />
-      <FreezeBar role={role} />
+      <FreezeBar state={freeze} setState={setFreeze} role={role} asking={freezeAsk} setAsking={setFreezeAsk} />
       <main class="layout">
         <div class="left">
           <div class="map-wrap">

@@ -5,14 +5,28 @@ import { useState } from "preact/hooks";
 import { ApiError, fieldErrors, postJSON, type Freeze, type Role } from "../api";
 import { pollData, usePoll } from "../poll";
 
-export function FreezeBar({ role }: { role: Role | null }) {
+/** The switch as the page knows it: polled, or our own switch's answer until the next poll. */
+export function useFreeze(): [Freeze | undefined, (f: Freeze) => void] {
   const poll = usePoll<Freeze>("/api/v1/freeze/", 5000);
-  const [shown, setShown] = useState<Freeze | null>(null);   // the answer of our own switch, until the next poll
-  const [asking, setAsking] = useState(false);
+  const [shown, setShown] = useState<Freeze | null>(null);
+  const polled = pollData(poll);
+  return [shown && (!polled || shown.revision >= polled.revision) ? shown : polled, setShown];
+}
+
+/** The header's button for admins while changes are allowed. */
+export function FreezeButton({ state, role, onAsk }: { state: Freeze | undefined; role: Role | null; onAsk: () => void }) {
+  if (role !== "admin" || !state || state.frozen) return null;
+  return (
+    <button class="freeze-open" data-testid="freeze-open" title="Refuse every change but an admin's with a reason"
+      onClick={onAsk}>❄ Freeze…</button>
+  );
+}
+
+export function FreezeBar({ state, setState, role, asking, setAsking }: {
+  state: Freeze | undefined; setState: (f: Freeze) => void; role: Role | null; asking: boolean; setAsking: (a: boolean) => void;
+}) {
   const [reason, setReason] = useState("");
   const [error, setError] = useState<string | null>(null);
-  const polled = pollData(poll);
-  const state = shown && (!polled || shown.revision >= polled.revision) ? shown : polled;
   if (!state) return null;
   const admin = role === "admin";
 
@@ -20,7 +34,7 @@ export function FreezeBar({ role }: { role: Role | null }) {
     e.preventDefault();
     setError(null);
     try {
-      setShown(await postJSON<Freeze>("/api/v1/freeze/", { frozen: !state.frozen, reason }));
+      setState(await postJSON<Freeze>("/api/v1/freeze/", { frozen: !state.frozen, reason }));
       setAsking(false);
       setReason("");
     } catch (err) {
@@ -40,13 +54,7 @@ export function FreezeBar({ role }: { role: Role | null }) {
     </form>
   );
 
-  if (!state.frozen) {
-    if (!admin) return null;
-    return asking ? <div class="banner freeze-off">{form}</div> : (
-      <button class="freeze-open" data-testid="freeze-open" title="Refuse every change but an admin's with a reason"
-        onClick={() => setAsking(true)}>❄ Freeze changes…</button>
-    );
-  }
+  if (!state.frozen) return admin && asking ? <div class="banner freeze-off">{form}</div> : null;
   const since = state.since ? new Date(state.since).toLocaleString() : "?";
   return (
     <div class="banner frozen" role="alert" data-testid="freeze-banner">
