@@ -43,7 +43,7 @@ Checked afterwards, from the stack's database, one test per property:
 
 A table, one row per fault (time to recover, lost, duplicated), is printed (`-s`) and written as
 JSON (faults.json) under the pytest tmp dir. Deadlines for "eventually" are generous; nothing
-asserts on speed. Checks a known product defect breaks are xfail(strict=True) naming it (DEFECTS).
+asserts on speed.
 """
 
 from __future__ import annotations
@@ -121,12 +121,6 @@ POP_A = STEADY + FLAPS + DRAINED
 POP_B = ["b-1", "b-2", "b-3"]
 RAMPED = "web-2"
 WORKER_CONCURRENCY = {"celery": "4", "probes": "2"}
-
-# Product defects these checks found: each check stays, marked xfail(strict=True) with the defect,
-# so the suite stays green, the defect stays visible, and its fix turns the mark into a failure to remove.
-DEFECTS: dict[str, str] = {
-}
-
 
 # --- what happened --------------------------------------------------------------------------------
 
@@ -1122,7 +1116,7 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
 
 
 class Violation(AssertionError):
-    """A check found the books wrong (only this, never a broken run, is what a defect's xfail expects)."""
+    """A check found the books wrong (as opposed to a run that broke before it could check)."""
 
 
 def require(ok: bool, detail: Any) -> None:
@@ -1130,27 +1124,18 @@ def require(ok: bool, detail: Any) -> None:
         raise Violation(detail)
 
 
-def defect(name: str) -> Any:
-    """xfail(strict=True) for a check a known product defect breaks; a plain pass-through otherwise."""
-    reason = DEFECTS.get(name)
-    return pytest.mark.xfail(strict=True, raises=Violation, reason=reason) if reason else (lambda fn: fn)
-
-
-@defect("drains")
 def test_every_drain_completed_exactly_once_within_its_deadline(chaos: Outcome) -> None:
     late = [d.describe() for d in chaos.drain_checks if not d.ok]
     require(not late, late)
     require(len(chaos.drain_checks) == len(DRAINED) + len(POP_B), [d.backend for d in chaos.drain_checks])
 
 
-@defect("health")
 def test_every_real_health_transition_is_in_the_database_once(chaos: Outcome) -> None:
     problems = [f"{p.fault}: {p.kind}: {p.what}" for p in chaos.problems if p.topic == "health"]
     require(not problems, problems)
     require(all(c.started is not None for c in chaos.cycles), "a stopped backend was never started again")
 
 
-@defect("probing")
 def test_probing_went_on_through_every_fault_that_spares_the_prober(chaos: Outcome) -> None:
     """No backend without a result for STALE_AFTER, but while a part probing needs was away (the
     probes worker, the timers worker where the tick runs, beat, Redis) or the database (below)."""
@@ -1160,19 +1145,16 @@ def test_probing_went_on_through_every_fault_that_spares_the_prober(chaos: Outco
     require(not gaps, [f"{n}: no result {clock(a)}..{clock(b)}" for n, a, b in gaps])
 
 
-@defect("probing while the database is down")
 def test_probing_went_on_while_the_database_was_away(chaos: Outcome) -> None:
     gaps = [g for start, end in chaos.pg_windows for g in chaos.probe_gaps(start, end)]
     require(not gaps, [f"{n}: no result {clock(a)}..{clock(b)}" for n, a, b in gaps])
 
 
-@defect("changes")
 def test_the_changes_are_exactly_the_actions_taken(chaos: Outcome) -> None:
     actual, expected = chaos.actual_changes(), chaos.expected
     require(actual == expected, f"changes {dict(actual)} != actions taken {dict(expected)}")
 
 
-@defect("changes but health")
 def test_every_change_but_the_probers_is_an_action_taken(chaos: Outcome) -> None:
     """The same books without the prober's rows (checked row by row above): nothing of another kind."""
     actual, expected = chaos.actual_changes(), chaos.expected
@@ -1187,19 +1169,16 @@ def shown(calls: list[Call]) -> list[str]:
     return [f"{clock(c.start)} {c.method} {c.path} -> {c.status}" for c in calls]
 
 
-@defect("api")
 def test_the_api_answered_no_5xx_outside_the_outages(chaos: Outcome) -> None:
     bad = [c for c in chaos.api_5xx() if not chaos.during(c, chaos.pg_windows + chaos.redis_windows)]
     require(not bad, shown(bad))
 
 
-@defect("api while the database is down")
 def test_the_api_answered_only_503_while_its_database_was_down(chaos: Outcome) -> None:
     bad = [c for c in chaos.api_5xx() if chaos.during(c, chaos.pg_windows) and c.status != 503]
     require(not bad, shown(bad))
 
 
-@defect("api while redis is away")
 def test_the_api_answered_no_5xx_while_redis_was_away(chaos: Outcome) -> None:
     bad = [c for c in chaos.api_5xx() if chaos.during(c, chaos.redis_windows) and not chaos.during(c, chaos.pg_windows)]
     require(not bad, shown(bad))
