@@ -43,6 +43,12 @@ class ServiceProtocol(models.TextChoices):
     HTTP = "http", "HTTP"
 
 
+class SafetyRuleKind(models.TextChoices):
+    MIN_DNS_REGIONS = "min_dns_regions", "at least N regions in DNS for a service"
+    MIN_ANNOUNCING_POPS = "min_announcing_pops", "at least N PoPs announcing a prefix"
+    MAX_POOL_OUT_PERCENT = "max_pool_out_percent", "at most X% of a pool out of service at once"
+
+
 class DnsPolicy(models.TextChoices):
     WEIGHTED = "weighted", "weighted"
     GEO = "geo", "geo (client network / ECS)"
@@ -202,6 +208,9 @@ _VERBS: tuple[tuple[str, str], ...] = (
     ("fleet.apply", "fleet file applied"),
     ("changefreeze.on", "changes frozen"),
     ("changefreeze.off", "changes allowed again"),
+    ("safetyrule.create", "safety rule added"),
+    ("safetyrule.update", "safety rule changed"),
+    ("safetyrule.delete", "safety rule removed"),
     ("token.create", "API token issued"),
     ("token.revoke", "API token revoked"),
     ("token.delete", "API token deleted"),

@@ -115,6 +115,9 @@ class _ImpactPartSerializer(DataclassSerializer):  # type: ignore[type-arg]
         field_class, kwargs = super().build_typed_field(field_name, type_info, extra_kwargs)
         if self.dataclass_definition.fields[field_name].metadata.get("omit_if_none"):
             kwargs["allow_null"] = False
+        else:  # a field with a default (a list) is still always in the JSON: required in the schema
+            kwargs.pop("default", None)
+            kwargs["required"] = True
         return field_class, kwargs
 
     def get_default_field_names(self, declared_fields: Any) -> list[str]:

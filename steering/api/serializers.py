@@ -7,7 +7,18 @@ from typing import Any
 from rest_framework import serializers
 
 from steering import capacity
-from steering.models import VIP, AnycastPrefix, Backend, ClientNetwork, Monitor, Pool, PoP, Region, Service
+from steering.models import (
+    VIP,
+    AnycastPrefix,
+    Backend,
+    ClientNetwork,
+    Monitor,
+    Pool,
+    PoP,
+    Region,
+    SafetyRule,
+    Service,
+)
 from steering.representation import weight_inputs
 from steering.services.allowlist import allowlist_error
 from steering.validators import validate_monitor_path
@@ -103,6 +114,18 @@ class MonitorSerializer(BaseModelSerializer):
         if timeout > interval:
             raise serializers.ValidationError({"timeout_seconds": ["The timeout cannot exceed the interval."]})
         return attrs
+
+
+class SafetyRuleSerializer(BaseModelSerializer):
+    """An assertion the guard holds every action to; the kind names which scope it needs
+    (min_dns_regions: service; min_announcing_pops: prefix; max_pool_out_percent: pool, or none
+    for every pool)."""
+
+    class Meta:
+        model = SafetyRule
+        fields = [*COMMON_READ_ONLY, "slug", "kind", "service", "prefix", "pool", "threshold", "enabled",
+                  "description"]
+        read_only_fields = COMMON_READ_ONLY
 
 
 # Passive health per pool (steering.models.Pool): the data plane's retries and observe, and the

@@ -18,6 +18,7 @@ from steering.api.views.resources import (
     PoolViewSet,
     PoPViewSet,
     RegionViewSet,
+    SafetyRuleViewSet,
     ServiceViewSet,
     VIPViewSet,
 )
@@ -37,6 +38,7 @@ router.register("backends", BackendViewSet)
 router.register("operations", OperationViewSet)
 router.register("changes", ChangeViewSet)
 router.register("tokens", TokenViewSet)
+router.register("safety-rules", SafetyRuleViewSet)
 
 urlpatterns = [
     path("topology/", TopologyView.as_view(), name="topology"),

@@ -90,7 +90,8 @@ def api_error(status: int, body: Any) -> ApiError:
     """The typed exception for an error answer: the one mapping from status/code to exit code."""
     if status == 409:
         code = body.get("code") if isinstance(body, dict) else None
-        return GuardRefused(status, body) if code == "capacity_guard" else StateConflict(status, body)
+        guarded = code in ("capacity_guard", "safety_rule")
+        return GuardRefused(status, body) if guarded else StateConflict(status, body)
     kinds: dict[int, type[ApiError]] = {400: InvalidInput, 401: AuthFailed, 403: AuthFailed, 404: NotFound,
                                         412: Stale, 422: InvalidInput}
     kind = kinds.get(status, ServerError if status >= 500 else ApiError)

@@ -52,6 +52,7 @@ def impact_lines(impact: dict[str, Any]) -> list[str]:
     if impact.get("unplaced_rps"):
         moved += f"; {_rps(impact.get('unplaced_rps'))} req/s would have nowhere to go"
     lines.append(moved)
+    lines.extend(f"breaks safety rule {b.get('rule')}: {b.get('detail')}" for b in impact.get("safety_rules") or [])
     receivers = list(impact.get("receivers") or [])
     overloaded = [r for r in receivers if r.get("overloaded")]
     shown = overloaded or receivers
@@ -94,6 +95,10 @@ def action_lines(verb: str, label: str, body: dict[str, Any], *, dry_run: bool =
 
 def error_lines(exc: CliError) -> list[str]:
     """The explanation a deploy log needs: what was refused, the code, and for the guard, who overflows."""
+    if isinstance(exc, GuardRefused) and exc.code == "safety_rule":
+        return [f"refused by a safety rule (safety_rule): {exc.detail}",
+                *impact_lines(exc.impact)[1:],
+                "to override: --force --force-reason 'why breaking this rule is acceptable'"]
     if isinstance(exc, GuardRefused):
         return [f"refused by the capacity guard (capacity_guard): {exc.detail}",
                 *impact_lines(exc.impact)[1:],

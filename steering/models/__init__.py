@@ -9,6 +9,7 @@ from steering.models.idempotency import IdempotencyRecord
 from steering.models.monitor import Monitor
 from steering.models.operations import Operation
 from steering.models.pools import Backend, Pool
+from steering.models.safety import SafetyRule
 from steering.models.tokens import ApiToken
 from steering.models.topology import VIP, AnycastPrefix, ClientNetwork, PoP, Region, Service
 
@@ -28,6 +29,7 @@ __all__ = [
     "PoP",
     "Pool",
     "Region",
+    "SafetyRule",
     "Service",
     "StateVersion",
 ]

@@ -39,6 +39,16 @@ class CapacityGuardRefused(ServiceError):
         self.impact = impact
 
 
+class SafetyRuleRefused(CapacityGuardRefused):
+    """The action would break a safety rule: the body names the rule(s) and carries the impact."""
+
+    code = "safety_rule"
+
+    def __init__(self, impact: Impact) -> None:
+        super().__init__(impact)
+        self.extra["rules"] = [b.rule for b in impact.safety_rules]
+
+
 class InUse(ServiceError):
     code = "in_use"
 

@@ -21,6 +21,7 @@ from steering.choices import AdminState, AnnounceState
 from steering.dataplane.stats import read_backend_stats
 from steering.models import VIP, Backend, Pool, PoP, Service
 from steering.representation import WeightFields, weight_inputs, weight_inputs_of
+from steering.services import safety
 from steering.services.impact import (
     Basis,
     Grace,
@@ -30,6 +31,7 @@ from steering.services.impact import (
     ImpactTarget,
     Plan,
     ReceiverType,
+    SafetyBreach,
     TargetType,
     Verdict,
     WeightPlan,
@@ -154,9 +156,10 @@ def explain(verdict: str, overloaded: list[ImpactReceiver], unplaced: float) -> 
 
 
 def report(target: Target, action: ImpactAction, result: whatif.Assessment, bases: dict[str, int],
-           affected: int, *, grace: Grace | None = None, plan: Plan | None = None) -> Impact:
+           affected: int, *, grace: Grace | None = None, plan: Plan | None = None,
+           breaches: list[SafetyBreach] | None = None) -> Impact:
     """The impact of `action` on `target` from the what-if's `result` (with the drain's grace or
-    the weight change's or layered drain's plan, when given)."""
+    the weight change's or layered drain's plan, and the safety rules it breaks, when given)."""
     # Receivers are who gains load (and anyone already over capacity); what it leaves is `moved_rps`.
     rows = [_receiver(r) for r in result.receivers if r.load_after > r.load_before + 1e-9 or r.overloaded]
     overloaded = [r for r in rows if r.overloaded]
@@ -167,18 +170,25 @@ def report(target: Target, action: ImpactAction, result: whatif.Assessment, base
         "mixed" if bases["measured"] else "configured")
     lost = max(0.0, result.unplaced - result.already_unplaced)
     verdict: Verdict = _closed(result.verdict, Verdict)
+    breaches = breaches or []
+    explained = explain(verdict, overloaded, lost)
+    if breaches:
+        rules = " | ".join(f"{b.rule}: {b.detail}" for b in breaches)
+        word = "rule" if len(breaches) == 1 else "rules"
+        explained = f"Breaks safety {word} {rules}." + ("" if verdict == "safe" else " " + explained)
     return Impact(
         action=action,
         target=_target(target),
         basis=basis,
         verdict=verdict,
-        safe=verdict == "safe",
+        safe=verdict == "safe" and not breaches,
         backends_affected=affected,
         moved_rps=round(result.moved, 1),
         unplaced_rps=round(lost, 1),
         receivers=rows,
         notes=notes,
-        explain=explain(verdict, overloaded, lost),
+        explain=explained,
+        safety_rules=breaches,
         grace=grace,
         plan=plan,
     )
@@ -216,7 +226,8 @@ def assess_removal(target: Target, removed_backends: Iterable[Backend], *, actio
         pools = Pool.objects.filter(pk__in={b.pool_id for b in removed}).select_related("pop")
         fleet, bases = build_fleet(pools)
         result = _removal(fleet, removed)
-    return report(target, action, result, bases, len({b.pk for b in removed}), grace=grace)
+    breaches = safety.breaches_of(safety.move_of(target, action, (b.pk for b in removed)))
+    return report(target, action, result, bases, len({b.pk for b in removed}), grace=grace, breaches=breaches)
 
 
 def with_grace(impact: Impact, grace: Grace) -> Impact:
@@ -235,4 +246,6 @@ def assess_weight(backend: Backend, new_weight: int, *, plan: WeightPlan | None 
     mine = weight_inputs(backend, pool_in_panic=backend.pool.in_panic, now=now)
     effective = capacity.effective_weight(capacity.WeightInputs(**{**mine.__dict__, "weight": new_weight}))
     result = whatif.assess_weights(fleet, {backend.pk: effective})
-    return report(backend, "weight", result, bases, 1, plan=plan)
+    # A weight of 0 takes the backend out of service, as far as a pool's share rule is concerned.
+    breaches = safety.breaches_of(safety.move_of(backend, "weight", [backend.pk] if effective == 0 else []))
+    return report(backend, "weight", result, bases, 1, plan=plan, breaches=breaches)

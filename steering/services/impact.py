@@ -100,6 +100,22 @@ class LayeredPlan:
 Plan = WeightPlan | LayeredPlan
 
 
+BreachKind = Literal["min_dns_regions", "min_announcing_pops", "max_pool_out_percent"]
+
+
+@dataclass(frozen=True)
+class SafetyBreach:
+    """A safety rule the action would break: its count (or % out) before and after."""
+
+    rule: str                  # the rule's slug
+    rule_id: int
+    kind: BreachKind
+    threshold: int
+    before: int
+    after: int
+    detail: str
+
+
 @dataclass(frozen=True)
 class Impact:
     action: ImpactAction
@@ -113,6 +129,8 @@ class Impact:
     receivers: list[ImpactReceiver]
     notes: list[str]
     explain: str
+    # The safety rules it would break; any makes the action unsafe (409 safety_rule unless forced).
+    safety_rules: list[SafetyBreach] = field(default_factory=list)
     grace: Grace | None = field(default=None, metadata=OMIT_IF_NONE)   # drain
     plan: Plan | None = field(default=None, metadata=OMIT_IF_NONE)     # weight, layered drain
 

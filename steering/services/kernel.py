@@ -24,7 +24,7 @@ from steering.dataplane.stats import read_backend_stats
 from steering.models import Backend, Change, Operation, Pool, PoP, Region
 from steering.models.base import TrackedModel
 from steering.services.audit import ChangeSet, object_type, snapshot
-from steering.services.errors import CapacityGuardRefused, InvalidInput, StaleWrite
+from steering.services.errors import CapacityGuardRefused, InvalidInput, SafetyRuleRefused, StaleWrite
 from steering.services.guard import Impact
 
 # Any row with a `revision` (every TrackedModel, and Operation): what If-Match compares.
@@ -68,13 +68,14 @@ def require_reason(reason: str) -> str:
 
 
 def enforce_guard(impact: Impact, *, force: bool, force_reason: str) -> bool:
-    """Refuse what the capacity guard judged unsafe unless forced with its own reason.
+    """Refuse what the capacity guard judged unsafe, or what breaks a safety rule, unless forced
+    with its own reason. A broken rule is named first: it is the operator's own assertion.
 
     Returns whether the action goes ahead past the guard (the operation is then `forced`)."""
     if impact.safe:
         return False
     if not force:
-        raise CapacityGuardRefused(impact)
+        raise SafetyRuleRefused(impact) if impact.safety_rules else CapacityGuardRefused(impact)
     if not force_reason.strip():
         raise InvalidInput({"force_reason": ["Forcing past the capacity guard needs its own reason."]})
     return True

@@ -38,7 +38,7 @@ from steering.choices import AdminState, AnnounceState, DataplaneLayer, Operatio
 from steering.dataplane.stats import read_backend_stats
 from steering.dataplane.status import confirmed_versions, layer_status
 from steering.models import VIP, Backend, Operation, Pool, PoP, Region
-from steering.services import guard
+from steering.services import guard, safety
 from steering.services.anycast import set_announce
 from steering.services.audit import ChangeSet
 from steering.services.context import Actor
@@ -162,7 +162,8 @@ def layered_impact(target: Site, plan: LayeredPlan | None = None) -> Impact:
     kind = "pop" if isinstance(target, PoP) else "region"
     result = whatif.assess(fleet, whatif.Action("drain", kind, target.pk))
     backends = Backend.objects.filter(pool__pop__in=pops, admin_state=AdminState.READY).count()
-    return guard.report(target, "layered_drain", result, bases, backends, plan=plan)
+    breaches = safety.breaches_of(safety.move_of(target, "layered_drain"))
+    return guard.report(target, "layered_drain", result, bases, backends, plan=plan, breaches=breaches)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from steering.models import (
     Pool,
     PoP,
     Region,
+    SafetyRule,
     Service,
 )
 from steering.services.actions import do_drain
@@ -224,6 +225,19 @@ def _monitor_case(action: str) -> Case:
     )
 
 
+def _safety_rule_case(action: str) -> Case:
+    def make(**kw: Any) -> SafetyRule:
+        return SafetyRule.objects.create(slug=f"rule-{SafetyRule.objects.count() + 1}", kind="max_pool_out_percent",
+                                         threshold=50, **kw)
+
+    return _crud_case(
+        "safety-rules", action, SafetyRule, make,
+        lambda: {"slug": "half-a-pool", "kind": "max_pool_out_percent", "threshold": 50},
+        lambda o: {"slug": o.slug, "kind": o.kind, "threshold": 25},
+        {"threshold": 25},
+    )
+
+
 def _pool_case(action: str) -> Case:
     def create() -> dict[str, Any]:
         return {"pop": f.pop().pk, "service": f.service().pk, "slug": "new-pool"}
@@ -302,6 +316,7 @@ CRUD_CASES: dict[str, Callable[[str], Case]] = {
     "pools": _pool_case,
     "backends": _backend_case,
     "tokens": _token_case,
+    "safety-rules": _safety_rule_case,
 }
 ACTION_PREFIXES = {"backends", "pools", "pops", "regions"}
 
@@ -415,7 +430,7 @@ def test_it_refuses_reads_without_a_role(url: str, persona: str, request: pytest
 
 def test_it_lists_the_topology_list_endpoints_it_checks() -> None:
     for name in ("backends", "pools", "pops", "regions", "services", "vips", "prefixes", "client-networks",
-                 "monitors", "operations", "changes", "tokens"):
+                 "monitors", "operations", "changes", "tokens", "safety-rules"):
         assert f"{API}/{name}/" in LIST_ENDPOINTS
 
 

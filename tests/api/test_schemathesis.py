@@ -25,7 +25,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from config.wsgi import application
-from steering.models import Change
+from steering.models import Change, SafetyRule
 from steering.services.actions import do_drain, do_maintenance
 from steering.services.context import Actor
 from steering.services.tokens import do_create_token
@@ -76,6 +76,8 @@ def seed() -> dict[str, int]:
         "monitors": pool.monitor_id, "pools": pool.pk, "backends": backends[2].pk, "operations": drain.pk,
         "changes": Change.objects.order_by("pk").values_list("pk", flat=True).first(),
         "tokens": token.pk,
+        "safety-rules": SafetyRule.objects.create(slug="half", kind="max_pool_out_percent", pool=pool,
+                                                  threshold=50).pk,
     }
 
 

@@ -246,6 +246,28 @@ def test_an_admin_freezes_changes_and_an_operator_sees_why_their_drain_is_refuse
     assert orm(lambda: Backend.objects.get(pk=backend.pk).admin_state) == "ready"
 
 
+def test_the_drain_dialog_names_the_safety_rule_a_drain_would_break_before_and_after_confirming(
+        open_page, operator, orm):
+    from steering.models import SafetyRule
+
+    seed_demo()
+    backend = Backend.objects.get(pool__pop__slug="fra1", pool__slug="api-web", name="api-2")
+    SafetyRule.objects.create(slug="keep-fra1-api-whole", kind="max_pool_out_percent", pool=backend.pool,
+                              threshold=1)
+    page = open_page()
+    login(page, operator.username, password_of(operator.username))
+    open_pop(page, "fra1")
+    row(page, backend.pk).locator("[data-testid=action-drain]").click()
+    dialog = page.locator("[data-testid=action-dialog]")
+    dialog.locator("[data-testid=reason]").fill("browser test: drain past a rule")
+    rules = dialog.locator("[data-testid=safety-rules]")
+    expect(rules).to_contain_text("keep-fra1-api-whole")  # in the what-if, before confirming
+    dialog.locator("[data-testid=confirm]").click()
+    expect(dialog.locator("[data-testid=dialog-error]")).to_contain_text("Refused by a safety rule")
+    expect(dialog.locator(".force-box")).to_contain_text("Break the safety rule")
+    assert orm(lambda: Backend.objects.get(pk=backend.pk).admin_state) == "ready"
+
+
 def test_live_status_goes_live_and_a_reconnect_resyncs_what_was_missed(open_page, operator, orm, asgi_server):
     from steering.services.actions import do_drain
     from steering.services.context import Actor

@@ -29,7 +29,7 @@ from tests import factories as f
 from tests.services.sites import site_fleet
 
 BASE = {"action", "target", "basis", "verdict", "safe", "backends_affected", "moved_rps", "unplaced_rps",
-        "receivers", "notes", "explain"}
+        "receivers", "notes", "explain", "safety_rules"}
 TARGET = {"type": "str", "id": "int", "name": "str"}
 RECEIVER_KEYS = {"type", "id", "name", "load_before_rps", "load_after_rps", "capacity_rps",
                  "headroom_after_percent", "overloaded"}
@@ -58,7 +58,7 @@ def check_impact(impact: dict[str, Any], extra: dict[str, Any] | None = None) ->
     assert set(impact) == BASE | set(extra), sorted(set(impact) ^ (BASE | set(extra)))
     assert shape(impact["target"]) == TARGET
     assert impact["verdict"] in ("safe", "overload", "outage")
-    assert impact["safe"] is (impact["verdict"] == "safe")
+    assert impact["safe"] is (impact["verdict"] == "safe" and not impact["safety_rules"])
     assert impact["basis"] in ("measured", "configured", "mixed")
     assert type(impact["backends_affected"]) is int
     assert type(impact["moved_rps"]) is float and type(impact["unplaced_rps"]) is float

@@ -966,6 +966,44 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/safety-rules/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Safety rules: anyone reads them, an admin changes them (audited like any topology edit). */
+        get: operations["safety_rules_list"];
+        put?: never;
+        /** @description Safety rules: anyone reads them, an admin changes them (audited like any topology edit). */
+        post: operations["safety_rules_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/safety-rules/{id}/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Safety rules: anyone reads them, an admin changes them (audited like any topology edit). */
+        get: operations["safety_rules_retrieve"];
+        /** @description Safety rules: anyone reads them, an admin changes them (audited like any topology edit). */
+        put: operations["safety_rules_update"];
+        post?: never;
+        /** @description Safety rules: anyone reads them, an admin changes them (audited like any topology edit). */
+        delete: operations["safety_rules_destroy"];
+        options?: never;
+        head?: never;
+        /** @description Safety rules: anyone reads them, an admin changes them (audited like any topology edit). */
+        patch: operations["safety_rules_partial_update"];
+        trace?: never;
+    };
     "/api/v1/services/": {
         parameters: {
             query?: never;
@@ -1642,6 +1680,7 @@ export interface components {
             receivers: components["schemas"]["ImpactReceiver"][];
             notes: string[];
             explain: string;
+            safety_rules: components["schemas"]["SafetyBreach"][];
             grace?: components["schemas"]["Grace"];
             /** @description Weight changes and layered drains: how it proceeds. */
             plan?: components["schemas"]["ImpactPlan"];
@@ -1956,6 +1995,21 @@ export interface components {
             previous?: string | null;
             results: components["schemas"]["Region"][];
         };
+        PaginatedSafetyRuleList: {
+            /** @example 123 */
+            count: number;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=4
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=2
+             */
+            previous?: string | null;
+            results: components["schemas"]["SafetyRule"][];
+        };
         PaginatedServiceList: {
             /** @example 123 */
             count: number;
@@ -2123,6 +2177,22 @@ export interface components {
             latitude?: number;
             /** Format: double */
             longitude?: number;
+        };
+        /**
+         * @description An assertion the guard holds every action to; the kind names which scope it needs
+         *     (min_dns_regions: service; min_announcing_pops: prefix; max_pool_out_percent: pool, or none
+         *     for every pool).
+         */
+        PatchedSafetyRuleRequest: {
+            slug?: string;
+            kind?: components["schemas"]["SafetyRuleKindEnum"];
+            service?: number | null;
+            prefix?: number | null;
+            pool?: number | null;
+            /** @description min_dns_regions / min_announcing_pops: the least count; max_pool_out_percent: the most %. */
+            threshold?: number;
+            enabled?: boolean;
+            description?: string;
         };
         /** @description Unknown fields and attempts to write read-only fields are errors, not silently dropped. */
         PatchedServiceRequest: {
@@ -2386,6 +2456,67 @@ export interface components {
          * @enum {string}
          */
         RoleEnum: "viewer" | "operator" | "admin" | "agent";
+        SafetyBreach: {
+            rule: string;
+            rule_id: number;
+            kind: components["schemas"]["SafetyBreachKindEnum"];
+            threshold: number;
+            before: number;
+            after: number;
+            detail: string;
+        };
+        /**
+         * @description * `min_dns_regions` - min_dns_regions
+         *     * `min_announcing_pops` - min_announcing_pops
+         *     * `max_pool_out_percent` - max_pool_out_percent
+         * @enum {string}
+         */
+        SafetyBreachKindEnum: "min_dns_regions" | "min_announcing_pops" | "max_pool_out_percent";
+        /**
+         * @description An assertion the guard holds every action to; the kind names which scope it needs
+         *     (min_dns_regions: service; min_announcing_pops: prefix; max_pool_out_percent: pool, or none
+         *     for every pool).
+         */
+        SafetyRule: {
+            readonly id: number;
+            readonly revision: number;
+            /** Format: date-time */
+            readonly created_at: string;
+            /** Format: date-time */
+            readonly updated_at: string;
+            slug: string;
+            kind: components["schemas"]["SafetyRuleKindEnum"];
+            service?: number | null;
+            prefix?: number | null;
+            pool?: number | null;
+            /** @description min_dns_regions / min_announcing_pops: the least count; max_pool_out_percent: the most %. */
+            threshold: number;
+            enabled?: boolean;
+            description?: string;
+        };
+        /**
+         * @description * `min_dns_regions` - at least N regions in DNS for a service
+         *     * `min_announcing_pops` - at least N PoPs announcing a prefix
+         *     * `max_pool_out_percent` - at most X% of a pool out of service at once
+         * @enum {string}
+         */
+        SafetyRuleKindEnum: "min_dns_regions" | "min_announcing_pops" | "max_pool_out_percent";
+        /**
+         * @description An assertion the guard holds every action to; the kind names which scope it needs
+         *     (min_dns_regions: service; min_announcing_pops: prefix; max_pool_out_percent: pool, or none
+         *     for every pool).
+         */
+        SafetyRuleRequest: {
+            slug: string;
+            kind: components["schemas"]["SafetyRuleKindEnum"];
+            service?: number | null;
+            prefix?: number | null;
+            pool?: number | null;
+            /** @description min_dns_regions / min_announcing_pops: the least count; max_pool_out_percent: the most %. */
+            threshold: number;
+            enabled?: boolean;
+            description?: string;
+        };
         Sample: {
             /**
              * Format: double
@@ -3284,6 +3415,9 @@ export interface operations {
                  *     * `fleet.apply` - fleet file applied
                  *     * `changefreeze.on` - changes frozen
                  *     * `changefreeze.off` - changes allowed again
+                 *     * `safetyrule.create` - safety rule added
+                 *     * `safetyrule.update` - safety rule changed
+                 *     * `safetyrule.delete` - safety rule removed
                  *     * `token.create` - API token issued
                  *     * `token.revoke` - API token revoked
                  *     * `token.delete` - API token deleted
@@ -3308,7 +3442,7 @@ export interface operations {
                  *     * `region.maint` - region.maint
                  *     * `region.ready` - region.ready
                  */
-                action?: "anycastprefix.create" | "anycastprefix.delete" | "anycastprefix.update" | "backend.create" | "backend.delete" | "backend.drain" | "backend.drained" | "backend.eject" | "backend.eject_confirmed" | "backend.eject_end" | "backend.health" | "backend.maintenance" | "backend.undrain" | "backend.update" | "backend.weight" | "changefreeze.off" | "changefreeze.on" | "clientnetwork.create" | "clientnetwork.delete" | "clientnetwork.update" | "dataplane.repair" | "fleet.apply" | "group.create" | "group.delete" | "group.update" | "monitor.create" | "monitor.delete" | "monitor.update" | "operation.abort" | "operation.pause" | "operation.resume" | "pool.create" | "pool.delete" | "pool.drain" | "pool.drained" | "pool.draining" | "pool.maint" | "pool.maintenance" | "pool.outlier_panic" | "pool.outlier_panic_end" | "pool.panic" | "pool.panic_end" | "pool.ready" | "pool.undrain" | "pool.update" | "pop.announce" | "pop.create" | "pop.delete" | "pop.drain" | "pop.drained" | "pop.draining" | "pop.maint" | "pop.maintenance" | "pop.ready" | "pop.undrain" | "pop.update" | "pop.withdraw" | "region.create" | "region.delete" | "region.drain" | "region.drained" | "region.draining" | "region.maint" | "region.maintenance" | "region.ready" | "region.undrain" | "region.update" | "service.create" | "service.delete" | "service.update" | "token.create" | "token.delete" | "token.revoke" | "user.create" | "user.deactivate" | "user.delete" | "user.password" | "user.reactivate" | "user.role" | "user.superuser" | "user.update" | "vip.create" | "vip.delete" | "vip.disable" | "vip.enable" | "vip.update";
+                action?: "anycastprefix.create" | "anycastprefix.delete" | "anycastprefix.update" | "backend.create" | "backend.delete" | "backend.drain" | "backend.drained" | "backend.eject" | "backend.eject_confirmed" | "backend.eject_end" | "backend.health" | "backend.maintenance" | "backend.undrain" | "backend.update" | "backend.weight" | "changefreeze.off" | "changefreeze.on" | "clientnetwork.create" | "clientnetwork.delete" | "clientnetwork.update" | "dataplane.repair" | "fleet.apply" | "group.create" | "group.delete" | "group.update" | "monitor.create" | "monitor.delete" | "monitor.update" | "operation.abort" | "operation.pause" | "operation.resume" | "pool.create" | "pool.delete" | "pool.drain" | "pool.drained" | "pool.draining" | "pool.maint" | "pool.maintenance" | "pool.outlier_panic" | "pool.outlier_panic_end" | "pool.panic" | "pool.panic_end" | "pool.ready" | "pool.undrain" | "pool.update" | "pop.announce" | "pop.create" | "pop.delete" | "pop.drain" | "pop.drained" | "pop.draining" | "pop.maint" | "pop.maintenance" | "pop.ready" | "pop.undrain" | "pop.update" | "pop.withdraw" | "region.create" | "region.delete" | "region.drain" | "region.drained" | "region.draining" | "region.maint" | "region.maintenance" | "region.ready" | "region.undrain" | "region.update" | "safetyrule.create" | "safetyrule.delete" | "safetyrule.update" | "service.create" | "service.delete" | "service.update" | "token.create" | "token.delete" | "token.revoke" | "user.create" | "user.deactivate" | "user.delete" | "user.password" | "user.reactivate" | "user.role" | "user.superuser" | "user.update" | "vip.create" | "vip.delete" | "vip.disable" | "vip.enable" | "vip.update";
                 /** @description e.g. 'backend.' for every backend action */
                 action_prefix?: string;
                 actor?: string;
@@ -5399,6 +5533,163 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+        };
+    };
+    safety_rules_list: {
+        parameters: {
+            query?: {
+                enabled?: boolean;
+                /**
+                 * @description * `min_dns_regions` - at least N regions in DNS for a service
+                 *     * `min_announcing_pops` - at least N PoPs announcing a prefix
+                 *     * `max_pool_out_percent` - at most X% of a pool out of service at once
+                 */
+                kind?: "max_pool_out_percent" | "min_announcing_pops" | "min_dns_regions";
+                /** @description Which field to use when ordering the results. */
+                ordering?: string;
+                /** @description A page number within the paginated result set. */
+                page?: number;
+                /** @description Number of results to return per page. */
+                page_size?: number;
+                pool?: number;
+                prefix?: number;
+                /** @description A search term. */
+                search?: string;
+                service?: number;
+                slug?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedSafetyRuleList"];
+                };
+            };
+        };
+    };
+    safety_rules_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SafetyRuleRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SafetyRule"];
+                };
+            };
+        };
+    };
+    safety_rules_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A unique integer value identifying this safety rule. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SafetyRule"];
+                };
+            };
+        };
+    };
+    safety_rules_update: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A unique integer value identifying this safety rule. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SafetyRuleRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SafetyRule"];
+                };
+            };
+        };
+    };
+    safety_rules_destroy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A unique integer value identifying this safety rule. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No response body */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    safety_rules_partial_update: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A unique integer value identifying this safety rule. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["PatchedSafetyRuleRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SafetyRule"];
+                };
             };
         };
     };

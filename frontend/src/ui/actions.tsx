@@ -105,11 +105,12 @@ export function ActionDialog({ req, onClose, onDone }: {
       onDone(op ? `${TITLES[req.kind]} ${req.target.name}: operation #${op.id} ${op.status}` : `${TITLES[req.kind]} ${req.target.name}: done`);
       onClose();
     } catch (err) {
-      if (err instanceof ApiError && err.status === 409 && err.code === "capacity_guard") {
+      if (err instanceof ApiError && err.status === 409 && (err.code === "capacity_guard" || err.code === "safety_rule")) {
         const { impact, detail } = err.body as ActionConflict;
         setRefusal(impact ?? null);
         if (impact) setWhatif({ kind: "ok", impact });
-        setError([`Refused by the capacity guard: ${detail ?? impact?.explain ?? ""}`]);
+        const by = err.code === "safety_rule" ? "a safety rule" : "the capacity guard";
+        setError([`Refused by ${by}: ${detail ?? impact?.explain ?? ""}`]);
       } else {
         setError(describe(err));
       }
@@ -118,7 +119,7 @@ export function ActionDialog({ req, onClose, onDone }: {
     }
   }
 
-  const unsafe = whatif.kind === "ok" && whatif.impact.verdict !== "safe";
+  const unsafe = whatif.kind === "ok" && !whatif.impact.safe;
   return (
     <dialog ref={ref} class="action-dialog" data-testid="action-dialog" aria-labelledby="dlg-title"
       onCancel={(e) => { e.preventDefault(); onClose(); }}>
@@ -153,7 +154,7 @@ export function ActionDialog({ req, onClose, onDone }: {
         {refusal && (
           <div class="force-box">
             <label class="check"><input type="checkbox" data-testid="force" checked={force} onChange={(e) => setForce(e.currentTarget.checked)} />
-              Force past the capacity guard (I accept the consequence above)</label>
+              {refusal.safety_rules.length > 0 ? "Break the safety rule" : "Force past the capacity guard"} (I accept the consequence above)</label>
             <label class="field">Why force
               <input data-testid="force-reason" value={forceReason} onInput={(e) => setForceReason(e.currentTarget.value)} disabled={!force} maxLength={1000} />
             </label>
@@ -189,14 +190,21 @@ export function WhatIfView({ state }: { state: WhatIf }) {
   if (state.kind === "error") return <div class="whatif" data-testid="whatif"><span class="err">What-if unavailable: {state.message}</span></div>;
   const i = state.impact;
   return (
-    <div class={`whatif w-${i.verdict}`} data-testid="whatif" data-verdict={i.verdict}>
+    <div class={`whatif w-${i.verdict}${i.safety_rules.length > 0 ? " w-rule" : ""}`} data-testid="whatif" data-verdict={i.verdict}>
       <div class="whatif-head">
-        <strong>What if:</strong> <Verdict verdict={i.verdict} />
+        <strong>What if:</strong> <span class="muted">capacity</span> <Verdict verdict={i.verdict} />
+        {i.safety_rules.length > 0 && <> · <b class="err">✗ breaks {i.safety_rules.length === 1 ? "a safety rule" : `${i.safety_rules.length} safety rules`}</b></>}
         <span class="muted"> · {fmt.format(i.moved_rps)} req/s move · {i.backends_affected} backends affected
           {i.unplaced_rps > 0 && <> · <b class="err">{fmt.format(i.unplaced_rps)} req/s nowhere to go</b></>}
           {" "}· basis <span data-basis={i.basis}>{i.basis}</span></span>
       </div>
-      <p class="explain">{i.explain}</p>
+      {/* With rules broken the list below says it all; the explain repeats them for the CLI and the 409. */}
+      {(i.safety_rules.length === 0 || i.verdict !== "safe") && <p class="explain">{i.explain}</p>}
+      {i.safety_rules.length > 0 && (
+        <ul class="rules-broken" data-testid="safety-rules">
+          {i.safety_rules.map((b) => <li key={b.rule_id} data-rule={b.rule}><b class="err">✗ breaks {b.rule}</b>: {b.detail}</li>)}
+        </ul>
+      )}
       {i.receivers.length > 0 && (
         <table class="receivers">
           <thead><tr><th scope="col">receiver</th><th class="num" scope="col">load now → after</th><th class="num" scope="col">capacity</th><th class="num" scope="col">headroom after</th></tr></thead>

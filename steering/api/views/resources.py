@@ -8,7 +8,7 @@ from steering.api.views.actions import OPERATOR_ACTIONS, AnycastActionMixin, Tar
 from steering.api.views.base import AuditedModelViewSet
 from steering.api.views.health import HealthSamplesMixin
 from steering.choices import Role
-from steering.models import VIP, AnycastPrefix, Backend, ClientNetwork, Monitor, Pool, PoP, Region, Service
+from steering.models import VIP, AnycastPrefix, Backend, ClientNetwork, Monitor, Pool, PoP, Region, SafetyRule, Service
 
 
 class RegionViewSet(TargetActionsMixin, AuditedModelViewSet):
@@ -80,3 +80,13 @@ class BackendViewSet(HealthSamplesMixin, WeightActionMixin, TargetActionsMixin, 
     filterset_class = BackendFilter
     search_fields = ["name", "address", "pool__slug", "pool__pop__slug"]
     ordering_fields = ["name", "weight", "admin_state", "health", "id"]
+
+
+class SafetyRuleViewSet(AuditedModelViewSet):
+    """Safety rules: anyone reads them, an admin changes them (audited like any topology edit)."""
+
+    queryset = SafetyRule.objects.all()
+    serializer_class = s.SafetyRuleSerializer
+    filterset_fields = ["slug", "kind", "enabled", "service", "prefix", "pool"]
+    search_fields = ["slug", "description"]
+    ordering_fields = ["slug", "kind", "id"]
