@@ -41,7 +41,10 @@ export interface OperationProgress {
   percent?: number; backends_left?: number; backends_total?: number; backends_done?: number;
   seconds_left?: number | null; sessions_left?: number; step?: string | number; steps?: number; weight?: number;
   arriving_rps?: number; unconfirmed?: string[]; dns?: string; anycast?: string;
+  awaiting?: string[];   // the data planes that have not acknowledged the operation's version yet
 }
+/** Operation.result: free-form in the schema; the keys that say which data planes confirmed it. */
+export interface OperationConfirmation { confirmed?: string[]; unconfirmed?: string[] }
 export type Operation = Narrow<TopologyRow<Schemas["Operation"], never, "impact">, {
   progress: OperationProgress; steps: { name: string; status: string }[];
 }>;

@@ -15,6 +15,7 @@ from steering.choices import AdminState, OperationKind, OperationStatus
 from steering.models import Backend, Operation, Pool, PoP, Region
 from steering.services import guard, layered
 from steering.services.audit import ChangeSet
+from steering.services.confirmations import finish_when_applied, layers_for
 from steering.services.context import Actor
 from steering.services.errors import InvalidInput, StateConflict
 from steering.services.impact import Grace, Impact
@@ -29,7 +30,7 @@ from steering.services.kernel import (
     start_draining,
     suggest_grace,
 )
-from steering.services.operation_lifecycle import drain_progress, finish_immediately, finish_operation, open_operation
+from steering.services.operation_lifecycle import drain_progress, finish_operation, open_operation
 from steering.services.operations import complete_drains
 from steering.services.targets import Target, backends_under, target_label
 
@@ -157,7 +158,8 @@ def do_undrain(
         if finish_operation(running, OperationStatus.ABORTED, result):
             changes.record("operation.abort", running, before={"status": "running"},
                            after={"status": "aborted", "result": result})
-    finish_immediately(op, changes, {"returned_to_service": len(candidates)})
+    layers = layers_for(target, sites=isinstance(target, (PoP, Region)))
+    finish_when_applied(op, changes, {"returned_to_service": len(candidates)}, layers)
     return op, impact
 
 
@@ -199,7 +201,8 @@ def do_maintenance(
             set_fields(backend, {"admin_state": AdminState.MAINT, "drain_deadline": None, "operation": op}, changes,
                        "backend.maintenance", related=backend.pool)
         _set_site_state(target, AdminState.MAINT, changes)
-        finish_immediately(op, changes, {"in_maintenance": len(candidates)})
+        layers = layers_for(target, sites=isinstance(target, (PoP, Region)))
+        finish_when_applied(op, changes, {"in_maintenance": len(candidates)}, layers)
         return op, impact
 
 

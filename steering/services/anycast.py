@@ -14,11 +14,12 @@ from steering.choices import AnnounceState, OperationKind
 from steering.models import Operation, PoP
 from steering.services import guard
 from steering.services.audit import ChangeSet
+from steering.services.confirmations import finish_when_applied, layers_for
 from steering.services.context import Actor
 from steering.services.errors import StateConflict
 from steering.services.impact import Impact
 from steering.services.kernel import enforce_guard, lock_for_write, read_current, require_reason, set_fields
-from steering.services.operation_lifecycle import finish_immediately, open_operation
+from steering.services.operation_lifecycle import open_operation
 
 
 def withdraw_impact(pop: PoP) -> Impact:
@@ -46,7 +47,7 @@ def do_withdraw(pop: PoP, *, actor: Actor, reason: str, force: bool = False, for
                             params={"impact": impact.as_json(), "force_reason": force_reason})
         changes = ChangeSet(actor, reason, operation_id=op.pk, forced=op.forced, force_reason=force_reason)
         set_announce(locked, AnnounceState.WITHDRAW, changes)
-        finish_immediately(op, changes, {"announce": AnnounceState.WITHDRAW})
+        finish_when_applied(op, changes, {"announce": AnnounceState.WITHDRAW}, layers_for(locked, anycast_only=True))
         return op, impact
 
 
@@ -63,5 +64,5 @@ def do_announce(pop: PoP, *, actor: Actor, reason: str,
     set_announce(locked, AnnounceState.ANNOUNCE, changes)
     impact = guard.returning(locked, "announce", 0, explained=f"{locked} announces its anycast prefixes again.",
                              note="announcing returns capacity; nothing is overloaded by it")
-    finish_immediately(op, changes, {"announce": AnnounceState.ANNOUNCE})
+    finish_when_applied(op, changes, {"announce": AnnounceState.ANNOUNCE}, layers_for(locked, anycast_only=True))
     return op, impact

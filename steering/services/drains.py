@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 
-from steering.choices import AdminState, OperationStatus
+from steering.choices import AdminState, DataplaneLayer, OperationStatus
 from steering.models import Backend, Operation
 from steering.services.audit import ChangeSet
+from steering.services.confirmations import layer_names
 from steering.services.kernel import return_to_service
 from steering.services.operation_lifecycle import drain_progress, finish_operation, move_target_state
 
@@ -29,6 +31,9 @@ def on_backends_drained(op: Operation, changes: ChangeSet) -> None:
         result: dict[str, Any] = {"drained": progress["backends_done"]}
         if unconfirmed:
             result["unconfirmed"] = unconfirmed
+        elif settings.STEERING_DATAPLANE_CONFIRM:
+            pops = sorted(set(Backend.objects.filter(operation=op).values_list("pool__pop_id", flat=True)))
+            result["confirmed"] = layer_names({DataplaneLayer.LOCAL: list(pops)})
         if finish_operation(op, status, result):
             move_target_state(op, AdminState.DRAINING, AdminState.DRAINED, changes)
     changes.touch(op)

@@ -17,7 +17,7 @@ from steering.choices import AdminState, DataplaneLayer, OperationStatus
 from steering.dataplane.stats import read_backend_stats
 from steering.dataplane.status import confirmed_versions, layer_status
 from steering.models import Backend, Operation, Pool, PoP
-from steering.services import operation_kinds
+from steering.services import confirmations, operation_kinds
 from steering.services.audit import ChangeSet, snapshot
 from steering.services.context import Actor
 from steering.services.errors import StateConflict
@@ -42,9 +42,10 @@ def _split_by_confirmation(backends: list[Backend], now: datetime.datetime) -> t
         elif b.drain_started_at is not None and now - b.drain_started_at >= timeout:
             if pop_id not in words:
                 status = layer_status(DataplaneLayer.LOCAL, PoP.objects.get(pk=pop_id), now.timestamp())
-                words[pop_id] = (f"{status.pop} HAProxy has not applied version {b.drain_version} "
-                                 f"(runs {status.applied_version if status.applied_version is not None else 'nothing we know of'}); "
-                                 f"agent last seen {_clock(status.seen_at)}")
+                waited = int((now - b.drain_started_at).total_seconds())
+                runs = status.applied_version if status.applied_version is not None else "nothing we know of"
+                words[pop_id] = (f"{status.pop} HAProxy has not applied version {b.drain_version} for {waited} s "
+                                 f"(runs {runs}); agent last seen {_clock(status.seen_at)}")
             unconfirmed[b.pk] = words[pop_id]
             ready.append(b)
     return ready, unconfirmed
@@ -138,6 +139,7 @@ def sweep_due(now: datetime.datetime | None = None) -> dict[str, int]:
     for handler in operation_kinds.HANDLERS.values():
         if handler.advance is not None:
             result[handler.sweep_key] = handler.advance(now)
+    result["confirmed_or_timed_out"] = confirmations.advance(now)
     return result
 
 

@@ -148,9 +148,12 @@ def _refuse_delete_while_acting(obj: models.Model) -> None:
         return
     from steering.choices import AdminState, OperationStatus
     from steering.models import Operation
+    from steering.services.confirmations import awaiting
 
+    # An operation only awaiting the data planes' acknowledgement has done its work: it holds nothing up.
     running = Operation.objects.filter(status__in=[OperationStatus.RUNNING, OperationStatus.PAUSED]).filter(
-        models.Q(backends=obj) | models.Q(target_type="backend", target_id=obj.pk)).values_list("pk", flat=True)
+        models.Q(backends=obj) | models.Q(target_type="backend", target_id=obj.pk)).exclude(
+        awaiting()).values_list("pk", flat=True)
     if obj.admin_state == AdminState.DRAINING or running:
         raise StateConflict(
             f"{obj} has a running operation ({', '.join(map(str, running)) or 'drain'}); abort it or let it finish "

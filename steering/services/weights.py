@@ -19,11 +19,12 @@ from steering.choices import AdminState, Health, OperationKind, OperationStatus
 from steering.models import Backend, Operation
 from steering.services import guard
 from steering.services.audit import ChangeSet
+from steering.services.confirmations import awaiting, finish_when_applied, layers_for
 from steering.services.context import Actor
 from steering.services.errors import InvalidInput, StateConflict
 from steering.services.impact import Impact, WeightPlan
 from steering.services.kernel import enforce_guard, lock_for_write, read_current, require_reason, set_fields
-from steering.services.operation_lifecycle import SWEEPER, finish_immediately, open_operation
+from steering.services.operation_lifecycle import SWEEPER, open_operation
 
 MAX_STEPS = 20
 
@@ -132,7 +133,7 @@ def do_set_weight(
         op.steps = _steps_view(plan, 1)
         if len(plan) == 1:
             op.save(update_fields=["steps"])
-            finish_immediately(op, changes, {"weight": weight})
+            finish_when_applied(op, changes, {"weight": weight}, layers_for(locked))
         else:
             op.progress = {"step": 1, "steps": len(plan), "weight": plan[0], "percent": int(100 / len(plan))}
             op.save(update_fields=["steps", "progress"])
@@ -142,7 +143,7 @@ def do_set_weight(
 
 def _refuse_a_second_ramp(backend: Backend) -> None:
     if Operation.objects.filter(kind=OperationKind.WEIGHT, target_type="backend", target_id=backend.pk,
-                                status__in=[OperationStatus.RUNNING, OperationStatus.PAUSED]).exists():
+                                status__in=[OperationStatus.RUNNING, OperationStatus.PAUSED]).exclude(awaiting()).exists():
         raise StateConflict(f"{backend.path} already has a weight ramp; abort it first.", code="ramp_in_progress")
 
 
@@ -199,7 +200,7 @@ def advance_ramp(op_id: int, now: datetime.datetime | None = None) -> str:
         op.revision += 1
         op.save(update_fields=["params", "steps", "progress", "deadline", "revision"])
         if last:
-            finish_immediately(op, changes, {"weight": next_weight})
+            finish_when_applied(op, changes, {"weight": next_weight}, layers_for(backend))
         else:
             changes.touch(op)
         return "stepped"

@@ -27,14 +27,16 @@ export function LayerLine({ status }: { status: LayerApplied }) {
   );
 }
 
-/** The PoP panel's data-plane section: its local and anycast layers. */
+/** The PoP panel's data-plane section: its local and anycast layers, and the DNS layer that
+ * answers for its region (one GSLB layer for the fleet, shown in every PoP's panel). */
 export function PopApplied({ applied, slug }: { applied: Applied | undefined; slug: string }) {
   const layers = applied?.pops[slug];
-  if (!layers) return <div class="muted" data-testid="applied-missing">data planes: applied versions not known yet</div>;
+  if (!applied || !layers) return <div class="muted" data-testid="applied-missing">data planes: applied versions not known yet</div>;
   return (
     <section class="applied" aria-label="Data planes: desired vs applied">
       <LayerLine status={layers.local} />
       <LayerLine status={layers.anycast} />
+      <LayerLine status={applied.dns} />
     </section>
   );
 }

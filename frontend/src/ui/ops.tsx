@@ -2,7 +2,7 @@
 // deadline, the current step), updating live, with abort; the latest finished ones below.
 
 import { useEffect, useState } from "preact/hooks";
-import type { Operation, StatsResponse } from "../api";
+import type { Operation, OperationConfirmation, StatsResponse } from "../api";
 import { shallow, store, useStore, useTables } from "../store";
 import type { ActionRequest } from "./actions";
 
@@ -55,6 +55,8 @@ function secondsLeft(op: Operation): number | null {
 
 function OpRow({ op, canAct, onAction, sessions }: { op: Operation; canAct: boolean; onAction: (r: ActionRequest) => void; sessions: number | undefined }) {
   const p = op.progress ?? {};
+  const confirmation = (op.result ?? {}) as OperationConfirmation;
+  const unconfirmed = [...new Set([...(p.unconfirmed ?? []), ...(confirmation.unconfirmed ?? [])])];
   const pctDone = Math.max(0, Math.min(100, p.percent ?? (op.status === "succeeded" ? 100 : 0)));
   const left = secondsLeft(op);
   const flash = useStore((s) => s.isFlashing(`operation:${op.id}`));
@@ -87,7 +89,9 @@ function OpRow({ op, canAct, onAction, sessions }: { op: Operation; canAct: bool
       <div class="op-detail" title={steps}>
         {parts}{current && <span class="muted"> · now: {current.name} ({current.status})</span>}
         {p.dns && ACTIVE.has(op.status) && <span class="muted"> · DNS: {p.dns}</span>}
-        {p.unconfirmed?.length ? <div class="err" data-testid="unconfirmed">✗ not confirmed by the data plane: {p.unconfirmed.join("; ")}</div> : null}
+        {p.awaiting?.length && ACTIVE.has(op.status) ? <div class="muted" data-testid="awaiting">⟳ waiting for {p.awaiting.join(", ")} to apply it</div> : null}
+        {unconfirmed.length ? <div class="err" data-testid="unconfirmed">✗ not confirmed by the data plane: {unconfirmed.join("; ")}</div> : null}
+        {confirmation.confirmed?.length ? <div class="muted" data-testid="confirmed">✓ applied by {confirmation.confirmed.join(", ")}</div> : null}
         <span class="muted"> · by {op.actor_name || "—"}{op.forced ? " (forced)" : ""} · “{op.reason}”</span>
       </div>
     </li>
