@@ -30,6 +30,14 @@ def object_type(obj: models.Model) -> str:
     return obj._meta.model_name or obj.__class__.__name__.lower()
 
 
+def _changed_fields(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[str] | None:
+    """The fields an update changed (None for a create or delete: all of them). Lets the data
+    planes' waiting agents tell a change that concerns them from one that does not."""
+    if before is None or after is None:
+        return None
+    return sorted(k for k in set(before) | set(after) if k != "revision" and before.get(k) != after.get(k))
+
+
 def bump_version() -> int:
     """Increment the state version in this transaction; the row lock orders commits."""
     updated = StateVersion.objects.filter(pk=1).update(value=F("value") + 1)
@@ -108,7 +116,8 @@ class ChangeSet:
         change.save(force_insert=True)
         self.changes.append(change)
         self.deltas.append(
-            {"op": "delete" if after is None else "upsert", "type": object_type(obj), "id": obj.pk}
+            {"op": "delete" if after is None else "upsert", "type": object_type(obj), "id": obj.pk,
+             "fields": _changed_fields(before, after)}
         )
         return change
 

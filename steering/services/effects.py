@@ -107,26 +107,38 @@ class _GroupSender:
 _sender = _GroupSender()
 
 
-# Objects whose changes no data plane sees (the desired state of every layer ignores them).
-_NO_DATAPLANE_EFFECT = frozenset({"operation", "apitoken", "user", "group", "dataplanestate", "idempotencyrecord"})
+# Objects whose changes no data plane sees (the desired state of every layer ignores them; a
+# monitor reaches the data planes only through the health it gives backends).
+_NO_DATAPLANE_EFFECT = frozenset({"operation", "apitoken", "user", "group", "dataplanestate", "idempotencyrecord",
+                                  "monitor", "safetyrule", "changefreeze"})
+# Objects (and, for an update, fields) only the DNS layer reads: no PoP's local or anycast state
+# moves with them. A service's other fields (slug, protocol, port, prefix) are in every spec.
+_DNS_ONLY = {"clientnetwork": None, "service": frozenset({"fqdn", "dns_policy", "ttl"})}
+# Objects whose change moves the PoPs of one region (a VIP: the binds there; a region: its state).
+_BY_REGION = frozenset({"vip", "region"})
 
 
 def affected_pops(deltas: list[dict[str, Any]]) -> list[int] | None:
     """The PoPs whose local/anycast desired state this change can move; None: possibly all of
     them (a service, a region, a deleted object...). Lets waiting agents of other PoPs be told
     "nothing for you" without rebuilding their desired state."""
-    from steering.models import Backend, Pool
+    from steering.models import Backend, Pool, PoP
 
     pops: set[int] = set()
     backends: set[int] = set()
     pools: set[int] = set()
+    regions: set[int] = set()
     for d in deltas:
         kind = d["type"]
-        if kind in _NO_DATAPLANE_EFFECT:
+        if kind in _NO_DATAPLANE_EFFECT or _dns_only(d):
             continue
         if d["op"] != "upsert":
             return None
-        if kind == "pop":
+        if kind in _BY_REGION:
+            if "region_id" in (d.get("fields") or ("region_id",)):  # created, or moved between regions
+                return None
+            regions.add(d["id"] if kind == "region" else _vip_region(d["id"]))
+        elif kind == "pop":
             pops.add(d["id"])
         elif kind == "backend":
             backends.add(d["id"])
@@ -134,12 +146,28 @@ def affected_pops(deltas: list[dict[str, Any]]) -> list[int] | None:
             pools.add(d["id"])
         else:
             return None
+    if regions:
+        pops |= set(PoP.objects.filter(region_id__in=regions).values_list("pk", flat=True))
     if backends:
         pools |= set(Backend.objects.filter(pk__in=backends).values_list("pool_id", flat=True))
     if pools:
         # A pool's backup pool may sit in another PoP; its PoP's spec names only its own pools.
         pops |= set(Pool.objects.filter(pk__in=pools).values_list("pop_id", flat=True))
     return sorted(pops)
+
+
+def _dns_only(delta: dict[str, Any]) -> bool:
+    kind = delta["type"]
+    if kind not in _DNS_ONLY:
+        return False
+    fields, changed = _DNS_ONLY[kind], delta.get("fields")
+    return fields is None or (delta["op"] == "upsert" and changed is not None and set(changed) <= fields)
+
+
+def _vip_region(vip_id: int) -> int:
+    from steering.models import VIP
+
+    return int(VIP.objects.values_list("region_id", flat=True).get(pk=vip_id))
 
 
 def publish_after_commit(version: int, deltas: list[dict[str, Any]]) -> None:

@@ -537,8 +537,9 @@ def test_it_publishes_once_per_action_only_after_commit(operator_api, published,
     weight_change = only("req-two")
     assert [v for v, _ in published] == [drain_change.version, weight_change.version]
     assert weight_change.version > drain_change.version
-    assert {"op": "upsert", "type": "backend", "id": first.pk} in published[0][1]
-    assert {"op": "upsert", "type": "operation", "id": drain_change.operation_id} in published[0][1]
+    deltas = [(d["op"], d["type"], d["id"]) for d in published[0][1]]
+    assert ("upsert", "backend", first.pk) in deltas
+    assert ("upsert", "operation", drain_change.operation_id) in deltas
 
 
 def test_it_publishes_nothing_for_a_refused_action(operator_api, published, django_capture_on_commit_callbacks):
