@@ -347,6 +347,10 @@ STEERING_GSLB_ZONE_TTL = envint("STEERING_GSLB_ZONE_TTL", 300, minimum=1, maximu
 # model-only test bench); without an acknowledgement within the timeout the drain ends
 # `unconfirmed`. Agents silent longer than FORGET no longer hold confirmation back.
 STEERING_DATAPLANE_CONFIRM = envbool("STEERING_DATAPLANE_CONFIRM", True)
+# Maintenance windows (steering.services.windows): how far ahead a start or an end may be, and the
+# end the dashboard proposes for a drain or maintenance (an operator can clear or change it).
+STEERING_WINDOW_MAX_DAYS = envint("STEERING_WINDOW_MAX_DAYS", 30, minimum=1, maximum=365)
+STEERING_UI_DRAIN_EXPIRY_HOURS = envint("STEERING_UI_DRAIN_EXPIRY_HOURS", 72, minimum=0, maximum=24 * 365)
 STEERING_DATAPLANE_ACK_TIMEOUT_SECONDS = envint("STEERING_DATAPLANE_ACK_TIMEOUT_SECONDS", 30, minimum=1, maximum=3600)
 STEERING_AGENT_FORGET_SECONDS = envint("STEERING_AGENT_FORGET_SECONDS", 600, minimum=10)
 # The wait period (AWS ARC's): a person's change to an object is refused within this many seconds

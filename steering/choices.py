@@ -84,6 +84,8 @@ class OperationKind(models.TextChoices):
 
 
 class OperationStatus(models.TextChoices):
+    # A drain or maintenance with a start time ahead (not_before): the scheduler starts it then.
+    SCHEDULED = "scheduled", "scheduled"
     RUNNING = "running", "running"
     PAUSED = "paused", "paused"
     SUCCEEDED = "succeeded", "succeeded"
@@ -204,6 +206,9 @@ _VERBS: tuple[tuple[str, str], ...] = (
     ("operation.abort", "operation aborted"),
     ("operation.pause", "operation paused"),
     ("operation.resume", "operation resumed"),
+    ("operation.schedule", "drain or maintenance scheduled"),
+    ("operation.extend", "maintenance window extended"),
+    ("operation.expire", "maintenance window ended"),
     ("dataplane.repair", "data plane repaired to the desired state"),
     ("fleet.apply", "fleet file applied"),
     ("changefreeze.on", "changes frozen"),

@@ -30,13 +30,30 @@ class GuardedActionInput(ActionInput):
     dry_run = serializers.BooleanField(default=False, help_text="Only compute the impact.")
 
 
-class DrainInput(GuardedActionInput):
+class WindowFields(serializers.Serializer):  # type: ignore[type-arg]
+    """A maintenance window: a start ahead (scheduled), an end (back in service by itself)."""
+
+    not_before = serializers.DateTimeField(required=False, allow_null=True, help_text=(
+        "Start then instead of now (the scheduler starts it, judged again by the guard)."))
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, help_text=(
+        "Return to service then by itself (audited as system:scheduler); extend with …/operations/{id}/extend/."))
+
+
+class MaintenanceInput(WindowFields, GuardedActionInput):
+    pass
+
+
+class DrainInput(WindowFields, GuardedActionInput):
     grace_seconds = serializers.IntegerField(min_value=0, max_value=86400, required=False, allow_null=True,
                                              help_text="Time allowed for sessions to finish (default: the pool's).")
     layered = serializers.BooleanField(default=False, help_text=(
         "PoPs and regions: leave DNS first, wait out the TTL, withdraw anycast, then drain locally."))
     ttl_factor = serializers.FloatField(min_value=1.0, max_value=10.0, default=2.0,
                                         help_text="Layered drain: wait this many TTLs after leaving DNS.")
+
+
+class ExtendInput(ActionInput):
+    expires_at = serializers.DateTimeField(help_text="The window's new end.")
 
 
 class WeightInput(GuardedActionInput):
@@ -62,7 +79,7 @@ class OperationSerializer(serializers.ModelSerializer):  # type: ignore[type-arg
         model = Operation
         fields = ["id", "kind", "status", "target_type", "target_id", "target_repr", "actor_name", "source",
                   "request_id", "reason", "forced", "steps", "progress", "result", "impact", "deadline",
-                  "created_at", "finished_at", "revision"]
+                  "not_before", "expires_at", "expired_at", "created_at", "finished_at", "revision"]
         read_only_fields = fields
 
     def get_progress(self, obj: Operation) -> dict:  # type: ignore[type-arg]

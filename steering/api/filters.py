@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import django_filters as df
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import filters as drf_filters
 
@@ -39,10 +39,19 @@ class OperationFilter(df.FilterSet):
     status = df.MultipleChoiceFilter(choices=OperationStatus.choices, help_text="Repeat for several: ?status=running&status=paused")
     since = df.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     until = df.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    window = df.BooleanFilter(method="_window", help_text=(
+        "true: maintenance windows still open (scheduled, or with an end not yet reached): the calendar"))
 
     class Meta:
         model = Operation
         fields = ["kind", "target_type", "target_id", "actor_name", "source"]
+
+    def _window(self, queryset: Any, name: str, value: bool | None) -> Any:
+        if value is None:
+            return queryset
+        open_window = Q(status="scheduled") | Q(expires_at__isnull=False, expired_at__isnull=True)
+        return queryset.filter(open_window).exclude(status__in=["aborted", "failed"]) if value else \
+            queryset.exclude(open_window)
 
 
 class ChangeFilter(df.FilterSet):

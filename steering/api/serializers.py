@@ -150,6 +150,11 @@ class PoolSerializer(BaseModelSerializer):
                            "admin_state": "Changed by the drain, undrain and maintenance actions.",
                            "outlier_panic": "Set by outlier ejection when its bounds keep failing backends in.",
                            "outlier_panic_reason": "Set by outlier ejection."}
+        extra_kwargs = {"outlier_max_ejected_percent": {"help_text": (
+            "At most this share of the pool's backends taken out by live traffic at once, and at least one "
+            "backend when the pool has fewer than 100/N backends, like Envoy; never below min_healthy_percent "
+            "of the pool's capacity. HAProxy's own observe is held to the same bound by its agent. 0 only "
+            "watches (verdicts shown, nobody ejected).")}}
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         instance = self.instance

@@ -57,6 +57,11 @@ def _action_options(p: argparse.ArgumentParser, *, guarded: bool, wait: bool = T
         p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="with --wait: give up after S s (exit 4)")
 
 
+def _window_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--not-before", metavar="ISO_TIME", help="start then, not now (e.g. 2026-12-01T02:00:00Z)")
+    p.add_argument("--expires-at", metavar="ISO_TIME", help="back in service by itself then (audited as system:scheduler)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(
@@ -76,12 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("drain", "stop new traffic to TARGET; it becomes drained when its grace period ends")
     p.add_argument("target", metavar="TARGET")
     p.add_argument("--grace", type=int, metavar="SECONDS", help="time for sessions to finish (default: the pool's)")
+    _window_options(p)
     _action_options(p, guarded=True)
     p = add("undrain", "return TARGET to service (slow start ramps it in)")
     p.add_argument("target", metavar="TARGET")
     _action_options(p, guarded=False)
     p = add("maintenance", "take TARGET out of service at once (sessions are cut)")
     p.add_argument("target", metavar="TARGET")
+    _window_options(p)
     _action_options(p, guarded=True)
     p = add("weight", "set a backend's configured weight (0-256)")
     p.add_argument("target", metavar="BACKEND")
@@ -136,6 +143,9 @@ def _action_body(args: argparse.Namespace) -> dict[str, Any]:
         body["dry_run"] = True
     if getattr(args, "grace", None) is not None:
         body["grace_seconds"] = args.grace
+    for option in ("not_before", "expires_at"):  # the API checks them (400 with the field named)
+        if getattr(args, option, None):
+            body[option] = getattr(args, option)
     if args.command == "weight":
         body["weight"] = args.weight
         if args.ramp is not None:

@@ -26,6 +26,11 @@ class Operation(models.Model):
     progress = models.JSONField(default=dict, blank=True)
     result = models.JSONField(default=dict, blank=True)
     deadline = models.DateTimeField(null=True, blank=True)
+    # A maintenance window (drain or maintenance): when it starts (None: at once), when its target
+    # returns to service by itself (None: when someone undrains it), and when that happened.
+    not_before = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    expired_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     revision = models.PositiveIntegerField(default=1, editable=False)
@@ -36,6 +41,9 @@ class Operation(models.Model):
             # Serves the sweeper and the dashboard's list of running operations.
             models.Index(fields=["deadline"], name="steering_operation_running", condition=models.Q(status="running")),
             models.Index(fields=["target_type", "target_id"], name="steering_operation_target"),
+            # Serves the scheduler: windows still to start or to end.
+            models.Index(fields=["expires_at"], name="steering_operation_window",
+                         condition=models.Q(expired_at__isnull=True, expires_at__isnull=False)),
         ]
 
     def __str__(self) -> str:

@@ -30,7 +30,7 @@ from steering.services.kernel import (
     start_draining,
     suggest_grace,
 )
-from steering.services.operation_lifecycle import drain_progress, finish_operation, open_operation
+from steering.services.operation_lifecycle import drain_progress, finish_operation, open_operation, open_or_start
 from steering.services.operations import complete_drains
 from steering.services.targets import Target, backends_under, target_label
 
@@ -80,8 +80,12 @@ def do_drain(
     force_reason: str = "",
     dry_run: bool = False,
     expected_revision: int | None = None,
+    expires_at: datetime.datetime | None = None,
+    operation: Operation | None = None,
 ) -> tuple[Operation | None, Impact]:
     """Stop new traffic to everything under `target`; each backend becomes drained at its deadline.
+    With `expires_at`, everything returns to service then by itself (steering.services.windows);
+    `operation`: a scheduled one this drain starts (else a new one is opened).
 
     Returns (operation, impact); the operation is None for a dry run.
     """
@@ -107,11 +111,11 @@ def do_drain(
         seconds = grace.seconds
         now = timezone.now()
         deadline = now + datetime.timedelta(seconds=seconds)
-        op = open_operation(
-            OperationKind.DRAIN, target, actor=actor, reason=reason, forced=forced,
+        op = open_or_start(
+            operation, OperationKind.DRAIN, target, actor=actor, reason=reason, forced=forced,
             params={"grace_seconds": seconds, "grace_basis": grace.basis, "grace_derivation": grace.derivation,
                     "backends_total": len(candidates), "force_reason": force_reason, "impact": impact.as_json()},
-            deadline=deadline,
+            deadline=deadline, expires_at=expires_at,
         )
         op.steps = [{"name": f"drain {len(candidates)} backend(s), grace {seconds} s", "status": "running"}]
         changes = ChangeSet(actor, reason, operation_id=op.pk, forced=op.forced, force_reason=force_reason)
@@ -179,8 +183,11 @@ def do_maintenance(
     force_reason: str = "",
     dry_run: bool = False,
     expected_revision: int | None = None,
+    expires_at: datetime.datetime | None = None,
+    operation: Operation | None = None,
 ) -> tuple[Operation | None, Impact]:
-    """Take everything under `target` out of service at once (no grace: sessions are cut)."""
+    """Take everything under `target` out of service at once (no grace: sessions are cut); with
+    `expires_at`, back in service then by itself (`operation`: a scheduled one it starts)."""
     reason = require_reason(reason)
     if dry_run:
         return None, preview_maintenance(target, expected_revision=expected_revision)
@@ -193,9 +200,9 @@ def do_maintenance(
             raise StateConflict(f"{target_label(target)} is already in maintenance.", code="already_maintenance")
         impact = guard.assess_removal(target, removed, action="maintenance")
         forced = enforce_guard(impact, force=force, force_reason=force_reason)
-        op = open_operation(OperationKind.MAINTENANCE, target, actor=actor, reason=reason, forced=forced,
-                            params={"backends_total": len(candidates), "force_reason": force_reason,
-                                    "impact": impact.as_json()})
+        op = open_or_start(operation, OperationKind.MAINTENANCE, target, actor=actor, reason=reason, forced=forced,
+                           params={"backends_total": len(candidates), "force_reason": force_reason,
+                                   "impact": impact.as_json()}, expires_at=expires_at)
         changes = ChangeSet(actor, reason, operation_id=op.pk, forced=op.forced, force_reason=force_reason)
         for backend in candidates:
             set_fields(backend, {"admin_state": AdminState.MAINT, "drain_deadline": None, "operation": op}, changes,

@@ -49,9 +49,39 @@ def open_operation(
     )
 
 
+def open_or_start(
+    scheduled: Operation | None,
+    kind: str,
+    target: Target,
+    *,
+    actor: Actor,
+    reason: str,
+    forced: bool = False,
+    params: dict[str, Any] | None = None,
+    deadline: datetime.datetime | None = None,
+    expires_at: datetime.datetime | None = None,
+) -> Operation:
+    """A new running operation, or the `scheduled` one now starting (its who and why stay those of
+    whoever scheduled it; its params gain what the start decided)."""
+    if scheduled is None:
+        op = open_operation(kind, target, actor=actor, reason=reason, forced=forced, params=params, deadline=deadline)
+        if expires_at is not None:
+            op.expires_at = expires_at
+            op.save(update_fields=["expires_at"])
+        return op
+    scheduled.status = OperationStatus.RUNNING
+    scheduled.forced = scheduled.forced or forced
+    scheduled.params = {**scheduled.params, **(params or {}), "started_at": timezone.now().isoformat()}
+    scheduled.deadline = deadline
+    scheduled.revision += 1
+    scheduled.save(update_fields=["status", "forced", "params", "deadline", "revision"])
+    return scheduled
+
+
 def finish_operation(op: Operation, status: str, result: dict[str, Any]) -> bool:
-    """Compare-and-set running/paused -> final, so two finishers (sweeper, abort) never both win."""
-    won = Operation.objects.filter(pk=op.pk, status__in=[OperationStatus.RUNNING, OperationStatus.PAUSED]).update(
+    """Compare-and-set running/paused/scheduled -> final, so two finishers (sweeper, abort) never both win."""
+    won = Operation.objects.filter(pk=op.pk, status__in=[OperationStatus.RUNNING, OperationStatus.PAUSED,
+                                                         OperationStatus.SCHEDULED]).update(
         status=status, finished_at=timezone.now(), result=result, revision=F("revision") + 1
     )
     if won:

@@ -164,7 +164,7 @@ def _complete_idle_drains(actor: Actor, now: datetime.datetime) -> int:
 def do_abort_operation(op: Operation, *, actor: Actor, reason: str, expected_revision: int | None = None) -> Operation:
     """Stop a running (or paused) operation and roll back what it was doing, as its kind says."""
     locked = lock_for_write(op, expected_revision)
-    if locked.status not in (OperationStatus.RUNNING, OperationStatus.PAUSED):
+    if locked.status not in (OperationStatus.RUNNING, OperationStatus.PAUSED, OperationStatus.SCHEDULED):
         raise StateConflict(f"operation {locked.pk} is {locked.status}, not running.", code="not_running")
     changes = ChangeSet(actor, reason, operation_id=locked.pk)
     handler = operation_kinds.handler_for(locked.kind)

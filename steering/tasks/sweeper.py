@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from steering.redis_keys import SWEEP_HEARTBEAT
 from steering.redisconn import sync_client
-from steering.services import operations
+from steering.services import operations, windows
 
 
 @worker_ready.connect
@@ -22,9 +22,11 @@ def _sweep_on_start(sender, **kwargs):  # type: ignore[no-untyped-def]
 
 @shared_task(name="steering.sweep_due", ignore_result=True, time_limit=30, soft_time_limit=25)
 def sweep_due() -> dict[str, int]:
-    """Every second: complete drains whose deadline passed, and move every running operation on
-    through its kind's handler (steering.services.operation_kinds). Compare-and-set, safe in parallel."""
+    """Every half second: complete drains whose deadline passed, move every running operation on
+    through its kind's handler (steering.services.operation_kinds), start and end maintenance
+    windows (steering.services.windows). Compare-and-set, safe in parallel."""
     result = operations.sweep_due()
+    result.update(windows.sweep())  # maintenance windows due to start or end
     # Heartbeat: proves beat ticks AND a worker runs them (see `manage.py check_sweeper`).
     sync_client().set(SWEEP_HEARTBEAT, time.time(), ex=3600)
     return result

@@ -341,3 +341,20 @@ def test_freeze_on_refuses_a_deploy_with_the_reason_and_off_lifts_it(steerctl: A
     assert steerctl("drain", "bom1/api-web/api-1", "--reason", "deploy 1.4.2").returncode == EXIT_OK
     assert list(Change.objects.filter(action__startswith="changefreeze.").order_by("pk").values_list("action", "reason")) == [
         ("changefreeze.on", "holiday freeze"), ("changefreeze.off", "holidays over")]
+
+
+def test_a_maintenance_window_from_a_pipeline_starts_later_and_ends_by_itself(steerctl: Any) -> None:
+    import datetime
+
+    from django.utils import timezone
+
+    pool = bom1()
+    start, end = (timezone.now() + datetime.timedelta(hours=h) for h in (1, 3))
+    done = steerctl("maintenance", "bom1/api-web/api-2", "--reason", "kernel", "--not-before", start.isoformat(),
+                    "--expires-at", end.isoformat())
+    assert done.returncode == EXIT_OK, done.stdout + done.stderr
+    op = Operation.objects.get(kind="maintenance")
+    assert (op.status, op.not_before, op.expires_at) == ("scheduled", start, end)
+    assert Backend.objects.get(pool=pool, name="api-2").admin_state == "ready"
+    bad = steerctl("drain", "bom1/api-web/api-3", "--reason", "kernel", "--expires-at", "yesterday")
+    assert bad.returncode == 1 and "expires_at" in bad.stderr

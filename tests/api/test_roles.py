@@ -6,13 +6,16 @@ The matrix is built from the router, so a write endpoint added later without a c
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import models
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from steering.api.urls import router
@@ -32,7 +35,7 @@ from steering.models import (
     SafetyRule,
     Service,
 )
-from steering.services.actions import do_drain
+from steering.services.actions import do_drain, do_maintenance
 from steering.services.context import Actor
 from steering.services.tokens import do_create_token
 from steering.services.weights import advance_ramp, do_set_weight
@@ -45,7 +48,7 @@ CRUD_WRITES = ("create", "update", "partial_update", "destroy")
 
 # The contract (README: Roles), written down independently of the views' own `required_roles`:
 # operators act on traffic; everything else that writes is an admin's.
-OPERATOR_WRITES = {"drain", "undrain", "maintenance", "weight", "abort", "resume", "withdraw", "announce"}
+OPERATOR_WRITES = {"drain", "undrain", "maintenance", "weight", "abort", "resume", "extend", "withdraw", "announce"}
 
 PERSONAS = ("anonymous", "nobody", "viewer", "operator", "admin")
 RANK = {"anonymous": 0, "nobody": 0, "viewer": 1, "operator": 2, "admin": 3}
@@ -295,6 +298,17 @@ def _resume_case() -> Case:
     return Case("post", f"{API}/operations/{op.pk}/resume/", {"reason": "role matrix"}, Operation, 200, op.pk)
 
 
+def _extend_case() -> Case:
+    """A maintenance window still open: its end moves."""
+    world = build_world()
+    end = timezone.now() + datetime.timedelta(hours=1)
+    op, _ = do_maintenance(world.backend, actor=Actor.system("test"), reason="setup", expires_at=end)
+    assert op is not None
+    later = (end + datetime.timedelta(hours=1)).isoformat()
+    return Case("post", f"{API}/operations/{op.pk}/extend/", {"reason": "role matrix", "expires_at": later},
+                Operation, 200, op.pk)
+
+
 def _token_case(action: str) -> Case:
     if action == "create":
         return Case("post", f"{API}/tokens/", {"name": "ci-pipeline", "role": "viewer"}, ApiToken, 201)
@@ -328,6 +342,8 @@ def make_case(prefix: str, action: str) -> Case:
         return _abort_case()
     if action == "resume" and prefix == "operations":
         return _resume_case()
+    if action == "extend" and prefix == "operations":
+        return _extend_case()
     if action in OPERATOR_WRITES and prefix in ACTION_PREFIXES:
         return _action_case(prefix, action)
     raise KeyError(f"no role-matrix case for {prefix} {action}")
@@ -368,7 +384,7 @@ def send(client: APIClient, case: Case) -> Any:
 
 def test_it_has_a_case_for_every_write_endpoint(db: Any) -> None:
     expected_actions = {"create", "update", "partial_update", "destroy", "drain", "undrain", "maintenance",
-                        "weight", "abort", "resume", "withdraw", "announce"}
+                        "weight", "abort", "resume", "extend", "withdraw", "announce"}
     assert {action for _prefix, action in WRITE_ENDPOINTS} == expected_actions
     # Every action a view exposes is one the contract names (no unreviewed write slipped in).
     for prefix, action in WRITE_ENDPOINTS:
@@ -456,7 +472,8 @@ def test_it_lets_a_viewer_scoped_token_of_an_admin_act_only_as_a_viewer(admin: U
 
     me = client.get(f"{API}/me/")
     assert me.status_code == 200
-    assert me.json() == {"username": admin.username, "role": "viewer", "auth": "token"}
+    assert me.json() == {"username": admin.username, "role": "viewer", "auth": "token",
+                         "drain_expiry_hours": settings.STEERING_UI_DRAIN_EXPIRY_HOURS}
     assert client.get(f"{API}/backends/").status_code == 200
 
     before = fingerprint()

@@ -4,7 +4,6 @@ behind, the data plane's own error, and when its agent was last seen (GET /api/v
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
 

@@ -559,6 +559,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/operations/{id}/extend/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Move a maintenance window's end (`expires_at`), with a reason. */
+        post: operations["operations_extend_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/operations/{id}/resume/": {
         parameters: {
             query?: never;
@@ -1498,8 +1515,18 @@ export interface components {
          * @enum {string}
          */
         DnsPolicyEnum: "weighted" | "geo" | "failover";
-        /** @description Unknown fields and attempts to write read-only fields are errors, not silently dropped. */
+        /** @description A maintenance window: a start ahead (scheduled), an end (back in service by itself). */
         DrainInputRequest: {
+            /**
+             * Format: date-time
+             * @description Start then instead of now (the scheduler starts it, judged again by the guard).
+             */
+            not_before?: string | null;
+            /**
+             * Format: date-time
+             * @description Return to service then by itself (audited as system:scheduler); extend with …/operations/{id}/extend/.
+             */
+            expires_at?: string | null;
             /** @description Why: goes into the audit log. */
             reason: string;
             /**
@@ -1527,6 +1554,16 @@ export interface components {
              * @default 2
              */
             ttl_factor: number;
+        };
+        /** @description Unknown fields and attempts to write read-only fields are errors, not silently dropped. */
+        ExtendInputRequest: {
+            /** @description Why: goes into the audit log. */
+            reason: string;
+            /**
+             * Format: date-time
+             * @description The window's new end.
+             */
+            expires_at: string;
         };
         /** @description Unknown fields and attempts to write read-only fields are errors, not silently dropped. */
         FleetApplyInputRequest: {
@@ -1742,9 +1779,39 @@ export interface components {
             ttl_factor: number;
             withdraw: string[];
         };
+        /** @description A maintenance window: a start ahead (scheduled), an end (back in service by itself). */
+        MaintenanceInputRequest: {
+            /**
+             * Format: date-time
+             * @description Start then instead of now (the scheduler starts it, judged again by the guard).
+             */
+            not_before?: string | null;
+            /**
+             * Format: date-time
+             * @description Return to service then by itself (audited as system:scheduler); extend with …/operations/{id}/extend/.
+             */
+            expires_at?: string | null;
+            /** @description Why: goes into the audit log. */
+            reason: string;
+            /**
+             * @description Proceed past the capacity guard.
+             * @default false
+             */
+            force: boolean;
+            /** @default  */
+            force_reason: string;
+            /**
+             * @description Only compute the impact.
+             * @default false
+             */
+            dry_run: boolean;
+        };
         Me: {
             username: string;
             role: string;
+            auth: string;
+            /** @description The end the dashboard proposes for a drain or maintenance, in hours (0: none). */
+            drain_expiry_hours: number;
         };
         /**
          * @description * `GET` - GET
@@ -1842,6 +1909,12 @@ export interface components {
             } | null;
             /** Format: date-time */
             readonly deadline: string | null;
+            /** Format: date-time */
+            readonly not_before: string | null;
+            /** Format: date-time */
+            readonly expires_at: string | null;
+            /** Format: date-time */
+            readonly expired_at: string | null;
             /** Format: date-time */
             readonly created_at: string;
             /** Format: date-time */
@@ -2166,7 +2239,7 @@ export interface components {
             outlier_ejection_seconds?: number;
             /** @description An ejection never lasts longer than this. */
             outlier_max_ejection_seconds?: number;
-            /** @description At most this share of the pool's backends ejected at once (at least one, as in Envoy); 0 only watches (verdicts shown, nobody ejected). The pool's min_healthy_percent of its capacity always stays in. */
+            /** @description At most this share of the pool's backends taken out by live traffic at once, and at least one backend when the pool has fewer than 100/N backends, like Envoy; never below min_healthy_percent of the pool's capacity. HAProxy's own observe is held to the same bound by its agent. 0 only watches (verdicts shown, nobody ejected). */
             outlier_max_ejected_percent?: number;
         };
         /** @description Unknown fields and attempts to write read-only fields are errors, not silently dropped. */
@@ -2315,7 +2388,7 @@ export interface components {
             outlier_ejection_seconds?: number;
             /** @description An ejection never lasts longer than this. */
             outlier_max_ejection_seconds?: number;
-            /** @description At most this share of the pool's backends ejected at once (at least one, as in Envoy); 0 only watches (verdicts shown, nobody ejected). The pool's min_healthy_percent of its capacity always stays in. */
+            /** @description At most this share of the pool's backends taken out by live traffic at once, and at least one backend when the pool has fewer than 100/N backends, like Envoy; never below min_healthy_percent of the pool's capacity. HAProxy's own observe is held to the same bound by its agent. 0 only watches (verdicts shown, nobody ejected). */
             outlier_max_ejected_percent?: number;
             readonly outlier_panic: boolean;
             readonly outlier_panic_reason: string;
@@ -2369,7 +2442,7 @@ export interface components {
             outlier_ejection_seconds?: number;
             /** @description An ejection never lasts longer than this. */
             outlier_max_ejection_seconds?: number;
-            /** @description At most this share of the pool's backends ejected at once (at least one, as in Envoy); 0 only watches (verdicts shown, nobody ejected). The pool's min_healthy_percent of its capacity always stays in. */
+            /** @description At most this share of the pool's backends taken out by live traffic at once, and at least one backend when the pool has fewer than 100/N backends, like Envoy; never below min_healthy_percent of the pool's capacity. HAProxy's own observe is held to the same bound by its agent. 0 only watches (verdicts shown, nobody ejected). */
             outlier_max_ejected_percent?: number;
         };
         /**
@@ -2607,7 +2680,8 @@ export interface components {
          */
         StateEnum: "never_applied" | "in_sync" | "drifted";
         /**
-         * @description * `running` - running
+         * @description * `scheduled` - scheduled
+         *     * `running` - running
          *     * `paused` - paused
          *     * `succeeded` - succeeded
          *     * `aborted` - aborted
@@ -2615,7 +2689,7 @@ export interface components {
          *     * `unconfirmed` - unconfirmed
          * @enum {string}
          */
-        StatusEnum: "running" | "paused" | "succeeded" | "aborted" | "failed" | "unconfirmed";
+        StatusEnum: "scheduled" | "running" | "paused" | "succeeded" | "aborted" | "failed" | "unconfirmed";
         SuggestedGrace: {
             seconds: number;
             basis: components["schemas"]["SuggestedGraceBasisEnum"];
@@ -3179,7 +3253,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["GuardedActionInputRequest"];
+                "application/json": components["schemas"]["MaintenanceInputRequest"];
             };
         };
         responses: {
@@ -3411,6 +3485,9 @@ export interface operations {
                  *     * `operation.abort` - operation aborted
                  *     * `operation.pause` - operation paused
                  *     * `operation.resume` - operation resumed
+                 *     * `operation.schedule` - drain or maintenance scheduled
+                 *     * `operation.extend` - maintenance window extended
+                 *     * `operation.expire` - maintenance window ended
                  *     * `dataplane.repair` - data plane repaired to the desired state
                  *     * `fleet.apply` - fleet file applied
                  *     * `changefreeze.on` - changes frozen
@@ -3442,7 +3519,7 @@ export interface operations {
                  *     * `region.maint` - region.maint
                  *     * `region.ready` - region.ready
                  */
-                action?: "anycastprefix.create" | "anycastprefix.delete" | "anycastprefix.update" | "backend.create" | "backend.delete" | "backend.drain" | "backend.drained" | "backend.eject" | "backend.eject_confirmed" | "backend.eject_end" | "backend.health" | "backend.maintenance" | "backend.undrain" | "backend.update" | "backend.weight" | "changefreeze.off" | "changefreeze.on" | "clientnetwork.create" | "clientnetwork.delete" | "clientnetwork.update" | "dataplane.repair" | "fleet.apply" | "group.create" | "group.delete" | "group.update" | "monitor.create" | "monitor.delete" | "monitor.update" | "operation.abort" | "operation.pause" | "operation.resume" | "pool.create" | "pool.delete" | "pool.drain" | "pool.drained" | "pool.draining" | "pool.maint" | "pool.maintenance" | "pool.outlier_panic" | "pool.outlier_panic_end" | "pool.panic" | "pool.panic_end" | "pool.ready" | "pool.undrain" | "pool.update" | "pop.announce" | "pop.create" | "pop.delete" | "pop.drain" | "pop.drained" | "pop.draining" | "pop.maint" | "pop.maintenance" | "pop.ready" | "pop.undrain" | "pop.update" | "pop.withdraw" | "region.create" | "region.delete" | "region.drain" | "region.drained" | "region.draining" | "region.maint" | "region.maintenance" | "region.ready" | "region.undrain" | "region.update" | "safetyrule.create" | "safetyrule.delete" | "safetyrule.update" | "service.create" | "service.delete" | "service.update" | "token.create" | "token.delete" | "token.revoke" | "user.create" | "user.deactivate" | "user.delete" | "user.password" | "user.reactivate" | "user.role" | "user.superuser" | "user.update" | "vip.create" | "vip.delete" | "vip.disable" | "vip.enable" | "vip.update";
+                action?: "anycastprefix.create" | "anycastprefix.delete" | "anycastprefix.update" | "backend.create" | "backend.delete" | "backend.drain" | "backend.drained" | "backend.eject" | "backend.eject_confirmed" | "backend.eject_end" | "backend.health" | "backend.maintenance" | "backend.undrain" | "backend.update" | "backend.weight" | "changefreeze.off" | "changefreeze.on" | "clientnetwork.create" | "clientnetwork.delete" | "clientnetwork.update" | "dataplane.repair" | "fleet.apply" | "group.create" | "group.delete" | "group.update" | "monitor.create" | "monitor.delete" | "monitor.update" | "operation.abort" | "operation.expire" | "operation.extend" | "operation.pause" | "operation.resume" | "operation.schedule" | "pool.create" | "pool.delete" | "pool.drain" | "pool.drained" | "pool.draining" | "pool.maint" | "pool.maintenance" | "pool.outlier_panic" | "pool.outlier_panic_end" | "pool.panic" | "pool.panic_end" | "pool.ready" | "pool.undrain" | "pool.update" | "pop.announce" | "pop.create" | "pop.delete" | "pop.drain" | "pop.drained" | "pop.draining" | "pop.maint" | "pop.maintenance" | "pop.ready" | "pop.undrain" | "pop.update" | "pop.withdraw" | "region.create" | "region.delete" | "region.drain" | "region.drained" | "region.draining" | "region.maint" | "region.maintenance" | "region.ready" | "region.undrain" | "region.update" | "safetyrule.create" | "safetyrule.delete" | "safetyrule.update" | "service.create" | "service.delete" | "service.update" | "token.create" | "token.delete" | "token.revoke" | "user.create" | "user.deactivate" | "user.delete" | "user.password" | "user.reactivate" | "user.role" | "user.superuser" | "user.update" | "vip.create" | "vip.delete" | "vip.disable" | "vip.enable" | "vip.update";
                 /** @description e.g. 'backend.' for every backend action */
                 action_prefix?: string;
                 actor?: string;
@@ -4127,6 +4204,7 @@ export interface operations {
                 /**
                  * @description Repeat for several: ?status=running&status=paused
                  *
+                 *     * `scheduled` - scheduled
                  *     * `running` - running
                  *     * `paused` - paused
                  *     * `succeeded` - succeeded
@@ -4134,10 +4212,12 @@ export interface operations {
                  *     * `failed` - failed
                  *     * `unconfirmed` - unconfirmed
                  */
-                status?: ("aborted" | "failed" | "paused" | "running" | "succeeded" | "unconfirmed")[];
+                status?: ("aborted" | "failed" | "paused" | "running" | "scheduled" | "succeeded" | "unconfirmed")[];
                 target_id?: number;
                 target_type?: string;
                 until?: string;
+                /** @description true: maintenance windows still open (scheduled, or with an end not yet reached): the calendar */
+                window?: string;
             };
             header?: never;
             path?: never;
@@ -4193,6 +4273,32 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": components["schemas"]["ActionInputRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Operation"];
+                };
+            };
+        };
+    };
+    operations_extend_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A unique integer value identifying this operation. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ExtendInputRequest"];
             };
         };
         responses: {
@@ -4490,7 +4596,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["GuardedActionInputRequest"];
+                "application/json": components["schemas"]["MaintenanceInputRequest"];
             };
         };
         responses: {
@@ -4896,7 +5002,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["GuardedActionInputRequest"];
+                "application/json": components["schemas"]["MaintenanceInputRequest"];
             };
         };
         responses: {
@@ -5443,7 +5549,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["GuardedActionInputRequest"];
+                "application/json": components["schemas"]["MaintenanceInputRequest"];
             };
         };
         responses: {

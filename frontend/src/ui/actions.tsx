@@ -5,6 +5,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import {
   ApiError, AuthError, fieldErrors, getJSON, postJSON, type ActionConflict, type Impact, type ImpactPlan, type Operation,
 } from "../api";
+import { useStore } from "../store";
 import { fmt, Verdict } from "./common";
 
 export type ActionKind = "drain" | "undrain" | "maintenance" | "weight" | "withdraw" | "announce" | "abort";
@@ -55,6 +56,11 @@ export function ActionDialog({ req, onClose, onDone }: {
   const [forceReason, setForceReason] = useState("");
   const [error, setError] = useState<string[] | null>(null);
   const [busy, setBusy] = useState(false);
+  // A maintenance window: start (empty: now) and end (proposed: STEERING_UI_DRAIN_EXPIRY_HOURS ahead).
+  const expiryHours = useStore((st) => st.shell.me?.drain_expiry_hours ?? 0);
+  const windowed = req.kind === "drain" || req.kind === "maintenance";
+  const [start, setStart] = useState("");
+  const [ends, setEnds] = useState(() => (windowed && expiryHours > 0 ? localInput(new Date(Date.now() + expiryHours * 3600_000)) : ""));
 
   useEffect(() => {
     const d = ref.current;
@@ -68,6 +74,8 @@ export function ActionDialog({ req, onClose, onDone }: {
     const body: Record<string, unknown> = {};
     if (req.kind === "drain" && grace.trim() !== "") body["grace_seconds"] = Number(grace);
     if (req.kind === "drain" && layered) body["layered"] = true;
+    if (windowed && !layered && start) body["not_before"] = new Date(start).toISOString();
+    if (windowed && !layered && ends) body["expires_at"] = new Date(ends).toISOString();
     if (req.kind === "weight") {
       body["weight"] = Number(weight);
       if (ramp.trim() !== "") body["ramp_seconds"] = Number(ramp);
@@ -102,7 +110,8 @@ export function ActionDialog({ req, onClose, onDone }: {
     try {
       const res = await postJSON<{ operation?: Operation } & Partial<Operation>>(actionUrl(req), body);
       const op = res.operation;
-      onDone(op ? `${TITLES[req.kind]} ${req.target.name}: operation #${op.id} ${op.status}` : `${TITLES[req.kind]} ${req.target.name}: done`);
+      const when = op?.status === "scheduled" && op.not_before ? ` for ${new Date(op.not_before).toLocaleString()}` : "";
+      onDone(op ? `${TITLES[req.kind]} ${req.target.name}: operation #${op.id} ${op.status}${when}` : `${TITLES[req.kind]} ${req.target.name}: done`);
       onClose();
     } catch (err) {
       if (err instanceof ApiError && err.status === 409 && (err.code === "capacity_guard" || err.code === "safety_rule")) {
@@ -139,6 +148,16 @@ export function ActionDialog({ req, onClose, onDone }: {
         {req.kind === "drain" && (req.target.type === "pop" || req.target.type === "region") && (
           <label class="check"><input type="checkbox" checked={layered} onChange={(e) => setLayered(e.currentTarget.checked)} />
             Layered: leave DNS first, wait out the TTL, withdraw anycast, then drain locally</label>
+        )}
+        {windowed && !layered && (
+          <div class="row" data-testid="window-fields">
+            <label class="field">Starts (empty: now)
+              <input data-testid="window-start" type="datetime-local" value={start} onInput={(e) => setStart(e.currentTarget.value)} />
+            </label>
+            <label class="field">Back in service by itself at (empty: when someone undrains)
+              <input data-testid="window-end" type="datetime-local" value={ends} onInput={(e) => setEnds(e.currentTarget.value)} />
+            </label>
+          </div>
         )}
         {req.kind === "weight" && (
           <div class="row">
@@ -230,4 +249,10 @@ export function WhatIfView({ state }: { state: WhatIf }) {
 /** A weight change's plan with more than one step (a layered drain's plan has no steps). */
 function isRamp(plan: ImpactPlan | undefined): plan is Extract<ImpactPlan, { steps: number[] }> {
   return plan !== undefined && "steps" in plan && plan.steps.length > 1;
+}
+
+/** A Date as the value of an <input type="datetime-local"> (local time, to the minute). */
+export function localInput(d: Date): string {
+  const pad = (n: number) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }

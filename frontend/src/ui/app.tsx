@@ -11,6 +11,7 @@ import { Badge, colourOf, fmt } from "./common";
 import { WorldMap, type Layer } from "./map";
 import { FreezeBar, FreezeButton, useFreeze } from "./freeze";
 import { Operations } from "./ops";
+import { Windows } from "./windows";
 import { PopPanel } from "./panel";
 import { Search, type Hit } from "./search";
 import { Timeline } from "./timeline";
@@ -130,6 +131,7 @@ export function App() {
           </div>
           <div class="bottom">
             <Operations canAct={canAct} onAction={setDialog} stats={pollData(stats)} />
+            <Windows canAct={canAct} />
             <Timeline history={history} />
           </div>
         </div>

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.decorators import action
@@ -18,13 +19,14 @@ from steering.api.action_serializers import (
     GuardedActionInput,
     ImpactQuery,
     ImpactSerializer,
+    MaintenanceInput,
     OperationSerializer,
     WeightInput,
 )
 from steering.api.idempotency import idempotent
 from steering.api.request_context import actor_for, expected_revision
 from steering.choices import Role
-from steering.services import actions, anycast, layered, weights
+from steering.services import actions, anycast, layered, weights, windows
 from steering.services.impact import Impact
 
 OPERATOR_ACTIONS = {"drain": Role.OPERATOR, "undrain": Role.OPERATOR, "maintenance": Role.OPERATOR,
@@ -61,6 +63,16 @@ _RESPONSES = {
 }
 
 
+def _scheduled(v: dict[str, Any]) -> bool:
+    """A start ahead makes a scheduled operation (a dry run of it is the impact now)."""
+    start = v.get("not_before")
+    return start is not None and start > timezone.now() and not v["dry_run"]
+
+
+def _check_window(v: dict[str, Any]) -> None:
+    windows.check_window(None, v.get("expires_at"))
+
+
 class TargetActionsMixin:
     """Actions on a backend, pool, PoP or region; on an aggregate they apply to every backend under it."""
 
@@ -80,16 +92,25 @@ class TargetActionsMixin:
         if v["layered"]:
             if target._meta.model_name not in ("pop", "region"):
                 raise ValidationError({"layered": ["A layered drain applies to PoPs and regions."]})
+            if v.get("not_before") or v.get("expires_at"):
+                raise ValidationError({"layered": ["A layered drain has no window (not_before, expires_at) yet."]})
             op, impact = layered.do_layered_drain(
                 target, actor=actor_for(request), reason=v["reason"], grace_seconds=v.get("grace_seconds"),
                 ttl_factor=v["ttl_factor"], force=v["force"], force_reason=v["force_reason"], dry_run=v["dry_run"],
                 expected_revision=self._revision(request, target),
             )
             return _preview(impact) if op is None else _accepted(op, impact)
+        if _scheduled(v):
+            scheduled, impact = windows.schedule(
+                "drain", target, actor=actor_for(request), reason=v["reason"], not_before=v["not_before"],
+                expires_at=v.get("expires_at"), grace_seconds=v.get("grace_seconds"), force=v["force"],
+                force_reason=v["force_reason"], expected_revision=self._revision(request, target))
+            return _accepted(scheduled, impact)
+        _check_window(v)
         op, impact = actions.do_drain(
             target, actor=actor_for(request), reason=v["reason"], grace_seconds=v.get("grace_seconds"),
             force=v["force"], force_reason=v["force_reason"], dry_run=v["dry_run"],
-            expected_revision=self._revision(request, target),
+            expected_revision=self._revision(request, target), expires_at=v.get("expires_at"),
         )
         return _preview(impact) if op is None else _accepted(op, impact)
 
@@ -104,17 +125,25 @@ class TargetActionsMixin:
                                         expected_revision=self._revision(request, target))
         return _accepted(op, impact)
 
-    @extend_schema(request=GuardedActionInput, responses=_RESPONSES, parameters=[_IDEMPOTENCY_HEADER])
+    @extend_schema(request=MaintenanceInput, responses=_RESPONSES, parameters=[_IDEMPOTENCY_HEADER])
     @action(detail=True, methods=["post"])
     @idempotent
     def maintenance(self, request: Request, pk: Any = None) -> Response:
         target = self.get_object()  # type: ignore[attr-defined]
-        data = GuardedActionInput(data=request.data)
+        data = MaintenanceInput(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
+        if _scheduled(v):
+            scheduled, impact = windows.schedule(
+                "maintenance", target, actor=actor_for(request), reason=v["reason"], not_before=v["not_before"],
+                expires_at=v.get("expires_at"), force=v["force"], force_reason=v["force_reason"],
+                expected_revision=self._revision(request, target))
+            return _accepted(scheduled, impact)
+        _check_window(v)
         op, impact = actions.do_maintenance(
             target, actor=actor_for(request), reason=v["reason"], force=v["force"],
             force_reason=v["force_reason"], dry_run=v["dry_run"], expected_revision=self._revision(request, target),
+            expires_at=v.get("expires_at"),
         )
         return _preview(impact) if op is None else _accepted(op, impact)
 

@@ -1,4 +1,4 @@
-"""Operations: list, follow (?wait=N blocks until the end), abort."""
+"""Operations: list, follow (?wait=N blocks until the end), abort, resume, extend a window."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from steering.api.action_serializers import ActionInput, OperationSerializer
+from steering.api.action_serializers import ActionInput, ExtendInput, OperationSerializer
 from steering.api.filters import OperationFilter
 from steering.api.idempotency import idempotent
 from steering.api.request_context import actor_for, expected_revision
 from steering.choices import OPERATION_FINAL_STATES, Role
 from steering.models import Operation
+from steering.services import windows
 from steering.services.operations import do_abort_operation
 from steering.services.weights import do_resume_operation
 
@@ -30,7 +31,7 @@ class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
     serializer_class = OperationSerializer
     filterset_class = OperationFilter
     ordering_fields = ["created_at", "id", "status"]
-    required_roles = {"abort": Role.OPERATOR, "resume": Role.OPERATOR}
+    required_roles = {"abort": Role.OPERATOR, "resume": Role.OPERATOR, "extend": Role.OPERATOR}
 
     @extend_schema(parameters=[OpenApiParameter("wait", int, description="Wait up to N seconds for the operation to end.")])
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -73,4 +74,17 @@ class OperationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
         data.is_valid(raise_exception=True)
         op = do_resume_operation(op, actor=actor_for(request), reason=data.validated_data["reason"],
                                  expected_revision=expected_revision(request, "operation", op.pk))
+        return Response(self.get_serializer(op).data)
+
+    @extend_schema(request=ExtendInput, responses={200: OperationSerializer})
+    @action(detail=True, methods=["post"])
+    @idempotent
+    def extend(self, request: Request, pk: Any = None) -> Response:
+        """Move a maintenance window's end (`expires_at`), with a reason."""
+        op = self.get_object()
+        data = ExtendInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        op = windows.do_extend(op, actor=actor_for(request), reason=data.validated_data["reason"],
+                               expires_at=data.validated_data["expires_at"],
+                               expected_revision=expected_revision(request, "operation", op.pk))
         return Response(self.get_serializer(op).data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -25,12 +26,16 @@ class TopologyView(APIView):
 
 
 class MeView(APIView):
-    @extend_schema(responses={200: inline_serializer("Me", {"username": serializers.CharField(), "role": serializers.CharField()})})
+    @extend_schema(responses={200: inline_serializer("Me", {
+        "username": serializers.CharField(), "role": serializers.CharField(), "auth": serializers.CharField(),
+        "drain_expiry_hours": serializers.IntegerField(help_text=(
+            "The end the dashboard proposes for a drain or maintenance, in hours (0: none)."))})})
     def get(self, request: Request) -> Response:
         return Response({
             "username": request.user.get_username(),
             "role": request_role(request),
             "auth": "token" if isinstance(request.auth, ApiToken) else "session",
+            "drain_expiry_hours": settings.STEERING_UI_DRAIN_EXPIRY_HOURS,
         })
 
 

@@ -1,0 +1,50 @@
+"""Maintenance windows in the dashboard: the drain dialog proposes an end (72 h by default), the
+calendar shows the window, and an operator moves its end with a reason."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.browser.conftest import login, password_of, seed_demo
+from tests.conftest import IN_CI
+
+try:
+    from playwright.sync_api import expect
+except ImportError:  # the chromium fixture says what to install; CI must have it
+    if IN_CI:
+        raise
+    pytest.skip("the playwright Python package is not installed", allow_module_level=True)
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def test_a_drain_gets_an_end_the_calendar_shows_it_and_an_operator_moves_it(open_page, operator, orm):
+    from steering.models import Backend, Change, Operation
+
+    seed_demo()
+    backend = Backend.objects.get(pool__pop__slug="fra1", pool__slug="api-web", name="api-2")
+    page = open_page()
+    login(page, operator.username, password_of(operator.username))
+    page.keyboard.press("/")
+    page.locator("[data-testid=search]").fill("fra1")
+    page.get_by_role("option").filter(has_text=re.compile(r"^\s*pop\b.*\bfra1\b", re.I)).first.click()
+    page.locator(f'[data-testid=backend-row][data-backend="{backend.pk}"] [data-testid=action-maintenance]').click()
+    dialog = page.locator("[data-testid=action-dialog]")
+    end = dialog.locator("[data-testid=window-end]")
+    expect(end).not_to_have_value("")  # the proposed end (STEERING_UI_DRAIN_EXPIRY_HOURS ahead)
+    dialog.locator("[data-testid=reason]").fill("browser test: a window that ends")
+    dialog.locator("[data-testid=confirm]").click()
+    expect(dialog).to_have_count(0)
+    op = orm(lambda: Operation.objects.get(kind="maintenance"))
+    assert op.expires_at is not None and orm(lambda: Backend.objects.get(pk=backend.pk).admin_state) == "maint"
+
+    row = page.locator(f'[data-testid=window][data-operation="{op.pk}"]')
+    expect(row).to_contain_text("maintenance fra1/api-web/api-2")
+    row.locator("[data-testid=window-extend]").click()
+    row.locator("[data-testid=window-extend-reason]").fill("browser test: needs a day more")
+    row.locator("[data-testid=window-extend-submit]").click()
+    expect(row.locator("[data-testid=window-extend-reason]")).to_have_count(0)
+    change = orm(lambda: Change.objects.get(action="operation.extend", object_id=op.pk))
+    assert change.reason == "browser test: needs a day more" and change.actor_name == operator.username
