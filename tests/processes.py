@@ -137,3 +137,56 @@ class WebProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def agent_env() -> dict[str, str]:
+    """What an agent host has: no database URL, no Redis URL, no Django settings."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
+    env.update(PYTHONUNBUFFERED="1", LOG_LEVEL="INFO")
+    return env
+
+
+def kill_group(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL a process group (no cleanup, as a crashed host would) and reap it."""
+    if proc is not None and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+class Agent:
+    """One agent process (`python -m steering.agents ...`) in its own process group, appending to
+    one log across its restarts (the fault suite and the fail-static test start them)."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
+        self.name, self.argv, self.log_path = name, argv, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Agent:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "steering.agents", *self.argv], cwd=ROOT,
+                                         env=agent_env(), stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        kill_group(self.proc)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM (what systemd sends), SIGKILL after `timeout`."""
+        if self.proc is not None:
+            stop_process_group(self.proc, timeout=timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def restored(self) -> int:
+        """How many times it started from the state kept on disk (steering.agents.contract.Follower.restore)."""
+        return self.log().count("restored version")

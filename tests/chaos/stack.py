@@ -1,31 +1,25 @@
 """The chaos suite's stack, every piece real and on 127.0.0.1, in temp dirs the test removes:
 
-- `PrivatePostgres`: a cluster of its own (initdb + pg_ctl, trust auth, a free port), so the test
-  can stop and start it without touching the machine's PostgreSQL;
+- `PrivatePostgres` (tests.postgres): a cluster of its own (initdb + pg_ctl, trust auth, a free
+  port), so the test can stop and start it without touching the machine's PostgreSQL;
 - `Server`: a small HTTP backend answering its name, which can hold a request open (a session
   HAProxy counts, so a drain runs to its deadline instead of ending early on 0 sessions), and can
   stop and start again on its port (ground truth for health transitions);
-- `Agent`, `HAProxy`: the agents (`python -m steering.agents ...`, no database or Redis in their
-  environment) and HAProxy itself, each in its own process group;
+- `Agent` (tests.processes), `HAProxy`: the agents (`python -m steering.agents ...`, no database
+  or Redis in their environment) and HAProxy itself, each in its own process group;
 - `Api`, `Traffic`: HTTP clients that record every answer with its time.
 
 The stack's web process, workers and beat are tests.processes' WebProcess and CeleryProcess with
-the private database and Redis in their environment.
+the private database and Redis in their environment. PrivatePostgres and Agent live in modules
+the integration tests share, and are imported here under their old names.
 """
-
 from __future__ import annotations
 
-import glob
 import http.server
 import json
-import os
 import random
-import shutil
-import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -34,108 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.processes import ROOT, stop_process_group
-from tests.support import missing
-
-# --- PostgreSQL ----------------------------------------------------------------------------------
-
-
-def postgres_bindir() -> Path | None:
-    """Debian's /usr/lib/postgresql/<version>/bin (the newest), else initdb and pg_ctl on PATH."""
-    def version(path: str) -> int:
-        name = Path(path).parent.name
-        return int(name) if name.isdigit() else 0
-
-    for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True):
-        if (Path(d) / "initdb").exists() and (Path(d) / "pg_ctl").exists():
-            return Path(d)
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
-    return Path(initdb).resolve().parent if initdb and pg_ctl else None
-
-
-class PrivatePostgres:
-    """A PostgreSQL cluster owned by the test: 127.0.0.1 on a free port, trust authentication
-    (loopback only, for this test's processes), its socket and files in a temp dir. Run as root
-    (CI), the server runs as the `postgres` user: initdb refuses root."""
-
-    def __init__(self) -> None:
-        bindir = postgres_bindir()
-        if bindir is None:
-            missing("PostgreSQL's initdb and pg_ctl are not installed (Debian package postgresql)")
-        self.bindir: Path = bindir  # type: ignore[assignment]
-        self.user: str | None = None
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        # Not under pytest's tmp dir: that is 0700 root's when run as root, and the server runs as postgres.
-        self.dir = Path(tempfile.mkdtemp(prefix="steering-chaos-pg-"))
-        if os.geteuid() == 0:
-            import pwd
-
-            try:
-                pw = pwd.getpwnam("postgres")
-            except KeyError:
-                shutil.rmtree(self.dir, ignore_errors=True)
-                missing("run as root, PostgreSQL needs an unprivileged user: no `postgres` user (Debian package "
-                        "postgresql creates it)")
-            self.user = "postgres"
-            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
-        self.data = self.dir / "data"
-        self.log_path = self.dir / "postgres.log"
-
-    def _tool(self, tool: str, *args: str, timeout: float = 90) -> None:
-        done = subprocess.run([str(self.bindir / tool), *args], cwd=self.dir, user=self.user, capture_output=True,
-                              text=True, timeout=timeout)
-        if done.returncode != 0:
-            raise AssertionError(f"{tool} {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
-                                 f"\n{self.log()[-3000:]}")
-
-    def init(self) -> PrivatePostgres:
-        self._tool("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
-        return self
-
-    def start(self) -> None:
-        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.dir} "
-                   "-c fsync=off -c max_connections=200")
-        self._tool("pg_ctl", "-D", str(self.data), "-l", str(self.log_path), "-w", "-t", "60", "-o", options, "start")
-
-    def stop(self, mode: str = "fast") -> None:
-        self._tool("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
-
-    def url(self, database: str = "steering") -> str:
-        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
-
-    def connect(self, database: str = "steering") -> Any:
-        import psycopg
-
-        return psycopg.connect(self.url(database), autocommit=True, connect_timeout=3)
-
-    def accepting(self) -> bool:
-        try:
-            with self.connect() as conn:
-                conn.execute("SELECT 1")
-            return True
-        except Exception:
-            return False
-
-    def create_database(self, name: str = "steering") -> None:
-        with self.connect("postgres") as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def cleanup(self) -> None:
-        if (self.data / "postmaster.pid").exists():
-            try:
-                self._tool("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "-t", "30", "stop")
-            except Exception as exc:  # teardown goes on
-                print(f"teardown: {exc}", file=sys.stderr)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
+from tests.postgres import PrivatePostgres as PrivatePostgres  # re-exported: the suite imports it from here
+from tests.processes import Agent as Agent  # re-exported
+from tests.processes import kill_group as kill_group  # re-exported
+from tests.processes import stop_process_group
 
 # --- backends --------------------------------------------------------------------------------------
 
@@ -265,46 +161,6 @@ def hold_session(frontend: str, server: Server, timeout: float = 30.0) -> None:
 
 
 # --- processes ---------------------------------------------------------------------------------------
-
-
-def agent_env() -> dict[str, str]:
-    """What an agent host has: no database URL, no Redis URL, no Django settings."""
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
-    env.update(PYTHONUNBUFFERED="1", LOG_LEVEL="INFO")
-    return env
-
-
-def kill_group(proc: subprocess.Popen[bytes] | None) -> None:
-    """SIGKILL a process group (no cleanup, as a crashed host would) and reap it."""
-    if proc is not None and proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
-class Agent:
-    """One agent process (`python -m steering.agents ...`) in its own process group, appending to
-    one log across its restarts."""
-
-    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
-        self.name, self.argv, self.log_path = name, argv, log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Agent:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "steering.agents", *self.argv], cwd=ROOT,
-                                         env=agent_env(), stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        return self
-
-    def kill(self) -> None:
-        kill_group(self.proc)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process_group(self.proc, timeout=5)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 class HAProxy:

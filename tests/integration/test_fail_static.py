@@ -1,24 +1,23 @@
-"""Fail static with the real programs: the control plane goes away, every agent restarts, and
+"""Fail static with the real programs: the whole control plane goes away, every agent restarts, and
 nothing a client or the router sees changes.
 
 All on 127.0.0.0/8, every process real:
 
-- the control plane: the ASGI app (`uvicorn config.asgi:application`, tests.processes.WebProcess)
-  on the test database and Redis. The agents talk to nothing but its HTTP API (their environment
-  holds no database or Redis URL), so stopping the web process IS the control-plane outage as
-  they see it: for them a dead database, Redis or worker looks the same (an API that does not
-  answer). The database and Redis stay up only because this test itself reads them.
-- local: HAProxy started by the test from the rendered config (in production HAProxy outlives
-  its agent), and the HAProxy agent (`python -m steering.agents haproxy`, no --spawn) on its admin
-  socket, in front of two real HTTP backends;
+- the control plane (tests.integration.controlplane): a PostgreSQL cluster and a redis-server of
+  the test's own, the web process (uvicorn), a Celery worker and Celery beat. The agents talk to
+  nothing but its HTTP API (their environment holds no database or Redis URL);
+- local: HAProxy started by the test from the config the seed rendered (in production HAProxy
+  outlives its agent), and the HAProxy agent (`python -m steering.agents haproxy`, no --spawn) on
+  its admin socket, in front of two real HTTP backends;
 - DNS: the GSLB server (`python -m steering.agents gslb --reuse-port`) and a real pdns_server
   asking it (deploy/pdns/pdns.conf, caches off);
 - anycast: BIRD 2 as the router and ExaBGP running the anycast agent as its API process.
 
-Load: one thread GETs through HAProxy's frontend every LOAD_INTERVAL, one asks PowerDNS for the
-service's A record every LOAD_INTERVAL (dnspython, UDP, no retries: a SERVFAIL, a timeout or an
-answer without the VIP is a failure), one samples BIRD's routes from the PoP. Then the control
-plane stops for OUTAGE_SECONDS, and meanwhile each agent restarts:
+Load: one thread GETs through HAProxy's frontend every LOAD_INTERVAL, one runs `dig` against
+PowerDNS for the service's A record every DNS_INTERVAL (one try, 1 s timeout: a timeout, a
+SERVFAIL or an answer other than the VIP is a failure), one samples BIRD's routes from the PoP.
+Then the whole control plane stops (web, worker, beat, Redis, PostgreSQL) for OUTAGE_SECONDS, and
+meanwhile each agent restarts:
 
 - the HAProxy agent: SIGTERM, then a new process (HAProxy keeps running: no gap possible);
 - the GSLB server: make before break. A new process on the same address (SO_REUSEPORT) answers
@@ -33,20 +32,22 @@ plane stops for OUTAGE_SECONDS, and meanwhile each agent restarts:
   run equals the one before the outage, and `show protocols` says Established since the same time
   before and after, to within the millisecond BIRD's clock conversion wobbles by (no session flap).
 
-A drain committed during the outage (the database is up; no agent can learn it) must not reach
-HAProxy. Then the control plane comes back, and the time until each agent applied what it missed
-is measured from the web process answering again; then an undrain is committed through the
-service layer and measured from its commit. The issue asks for 2 s: the figures are printed (with
-a table of the faults) and asserted against CATCH_UP_BOUND, which leaves room for a slow host.
+Then the control plane comes back in its own order: the database and Redis (a new, empty one, as a
+restart without persistence leaves it); a drain committed through the service layer by a script
+while the web process is still away (no agent can learn it yet: HAProxy must not change); the
+worker and beat; the web process last. Catch-up is measured from the web process answering
+/healthz again (what "the control plane returns" is for an agent) until each agent applied the
+drain it missed; then an undrain is made through the API and measured from its request. The issue
+asks for 2 s: both are asserted against CATCH_UP_BOUND, and printed with a table of the faults.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -56,15 +57,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dns.exception
-import dns.message
-import dns.query
-import dns.rcode
-import dns.rdatatype
 import pytest
-from django.contrib.auth.models import User
 
-from steering.choices import Role
 from steering.dataplane.exabgp.lab import (
     Bird,
     ExaBGPProcess,
@@ -76,29 +70,21 @@ from steering.dataplane.exabgp.lab import (
     same_session,
     speakers_for,
 )
-from steering.dataplane.haproxy.desired import pop_spec
 from steering.dataplane.haproxy.process import haproxy_binary
 from steering.dataplane.haproxy.runtime import Runtime
 from steering.gslb.pdnsconf import pdns_command, pdns_server_binary, write_config
-from steering.models import Backend, DataplaneState, PoP, StateVersion
-from steering.readmodels.version import current_version
-from steering.redis_keys import STATE_VERSION
-from steering.redisconn import sync_client
-from steering.services.actions import do_drain, do_undrain
-from steering.services.context import Actor
-from steering.services.tokens import do_create_token
-from tests import factories as f
-from tests.conftest import make_user, token_client
 from tests.dataplane.haproxy.lab import HAProxy, NameServer
-from tests.processes import ROOT, WebProcess, stop_process_group
+from tests.integration.controlplane import ControlPlane
+from tests.processes import Agent, stop_process_group
 from tests.support import free_port, missing, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.integration]
 
 OUTAGE_SECONDS = 30.0          # the issue's figure: the whole control plane away this long
-LOAD_INTERVAL = 0.02           # one HTTP request and one DNS query every 20 ms
+LOAD_INTERVAL = 0.02           # one HTTP request every 20 ms ...
+DNS_INTERVAL = 0.05            # ... and one `dig` every 50 ms (a process each: ~15 ms of CPU)
 MAX_LOAD_SECONDS = 240.0       # the load threads end by themselves after this, whatever happens
-CATCH_UP_BOUND = 10.0          # the issue says 2 s: measured and printed, asserted with room for a slow host
+CATCH_UP_BOUND = 2.0           # the issue's own figure, from the control plane's return
 START_TIMEOUT = 60.0
 PREFIX = "198.51.100.0/24"
 VIP = "192.0.2.10"             # documentation address: data only, nothing binds it
@@ -106,63 +92,14 @@ FQDN = "web.example.net"
 BACKENDS = ("app-1", "app-2")
 
 
-def require_binaries() -> None:
+def require_binaries() -> dict[str, str]:
     found = {"haproxy": haproxy_binary(), "pdns_server": pdns_server_binary(), "bird": bird_binary(),
-             "birdc": birdc_binary(), "exabgp": exabgp_binary()}
+             "birdc": birdc_binary(), "exabgp": exabgp_binary(), "dig": shutil.which("dig")}
     absent = [name for name, path in found.items() if not path]
     if absent:
-        message = (f"{', '.join(absent)} not installed (Debian haproxy pdns-server pdns-backend-remote bird2; "
-                   "exabgp from requirements-dev.txt)")
-        missing(message)
-
-
-def agent_env() -> dict[str, str]:
-    """What an agent host has: no database URL, no Redis URL, no Django settings."""
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
-    env.update(PYTHONUNBUFFERED="1", LOG_LEVEL="INFO")
-    return env
-
-
-def private(path: Path, text: str) -> Path:
-    path.touch(mode=0o600)
-    path.write_text(text)
-    return path
-
-
-
-class Agent:
-    """One agent process (`python -m steering.agents ...`), in its own process group, appending
-    to one log across its restarts."""
-
-    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
-        self.name, self.argv, self.log_path = name, argv, log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Agent:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "steering.agents", *self.argv], cwd=ROOT,
-                                         env=agent_env(), stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def terminate(self, timeout: float = 15.0) -> None:
-        """SIGTERM (what systemd sends) and wait for the exit."""
-        if self.proc is not None:
-            stop_process_group(self.proc, timeout=timeout)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def restored(self) -> int:
-        return self.log().count("restored version")
+        missing(f"{', '.join(absent)} not installed (Debian haproxy pdns-server pdns-backend-remote bird2 dnsutils; "
+                "exabgp from requirements-dev.txt)")
+    return {name: str(path) for name, path in found.items()}
 
 
 def listens(pid: int, port: int) -> bool:
@@ -187,15 +124,19 @@ def listens(pid: int, port: int) -> bool:
     return False
 
 
-def get_json(url: str, token: str | None = None) -> Any:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+def request_json(url: str, token: str | None = None, body: dict[str, Any] | None = None) -> tuple[int | None, Any]:
+    """GET (or POST `body`) with a bearer token: (status, JSON answer); (None, None) without an answer."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, headers=headers, data=json.dumps(body).encode() if body is not None else None)
     try:
         with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310  (loopback)
-            return json.loads(response.read())
+            return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        return json.loads(exc.read() or b"null")
+        return exc.code, json.loads(exc.read() or b"null")
     except (OSError, ValueError):
-        return None
+        return None, None
 
 
 @dataclass
@@ -243,26 +184,27 @@ class Probe:
 
 @dataclass
 class Stack:
-    pop: PoP
-    backends: dict[str, Backend]
-    servers: dict[str, NameServer]
-    web: WebProcess
+    cp: ControlPlane
+    seeded: dict[str, Any]        # what the seed wrote (tests.integration.fail_static_seed)
+    binaries: dict[str, str]
     haproxy: HAProxy
     hap_agent: Agent
     gslb: Agent
     gslb_port: int
     dns_port: int
-    pdns: subprocess.Popen[bytes] | None
     bird: Bird
     exabgp: ExaBGPProcess
-    viewer: str
     state_dir: Path
     tmp: Path
     agents: list[Agent]     # every agent process started, to stop them all in teardown
+    pdns: subprocess.Popen[bytes] | None = None
 
     @property
     def protocol(self) -> str:
-        return f"pop_{self.pop.slug}"
+        return f"pop_{self.seeded['pop']}"
+
+    def token(self, name: str) -> str:
+        return Path(self.seeded[f"{name}_token"]).read_text().strip()
 
     def http(self) -> str | None:
         try:
@@ -275,15 +217,12 @@ class Stack:
             return f"{type(exc).__name__}: {exc}"
 
     def dns(self) -> str | None:
-        query = dns.message.make_query(f"{FQDN}.", "A")
-        try:
-            reply = dns.query.udp(query, "127.0.0.1", port=self.dns_port, timeout=3)
-        except (dns.exception.Timeout, OSError) as exc:
-            return f"{type(exc).__name__}: {exc}"
-        if reply.rcode() != dns.rcode.NOERROR:
-            return dns.rcode.to_text(reply.rcode())
-        answers = [rr.address for rrset in reply.answer if rrset.rdtype == dns.rdatatype.A for rr in rrset]
-        return None if answers == [VIP] else f"answer {answers}"
+        """`dig` as an operator would run it: one try, 1 s. A SERVFAIL prints no answer (+short)."""
+        done = subprocess.run([self.binaries["dig"], "+short", "+tries=1", "+time=1", "@127.0.0.1", "-p",
+                               str(self.dns_port), FQDN, "A"], capture_output=True, text=True, timeout=10)
+        if done.returncode == 0 and done.stdout.split() == [VIP]:
+            return None
+        return f"dig exit {done.returncode}: {(done.stdout + done.stderr).strip()[:160]!r}"
 
     def routes(self) -> set[str]:
         return self.bird.routes(self.protocol)
@@ -292,54 +231,56 @@ class Stack:
         """When BIRD's session with the PoP's ExaBGP became Established (a flap moves it)."""
         return self.bird.established_since(self.protocol)
 
-    def dataplanes(self) -> dict[str, Any]:
-        body = get_json(f"{self.web.url}/api/v1/dataplanes/", self.viewer) or {}
-        applied = body.get("applied") or {}
-        pop = (applied.get("pops") or {}).get(self.pop.slug) or {}
-        return {"local": pop.get("local") or {}, "anycast": pop.get("anycast") or {}, "dns": applied.get("dns") or {}}
-
     def in_sync(self) -> bool:
-        layers = self.dataplanes()
-        return all(layers[name].get("state") == "in_sync" for name in ("local", "anycast", "dns"))
+        """GET /api/v1/dataplanes/ says local, anycast and dns are in_sync."""
+        _status, body = request_json(f"{self.cp.web.url}/api/v1/dataplanes/", self.token("viewer"))
+        applied = (body or {}).get("applied") or {}
+        pop = (applied.get("pops") or {}).get(self.seeded["pop"]) or {}
+        layers = {"local": pop.get("local") or {}, "anycast": pop.get("anycast") or {}, "dns": applied.get("dns") or {}}
+        return all(layer.get("state") == "in_sync" for layer in layers.values())
+
+    def applied(self) -> dict[str, int]:
+        """Each layer's acknowledged version (DataplaneState, what GET /api/v1/dataplanes/ reads)."""
+        rows = self.cp.sql("SELECT layer, MIN(applied_version) FROM steering_dataplanestate GROUP BY layer")
+        return {str(layer): int(version) for layer, version in rows}
 
     def server_state(self, name: str) -> str | None:
-        proxy = pop_spec(self.pop).pool(self.backends[name].pool_id)
-        assert proxy is not None
         try:
-            states = {s.name: s.state for s in Runtime(self.haproxy.socket).show_servers_state(proxy.proxy)}
+            states = {s.name: s.state for s in Runtime(self.haproxy.socket).show_servers_state(self.seeded["proxy"])}
         except Exception:
             return None
         return states.get(name)
 
     def gslb_health(self) -> dict[str, Any]:
-        return get_json(f"http://127.0.0.1:{self.gslb_port}/healthz") or {}
+        return request_json(f"http://127.0.0.1:{self.gslb_port}/healthz")[1] or {}
 
     def logs(self) -> str:
-        parts = [("web", self.web.log()), ("haproxy agent", self.hap_agent.log()), ("gslb", self.gslb.log()),
+        parts = [("haproxy agent", self.hap_agent.log()), ("gslb", self.gslb.log()),
                  ("exabgp", self.exabgp.log()), ("bird", self.bird.log()),
                  ("pdns", (self.tmp / "pdns.log").read_text(errors="replace") if (self.tmp / "pdns.log").exists()
                   else "")]
-        return "\n".join(f"--- {name} ---\n{text[-3000:]}" for name, text in parts)
+        return self.cp.logs() + "\n" + "\n".join(f"--- {name} ---\n{text[-3000:]}" for name, text in parts)
 
 
-def wait(stack: Stack, condition: Callable[[], Any], what: str, timeout: float = START_TIMEOUT,
+def wait(stack: Stack, condition: Callable[[], Any], what: str | Callable[[], str], timeout: float = START_TIMEOUT,
          interval: float = 0.05) -> Any:
+    """wait_for, with every log when it gives up (`what` may say more then, when it is a function)."""
     try:
-        return wait_for(condition, what, timeout, interval=interval)
+        return wait_for(condition, what if isinstance(what, str) else "it", timeout, interval=interval)
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{stack.logs()}") from exc
+        said = what if isinstance(what, str) else what()
+        raise AssertionError(f"gave up waiting for {said}\n{stack.logs()}") from exc
 
 
-def applied_within(stack: Stack, version: int, since: float, server_state: str) -> dict[str, float]:
-    """Seconds from `since` until HAProxy's runtime shows app-1 in `server_state` and each agent
-    acknowledged `version` (DataplaneState, what GET /api/v1/dataplanes/ reads)."""
-    def acked(layer: str) -> bool:
-        return DataplaneState.objects.filter(layer=layer, pop=None if layer == "dns" else stack.pop,
-                                             applied_version__gte=version).exists()
+def applied_within(stack: Stack, version: int, since: float, server_states: set[str]) -> dict[str, float]:
+    """Seconds from `since` until HAProxy's runtime shows app-1 in one of `server_states` and each
+    agent acknowledged `version`."""
+    def acked(layer: str) -> Callable[[], bool]:
+        return lambda: stack.applied().get(layer, 0) >= version
 
     pending: dict[str, Callable[[], bool]] = {
-        "HAProxy runtime": lambda: stack.server_state("app-1") == server_state,
-        "HAProxy ACK": lambda: acked("local"), "GSLB ACK": lambda: acked("dns"), "anycast ACK": lambda: acked("anycast")}
+        "HAProxy runtime": lambda: stack.server_state("app-1") in server_states,
+        "HAProxy ACK": acked("local"), "GSLB ACK": acked("dns"), "anycast ACK": acked("anycast")}
     took: dict[str, float] = {}
 
     def done() -> bool:
@@ -349,84 +290,65 @@ def applied_within(stack: Stack, version: int, since: float, server_state: str) 
                 del pending[name]
         return not pending
 
-    wait(stack, done, f"every agent to apply version {version}", timeout=60, interval=0.01)
+    wait(stack, done, lambda: f"every agent to apply version {version}: still waiting for {sorted(pending)}; "
+         f"applied {stack.applied()}, app-1 {stack.server_state('app-1')}", timeout=60, interval=0.01)
     return {name: took[name] for name in ("HAProxy runtime", "HAProxy ACK", "GSLB ACK", "anycast ACK")}
 
 
-def start_gslb(tmp: Path, web_url: str, token_file: Path, state_dir: Path, port: int, n: int) -> Agent:
-    return Agent(f"gslb-{n}", ["gslb", "--api", web_url, "--token-file", str(token_file), "--listen",
+def start_gslb(stack_tmp: Path, web_url: str, token_file: str, state_dir: Path, port: int, n: int) -> Agent:
+    return Agent(f"gslb-{n}", ["gslb", "--api", web_url, "--token-file", token_file, "--listen",
                                f"127.0.0.1:{port}", "--state-dir", str(state_dir), "--instance", "fs-dns",
-                               "--reuse-port", "--log-level", "INFO"], tmp / "gslb.log").start()
-
-
-def agent_token(owner: User, name: str, pop: PoP | None, path: Path) -> Path:
-    _token, raw = do_create_token(owner, name=name, role=Role.AGENT, pop=pop, actor=Actor.system("test"))
-    return private(path, raw + "\n")
+                               "--reuse-port", "--log-level", "INFO"], stack_tmp / "gslb.log").start()
 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    require_binaries()
-    # Versions only move up, and Redis remembers the highest one published (also by earlier
-    # tests, whose database was flushed): start this test's versions past it, as in production,
-    # or the web process would learn of this test's changes only from its 2 s database resync.
-    seen = int(sync_client().get(STATE_VERSION) or 0)
-    StateVersion.objects.update_or_create(pk=1, defaults={"value": max(current_version(), seen)})
-
-    region = f.region(slug="fs-region")
-    pop = f.pop(region, slug="fs1")
-    svc = f.service(slug="web", protocol="http", fqdn=FQDN, ttl=20, anycast_prefix=f.prefix(prefix=PREFIX))
-    f.vip(svc, region, address=VIP)
-    pool = f.pool(pop, svc, slug="web", algorithm="roundrobin", expected_rps=100)
-    servers = {name: NameServer(name).start() for name in BACKENDS}
-    backends = {name: f.backend(pool, name=name, address="127.0.0.1", port=servers[name].port, health="up",
-                                capacity_rps=1000) for name in BACKENDS}
-
-    owner = make_user("fs-agent-owner", "admin")
-    hap_token = agent_token(owner, "agent-haproxy-fs1", pop, tmp_path / "haproxy.token")
-    any_token = agent_token(owner, "agent-anycast-fs1", pop, tmp_path / "anycast.token")
-    dns_token = agent_token(owner, "agent-dns-fs", None, tmp_path / "gslb.token")
-    viewer = str(token_client(make_user("fs-viewer", "viewer")).raw_token)  # type: ignore[attr-defined]
-    state_dir = tmp_path / "state"   # one, as /var/lib/steering-agent on a host running them all
-
-    started: list[Callable[[], None]] = []
+    binaries = require_binaries()
+    cp = ControlPlane(tmp_path)
+    started: list[Callable[[], None]] = [cp.close]
+    servers: dict[str, NameServer] = {}
     try:
-        # stop() does not wait out the agents' long-polls in flight (uvicorn's graceful shutdown
-        # would): SIGTERM, then SIGKILL after 3 s, as a dying host would.
-        web = WebProcess(tmp_path, stop_timeout=3)
-        started.append(web.stop)
-        web.start(timeout=START_TIMEOUT)
+        servers.update({name: NameServer(name).start() for name in BACKENDS})
+        cp.create()
         haproxy = HAProxy(tmp_path / "haproxy")
         haproxy.workdir.mkdir()
+        spec = {"dir": str(tmp_path), "fqdn": FQDN, "vip": VIP, "prefix": PREFIX,
+                "backends": {name: server.port for name, server in servers.items()},
+                "frontend_port": haproxy.port, "haproxy_socket": haproxy.socket}
+        (tmp_path / "seed.json").write_text(json.dumps(spec))
+        seeded = json.loads(cp.python("-m", "tests.integration.fail_static_seed", "seed",
+                                      str(tmp_path / "seed.json")).strip().splitlines()[-1])
+        cp.start_services(timeout=START_TIMEOUT)
         started.append(haproxy.stop)
-        haproxy.start(pop)
-        hap_agent = Agent("haproxy", ["haproxy", "--pop", pop.slug, "--api", web.url, "--token-file", str(hap_token),
-                                      "--state-dir", str(state_dir), "--socket", haproxy.socket,
-                                      "--instance", "fs-haproxy"], tmp_path / "haproxy-agent.log").start()
+        haproxy.start(text=Path(seeded["haproxy_cfg"]).read_text())
 
+        state_dir = tmp_path / "state"   # one, as /var/lib/steering-agent on a host running them all
+        pop = seeded["pop"]
+        hap_agent = Agent("haproxy", ["haproxy", "--pop", pop, "--api", cp.web.url, "--token-file",
+                                      seeded["haproxy_token"], "--state-dir", str(state_dir), "--socket",
+                                      haproxy.socket, "--instance", "fs-haproxy"],
+                          tmp_path / "haproxy-agent.log").start()
         agents: list[Agent] = [hap_agent]
 
         def stop_agents() -> None:
             for agent in agents:
-                agent.terminate()
+                agent.stop(timeout=15)
         started.append(stop_agents)
         gslb_port = free_port()
-        gslb = start_gslb(tmp_path, web.url, dns_token, state_dir, gslb_port, 1)
-        agents.append(gslb)
-        dns_port = free_port()
-        speaker = speakers_for([pop.slug])[0]
+        agents.append(gslb := start_gslb(tmp_path, cp.web.url, seeded["dns_token"], state_dir, gslb_port, 1))
+        speaker = speakers_for([pop])[0]
         bird = Bird(tmp_path / "bird", [speaker])
         env = exabgp_env()  # keeps this user, so ExaBGP can start the agent again when it dies
         exabgp = ExaBGPProcess(tmp_path / "exabgp", speaker, router_port=bird.port, env=env,
-                               agent=agent_command(pop.slug, web.url, any_token, state_dir))
-        stack_ = Stack(pop, backends, servers, web, haproxy, hap_agent, gslb, gslb_port, dns_port, None, bird,
-                       exabgp, viewer, state_dir, tmp_path, agents)
+                               agent=agent_command(pop, cp.web.url, Path(seeded["anycast_token"]), state_dir))
+        stack_ = Stack(cp, seeded, binaries, haproxy, hap_agent, gslb, gslb_port, free_port(), bird, exabgp,
+                       state_dir, tmp_path, agents)
 
         # PowerDNS reads the zone list when it starts: only once the GSLB server has a snapshot.
         wait(stack_, lambda: stack_.gslb_health().get("snapshot_version"), "the GSLB server's first snapshot")
-        write_config(tmp_path / "pdns", port=dns_port, backend_url=f"http://127.0.0.1:{gslb_port}/dns")
+        write_config(tmp_path / "pdns", port=stack_.dns_port, backend_url=f"http://127.0.0.1:{gslb_port}/dns")
         with (tmp_path / "pdns.log").open("ab") as log:
-            stack_.pdns = subprocess.Popen(pdns_command(str(pdns_server_binary()), tmp_path / "pdns"), stdout=log,
+            stack_.pdns = subprocess.Popen(pdns_command(binaries["pdns_server"], tmp_path / "pdns"), stdout=log,
                                            stderr=subprocess.STDOUT, start_new_session=True)
         pdns = stack_.pdns
         started.append(lambda: stop_process_group(pdns))
@@ -446,9 +368,49 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             try:
                 stop()
             except Exception as exc:  # teardown goes on: every process must go
-                print(f"teardown: {exc}", file=sys.stderr)
+                print(f"teardown: {exc}")
         for server in servers.values():
             server.stop()
+
+
+def restart_agents(stack: Stack, kept: dict[str, int], faults: list[tuple[str, float, float]]) -> None:
+    """Each agent restarts while the control plane is away, and runs its kept state meanwhile."""
+    # HAProxy agent: SIGTERM, a new process; it applies the kept state before asking anyone.
+    start = time.monotonic()
+    restored = stack.hap_agent.restored()
+    stack.hap_agent.stop(timeout=15)
+    stack.hap_agent.start()
+    wait(stack, lambda: stack.hap_agent.restored() > restored, "the new HAProxy agent to restore its kept state")
+    faults.append(("HAProxy agent restart (SIGTERM, new process)", start, time.monotonic()))
+    time.sleep(2.0)
+
+    # GSLB server: make before break. The new process restores dns.json and only then listens.
+    start = time.monotonic()
+    old, restored = stack.gslb, stack.gslb.restored()
+    new = start_gslb(stack.tmp, stack.cp.web.url, stack.seeded["dns_token"], stack.state_dir, stack.gslb_port, 2)
+    stack.gslb = new
+    stack.agents.append(new)
+    wait(stack, lambda: listens(new.pid, stack.gslb_port) or not new.alive(), "the new GSLB server to listen")
+    assert new.alive(), new.log()
+    old.stop(timeout=15)
+    faults.append(("GSLB server restart (new process, then SIGTERM the old)", start, time.monotonic()))
+    health = stack.gslb_health()   # only the new one listens now
+    assert health.get("snapshot_version") == kept["dns.json"], health
+    assert health["control_plane"]["connected"] is False, health
+    assert new.restored() > restored, new.log()
+    time.sleep(2.0)
+
+    # Anycast agent: SIGTERM; ExaBGP starts it again, and it restores its kept state.
+    start = time.monotonic()
+    (agent_pid,) = stack.exabgp.agent_pids()
+    restored = stack.exabgp.log().count("restored version")
+    os.kill(agent_pid, signal.SIGTERM)
+    wait(stack, lambda: (pids := stack.exabgp.agent_pids()) and agent_pid not in pids,
+         "ExaBGP to respawn the anycast agent")
+    wait(stack, lambda: stack.exabgp.log().count("restored version") > restored,
+         "the respawned anycast agent to restore its kept state")
+    faults.append(("anycast agent restart (SIGTERM, ExaBGP respawns it)", start, time.monotonic()))
+    assert stack.exabgp.running()
 
 
 def test_fail_static_every_agent_restarts_while_the_control_plane_is_down(stack: Stack) -> None:
@@ -461,6 +423,7 @@ def test_fail_static_every_agent_restarts_while_the_control_plane_is_down(stack:
     assert session_before is not None, "BIRD's session with the PoP's ExaBGP is not Established"
     kept = {name: json.loads((stack.state_dir / name).read_text())["version"]
             for name in ("haproxy-fs1-desired.json", "dns.json", "anycast-fs1-default.json")}
+    app_1 = stack.seeded["backends"]["app-1"]
 
     route_samples: list[set[str]] = []
 
@@ -470,80 +433,50 @@ def test_fail_static_every_agent_restarts_while_the_control_plane_is_down(stack:
         return None if routes == routes_before else f"routes {sorted(routes)}"
 
     http = Probe("http", stack.http).start()
-    dns_probe = Probe("dns", stack.dns).start()
+    dns_probe = Probe("dns", stack.dns, interval=DNS_INTERVAL).start()
     bird = Probe("bird", same_routes, interval=0.25).start()   # birdc is a process: 4 a second
     probes = (http, dns_probe, bird)
     faults: list[tuple[str, float, float]] = []       # (what, start, end)
     try:
         time.sleep(2.0)  # load before the outage: the baseline is clean too
 
-        # --- the control plane goes away --------------------------------------------------------
+        # --- the whole control plane goes away -------------------------------------------------------
         outage_start = time.monotonic()
-        stack.web.stop()
-        assert get_json(f"{stack.web.url}/healthz") is None
+        stack.cp.stop()
+        all_down = time.monotonic()     # every piece of it is down from here for OUTAGE_SECONDS
+        assert request_json(f"{stack.cp.web.url}/healthz") == (None, None)
+        assert stack.cp.stores_down(), "the database or Redis still answers"
         time.sleep(2.0)
 
-        # HAProxy agent: SIGTERM, a new process; it applies the kept state before asking anyone.
-        start = time.monotonic()
-        restored = stack.hap_agent.restored()
-        stack.hap_agent.terminate()
-        stack.hap_agent.start()
-        wait(stack, lambda: stack.hap_agent.restored() > restored, "the new HAProxy agent to restore its kept state")
-        faults.append(("HAProxy agent restart (SIGTERM, new process)", start, time.monotonic()))
-        time.sleep(2.0)
-
-        # GSLB server: make before break. The new process restores dns.json and only then listens.
-        start = time.monotonic()
-        old, restored = stack.gslb, stack.gslb.restored()
-        new = start_gslb(stack.tmp, stack.web.url, stack.tmp / "gslb.token", stack.state_dir, stack.gslb_port, 2)
-        stack.gslb = new
-        stack.agents.append(new)
-        wait(stack, lambda: listens(new.pid, stack.gslb_port) or not new.alive(), "the new GSLB server to listen")
-        assert new.alive(), new.log()
-        old.terminate()
-        faults.append(("GSLB server restart (new process, then SIGTERM the old)", start, time.monotonic()))
-        health = stack.gslb_health()   # only the new one listens now
-        assert health.get("snapshot_version") == kept["dns.json"], health
-        assert health["control_plane"]["connected"] is False, health
-        assert new.restored() > restored, new.log()
-        time.sleep(2.0)
-
-        # Anycast agent: SIGTERM; ExaBGP starts it again, and it restores its kept state.
-        start = time.monotonic()
-        (agent_pid,) = stack.exabgp.agent_pids()
-        restored = stack.exabgp.log().count("restored version")
-        os.kill(agent_pid, signal.SIGTERM)
-        wait(stack, lambda: (pids := stack.exabgp.agent_pids()) and agent_pid not in pids,
-             "ExaBGP to respawn the anycast agent")
-        wait(stack, lambda: stack.exabgp.log().count("restored version") > restored,
-             "the respawned anycast agent to restore its kept state")
-        faults.append(("anycast agent restart (SIGTERM, ExaBGP respawns it)", start, time.monotonic()))
-        assert stack.exabgp.running()
-
-        # A change committed while the web process is away (the database is up: a worker, a
-        # manage.py command). No agent can learn it: they talk to the API only, and keep their state.
-        backend = Backend.objects.get(pk=stack.backends["app-1"].pk)
-        do_drain(backend, actor=Actor.system("test"), reason="fail-static test: drain during the outage",
-                 grace_seconds=600, force=True, force_reason="test: app-2 takes it")
-        missed = current_version()
+        restart_agents(stack, kept, faults)
 
         # The rest of the outage.
-        remaining = OUTAGE_SECONDS - (time.monotonic() - outage_start)
+        remaining = OUTAGE_SECONDS - (time.monotonic() - all_down)
         assert remaining > 0, "the restarts took longer than the outage: raise OUTAGE_SECONDS"
         time.sleep(remaining)
-        assert stack.server_state("app-1") == "ready", "HAProxy changed while the control plane was away"
 
-        # --- the control plane comes back ---------------------------------------------------------
-        restarting = time.monotonic()
-        faults.insert(0, ("control plane down (web process stopped)", outage_start, restarting))
-        stack.web.start(timeout=START_TIMEOUT)
-        back = time.monotonic()
-        # Catch-up: from the web process answering, until each agent applied what it missed.
-        catch_up = {"missed during the outage (drain app-1)": applied_within(stack, missed, back, "drain")}
-        # And a change made now, from its commit.
-        do_undrain(backend, actor=Actor.system("test"), reason="fail-static test: undrain after the outage")
-        version, changed = current_version(), time.monotonic()
-        catch_up["made after the return (undrain app-1)"] = applied_within(stack, version, changed, "ready")
+        # --- the control plane comes back: the stores, the worker and beat, the web process last ----
+        stores_back = time.monotonic()
+        stack.cp.start_stores()
+        stack.cp.start_workers()
+        # A change made while the web process is still away (a script on the database host): no
+        # agent can learn it yet, and each keeps running what it has.
+        missed = json.loads(stack.cp.python("-m", "tests.integration.fail_static_seed", "drain",
+                                            str(app_1)).strip().splitlines()[-1])["version"]
+        assert stack.server_state("app-1") == "ready", "HAProxy changed while the control plane was away"
+        back = stack.cp.start_web(timeout=START_TIMEOUT)
+        faults[:0] = [("control plane away (web stopped until /healthz again)", outage_start, back),
+                      ("all of it down (web, worker, beat, Redis, PostgreSQL)", all_down, stores_back)]
+        # Catch-up: from the web process answering /healthz, until each agent applied what it missed.
+        # Out of rotation: draining, or drained already (the worker's sweeper ends a drain early once
+        # HAProxy reports no session left on it, which can come first).
+        catch_up = {"missed during the outage (drain app-1)": applied_within(stack, missed, back, {"drain", "maint"})}
+        # And a change made now, through the API, from its request.
+        changed = time.monotonic()
+        status, body = request_json(f"{stack.cp.web.url}/api/v1/backends/{app_1}/undrain/", stack.token("operator"),
+                                    {"reason": "fail-static test: undrain after the outage"})
+        assert status == 202, (status, body)
+        catch_up["made after the return (undrain app-1)"] = applied_within(stack, stack.cp.version(), changed, {"ready"})
         time.sleep(2.0)  # load after the return too
     finally:
         for probe in probes:
@@ -552,22 +485,24 @@ def test_fail_static_every_agent_restarts_while_the_control_plane_is_down(stack:
 
     # --- the figures -------------------------------------------------------------------------------
     rows = [*faults, ("whole run (load from start to end)", http.outcomes[0][0], end)]
-    print("\n\nfail static: the control plane away for "
-          f"{OUTAGE_SECONDS:g} s; load every {LOAD_INTERVAL * 1000:g} ms")
+    print(f"\n\nfail static: the whole control plane away, every piece of it for {stores_back - all_down:.1f} s; "
+          f"HTTP every {LOAD_INTERVAL * 1000:g} ms, dig every {DNS_INTERVAL * 1000:g} ms")
     print(f"{'fault':<58} {'seconds':>8} {'requests':>9} {'failed':>7} {'queries':>8} {'failed':>7}")
     for what, start, stop in rows:
         requests, failed_requests = http.between(start, stop + 1.0)
         queries, failed_queries = dns_probe.between(start, stop + 1.0)
         print(f"{what:<58} {stop - start:>8.1f} {requests:>9} {failed_requests:>7} {queries:>8} {failed_queries:>7}")
-    print(f"web process: started {back - restarting:.1f} s after the outage's {OUTAGE_SECONDS:g} s; "
+    print(f"web process: answered /healthz {back - stores_back:.1f} s after the control plane's restart began; "
           "catch-up, seconds until each agent applied the change:")
     names = list(next(iter(catch_up.values())))
     print(f"  {'change':<42}" + "".join(f" {n:>16}" for n in names))
     for change, figures in catch_up.items():
         print(f"  {change:<42}" + "".join(f" {figures[n]:>16.2f}" for n in names))
-    print(f"BIRD: {len(route_samples)} samples of {stack.protocol}, all {sorted(routes_before)}: "
-          f"{all(r == routes_before for r in route_samples)}; session before: {session_before!r}, "
-          f"after: {stack.session_since()!r}")
+    changed_samples = sum(1 for r in route_samples if r != routes_before)
+    print(f"BIRD: {len(route_samples)} samples of {stack.protocol}, {changed_samples} different from "
+          f"{sorted(routes_before)}; session before: {session_before!r}, after: {stack.session_since()!r}")
+    print(f"failed: {len(http.failures())} of {len(http.outcomes)} requests, {len(dns_probe.failures())} of "
+          f"{len(dns_probe.outcomes)} DNS answers")
 
     assert http.failures() == [], http.failures()[:10]
     assert dns_probe.failures() == [], dns_probe.failures()[:10]
@@ -575,7 +510,8 @@ def test_fail_static_every_agent_restarts_while_the_control_plane_is_down(stack:
     session_after = stack.session_since()
     assert same_session(session_before, session_after), f"BIRD's session flapped: {session_before} → {session_after}"
     # The load really ran all along (a quarter of the nominal rate, for a slow host).
-    assert min(len(http.outcomes), len(dns_probe.outcomes)) > OUTAGE_SECONDS / LOAD_INTERVAL / 4
+    assert len(http.outcomes) > OUTAGE_SECONDS / LOAD_INTERVAL / 4, len(http.outcomes)
+    assert len(dns_probe.outcomes) > OUTAGE_SECONDS / DNS_INTERVAL / 4, len(dns_probe.outcomes)
     assert all(seconds < CATCH_UP_BOUND for figures in catch_up.values() for seconds in figures.values()), catch_up
     # Each restarted agent ran the very version it had kept on disk.
     assert f"restored version {kept['haproxy-fs1-desired.json']} " in stack.hap_agent.log()
