@@ -316,8 +316,10 @@ def main() -> None:
 
         # The control plane's processes, on this bench's SQLite file and Redis (STEERING_VAR_DIR and
         # REDIS_URL are in the environment since setup_django; DATABASE_URL names the same file).
+        # STEERING_LOCAL_SECRET_KEY: a throwaway install's own secret key (settings refuse to start
+        # without one), as tests/processes.subprocess_env gives the test suite's processes.
         env = {**os.environ, "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
-               "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "WARNING"}
+               "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "WARNING", "STEERING_LOCAL_SECRET_KEY": "1"}
         env.pop("STEERING_DATAPLANE_CONFIRM", None)  # the default (on), as in production
         web_port = free_port()
         web_url = f"http://127.0.0.1:{web_port}"

@@ -14,9 +14,18 @@ but the control plane's HTTP API and HAProxy's admin socket:
   HAProxy's status; and on every pass it reads which servers HAProxy's live-traffic watch
   (`observe`) has just taken out, reporting at once when one more goes DOWN, so the control
   plane's ejection (map, audit) follows the kill within a pass rather than a stats period;
-- pools HAProxy does not have yet need a config: a managed HAProxy (`--spawn`: the demo, a
-  single host) is re-rendered, checked with `haproxy -c` and reloaded; for an HAProxy started by
-  the host's init system the version is refused with the missing pools named.
+- HAProxy's observe judges each server alone, so a network flap can take a whole pool out: on
+  every pass the servers it has DOWN beyond the pool's bound (the share and minimum healthy
+  capacity outlier ejection obeys, steering.dataplane.haproxy.observe) are put back
+  (`set server ... health up`) and reported (`observe_held`), and the control plane tells the
+  operator (the pool's outlier panic);
+- what only a config changes (new pools, a pool's passive settings: retries, redispatch, retry-on,
+  observe, error-limit): a managed HAProxy (`--spawn`: the demo, a single host) is re-rendered,
+  checked with `haproxy -c`, reloaded, and the reload checked by the settings the new worker
+  reports; for an HAProxy started by the host's init system the version is refused with the
+  pools named (missing, or running other passive settings than desired), the servers' states
+  and weights still applied. Once that HAProxy restarts (a new worker pid), the refused version
+  is tried again at once.
 
 Frontends bind the addresses the desired state names for this PoP (each service's VIP in its
 region); `--bind SERVICE=ADDR:PORT` overrides that (the demo maps them to loopback).
@@ -47,9 +56,10 @@ from steering.agents.contract import (
     read_token,
 )
 from steering.dataplane.haproxy.apply import Key, Result, Want, reconcile, sync
-from steering.dataplane.haproxy.model import PopSpec, pop_spec_from_dict
+from steering.dataplane.haproxy.model import NOT_RENDERED, PopSpec, pop_spec_from_dict
+from steering.dataplane.haproxy.observe import beyond_the_bound, settings_differ
 from steering.dataplane.haproxy.process import ManagedHAProxy, haproxy_binary
-from steering.dataplane.haproxy.runtime import Runtime, RuntimeAPIError
+from steering.dataplane.haproxy.runtime import Runtime, RuntimeAPIError, ServerStat
 from steering.dataplane.haproxy.stats import StatsCollector
 from steering.privatefiles import write_private
 
@@ -84,8 +94,8 @@ class FileAppliedStore:
 
 def config_signature(spec: PopSpec) -> str:
     """What of a PoP's state only a config reload changes: everything but the servers (which the
-    Runtime API adds, removes and sets)."""
-    pools = [{k: v for k, v in vars(p).items() if k != "servers"} for p in spec.pools]
+    Runtime API adds, removes and sets) and the bound the agent itself applies."""
+    pools = [{k: v for k, v in vars(p).items() if k not in NOT_RENDERED} for p in spec.pools]
     return json.dumps({"services": [vars(s) for s in spec.services], "pools": pools}, sort_keys=True, default=str)
 
 
@@ -136,6 +146,9 @@ class HAProxyAgent:
         self.last_reconcile = float("-inf")
         self.last_stats = float("-inf")
         self.observed_down: set[int] = set()   # servers HAProxy's observe had taken out at the last pass
+        self.down_since: dict[int, float] = {}  # when this agent first saw each of them DOWN (its clock)
+        self.rendered: str | None = None        # config_signature of the config our managed HAProxy loaded
+        self.retry_refused = threading.Event()  # HAProxy restarted: offer a refused version again
 
     # --- applying a version --------------------------------------------------------------------
 
@@ -151,7 +164,7 @@ class HAProxyAgent:
         with self._lock:
             if self.managed is not None:
                 self._ensure_managed(spec, binds_of(desired, self.overrides))
-                if self.spec is not None and config_signature(spec) != config_signature(self.spec):
+                if config_signature(spec) != self.rendered:
                     # A pool's own settings (retries, observe, rules...) live in the config, not
                     # in the Runtime API: render, check and reload for them.
                     self._reload(spec)
@@ -164,7 +177,18 @@ class HAProxyAgent:
                 raise RuntimeAPIError("reloading HAProxy for new pools")  # apply again once it answers
             if result.errors:
                 raise ApplyError("HAProxy refused: " + "; ".join(result.errors[:5]))
+            # Our own config says what it runs; a host's hand-written one may say nothing (its choice).
+            stale = settings_differ(spec, Runtime(self.socket), unknown_differs=self.managed is not None)
+            if stale and self.managed is not None:
+                self.rendered = None  # the next version reloads again
+                raise ApplyError(f"HAProxy did not take the reloaded config (see {self.managed.log_path}): "
+                                 + "; ".join(stale[:5]))
+            # The servers are applied whatever follows: the reconcile keeps them, not the old ones.
             self.spec = spec
+            if stale:
+                raise ApplyError("HAProxy cannot change these at runtime, it runs the settings it was started with: "
+                                 + "; ".join(stale[:5]) + ". Render its config with them (haproxy -c) and reload it; "
+                                 "the servers' states and weights are applied")
 
     def _push(self, spec: PopSpec, *, audit: bool = False) -> Result:
         runtime = Runtime(self.socket)
@@ -183,7 +207,8 @@ class HAProxyAgent:
                 self.managed.start(spec, self.binary)
             except Exception as exc:  # haproxy -c said no, or it would not start
                 raise ApplyError(f"cannot start haproxy: {exc}") from exc
-            self._wait_for_socket()
+            self.rendered = config_signature(spec)
+            self._wait_for(spec)
 
     def _reload(self, spec: PopSpec) -> None:
         assert self.managed is not None and self.binary is not None
@@ -191,14 +216,20 @@ class HAProxyAgent:
             self.managed.reload(spec, self.binary)
         except Exception as exc:
             raise ApplyError(f"haproxy -c refused the rendered config: {exc}") from exc
-        self._wait_for_socket()
+        self.rendered = config_signature(spec)
+        self._wait_for(spec)
 
-    def _wait_for_socket(self, seconds: float = 5.0) -> None:
+    def _wait_for(self, spec: PopSpec, seconds: float = 10.0) -> None:
+        """Until the worker of the config just written answers: the old worker keeps answering on
+        the same socket for a while after a reload, so it is known by the settings it reports.
+        Past `seconds` the caller's own check says what HAProxy runs."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            assert self.managed is not None
-            if self.managed.answering():
-                return
+            try:
+                if not settings_differ(spec, Runtime(self.socket)):
+                    return
+            except RuntimeAPIError:
+                pass  # not answering yet
             time.sleep(0.05)
 
     def _report_repairs(self, pop: str, repaired: list[Any]) -> None:
@@ -231,37 +262,59 @@ class HAProxyAgent:
             else:
                 restarted = self.pid is not None and pid != self.pid
                 self.pid, self.connected, self.error = pid, True, ""
+                if restarted and self.managed is None:
+                    # Reloaded by the host (perhaps with the config a refused version asked for).
+                    self.retry_refused.set()
                 if self.spec is not None and (restarted or now - self.last_reconcile >= self.reconcile_seconds):
                     self.last_reconcile = now
                     try:
                         self._push(self.spec, audit=True)
                     except RuntimeAPIError as exc:
                         self.connected, self.error = False, str(exc)
-        rows = self._watch_down()
-        if rows is not None or now - self.last_stats >= self.stats_seconds:
+        with self._lock:
+            rows, held = self._watch_down()
+        if rows is not None or held or now - self.last_stats >= self.stats_seconds:
             self.last_stats = now
-            self._report_stats(rows)
+            self._report_stats(rows, held)
 
-    def _watch_down(self) -> list[Any] | None:
-        """The `show stat` rows when a server has newly gone DOWN since the last pass, else None."""
+    def _watch_down(self) -> tuple[list[ServerStat] | None, set[int]]:
+        """Puts back what HAProxy's observe has DOWN beyond each pool's bound. Returns the `show stat`
+        rows when a server has newly gone DOWN since the last pass (else None: nothing to report at
+        once), and the servers put back (reported at once)."""
         if not (self.connected and self.spec is not None):
-            return None
+            return None, set()
         try:
             down, rows = self.collector.observed_down(self.spec)
         except RuntimeAPIError as exc:
             self.connected, self.error = False, str(exc)
-            return None
+            return None, set()
+        now = self.clock()
+        self.down_since = {bid: self.down_since.get(bid, now) for bid in down}
+        held: set[int] = set()
+        runtime = Runtime(self.socket)
+        for put in beyond_the_bound(self.spec, rows, self.down_since):
+            try:
+                runtime.set_health(put.proxy, put.server, "up")
+            except RuntimeAPIError as exc:
+                logger.warning("haproxy %s: could not put %s/%s back: %s", self.pop, put.proxy, put.server, exc)
+                continue
+            logger.warning("haproxy %s: put %s/%s back: %s", self.pop, put.proxy, put.server, put.why)
+            held.add(put.backend_id)
+            self.down_since.pop(put.backend_id, None)
+        down -= held
         flipped = down - self.observed_down
         self.observed_down = down
-        return rows if flipped else None
+        if held:
+            return None, held  # the report reads HAProxy again, after the servers came back
+        return (rows if flipped else None), held
 
-    def _report_stats(self, rows: list[Any] | None = None) -> None:
+    def _report_stats(self, rows: list[ServerStat] | None = None, held: set[int] | None = None) -> None:
         servers: dict[str, dict[str, float]] = {}
         if self.connected and self.spec is not None:
             try:
                 figures = self.collector.collect(self.spec, rows=rows)
                 servers = {str(bid): {k: v for k, v in asdict(f).items() if isinstance(v, (int, float))}
-                           for bid, f in figures.items()}
+                           | {"observe_held": int(bid in (held or ()))} for bid, f in figures.items()}
             except RuntimeAPIError as exc:
                 self.connected, self.error = False, str(exc)
         status = {"connected": self.connected, "error": self.error, "pid": self.pid, "servers": len(servers),
@@ -275,9 +328,26 @@ class HAProxyAgent:
 
     # --- lifecycle -----------------------------------------------------------------------------
 
+    def follow(self) -> None:
+        """One step of the desired-state follower; a version refused before HAProxy restarted is
+        offered again first. Between two steps no fetch is in flight, so forgetting the refusal
+        here cannot mistake an answer about the refused state for one about ours."""
+        if self.retry_refused.is_set():
+            self.retry_refused.clear()
+            self.follower.refused = None
+        self.follower.step()
+
+    def _follow(self, should_stop: Callable[[], bool]) -> None:
+        while not should_stop():
+            try:
+                self.follow()
+            except Exception:  # an agent bug must not stop the data plane's updates for good
+                logger.exception("agent step failed")
+                time.sleep(1.0)
+
     def run(self, should_stop: Callable[[], bool], period: float = 0.2) -> None:
         self.follower.restore()  # fail static: HAProxy runs what we last applied, before anyone answers
-        follower = threading.Thread(target=self.follower.run, args=(should_stop,), name="desired-state", daemon=True)
+        follower = threading.Thread(target=self._follow, args=(should_stop,), name="desired-state", daemon=True)
         follower.start()
         while not should_stop():
             started = self.clock()

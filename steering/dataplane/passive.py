@@ -10,19 +10,25 @@ more). Two signals come from the data plane's figures (steering.dataplane.stats)
   per backend. steering.services.outliers acts on it: ejects the backend (effective weight 0, so
   every data plane stops sending it new traffic), bounded by `choose` so passive verdicts can
   never empty a pool, audited as system:outlier, and confirmed (down) or cleared (back in) by the
-  active prober. HAProxy's own `observe layer4` (rendered per pool) is the first responder: it
+  active prober (`prober_clears`: early, for failed connections only). HAProxy's own `observe layer4` (rendered per pool) is the first responder: it
   takes a server out after `error_limit` failed connections in a row; the verdict reads that too.
 """
 
 from __future__ import annotations
 
 import logging
-import math
+import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+# The bound lives with the Django-free HAProxy modules (the HAProxy agent applies it to HAProxy's
+# own observe); re-exported here, where the rest of the outlier rules are.
+from steering.dataplane.haproxy.bound import Choice as Choice
+from steering.dataplane.haproxy.bound import Member as Member
+from steering.dataplane.haproxy.bound import choose as choose
+from steering.dataplane.haproxy.bound import ejection_limit as ejection_limit
 from steering.redis_keys import BACKEND_STATS
 
 logger = logging.getLogger(__name__)
@@ -117,6 +123,8 @@ class Track:
     `streak` counts failed attempts in consecutive samples that saw no success; a sample with a
     success resets it (the counters cannot tell the order within one sample, so a success there
     is taken as breaking the run: the share rule and HAProxy's own observe catch the rest).
+    `streak_5xx`: how many of those were 5xx answers (the rest failed connections or answers
+    broken off), which decides whether the prober may end the ejection early (`prober_clears`).
     `went_down`: HAProxy's observe took it out while we watched (a sample in service, then one
     down). A backend already down when first seen (e.g. just back from an ejection, HAProxy's
     check not yet through) is old news, not a new verdict: the prober decides that one."""
@@ -124,6 +132,7 @@ class Track:
     points: list[Point] = field(default_factory=list)
     streak: int = 0
     went_down: bool = False
+    streak_5xx: int = 0
 
     def add(self, p: Point, *, keep_seconds: float) -> bool:
         """Add a newer sample; False when it is not newer than the last one (already seen)."""
@@ -136,11 +145,12 @@ class Track:
         if self.points:
             last = self.points[-1]
             if p.stot < last.stot or p.errors < last.errors or p.http_5xx < last.http_5xx:
-                self.points, self.streak = [p], 0  # counters went back: HAProxy restarted
+                self.points, self.streak, self.streak_5xx = [p], 0, 0  # counters went back: HAProxy restarted
                 return True
             failed = (p.errors - last.errors) + (p.http_5xx - last.http_5xx)
             succeeded = (p.stot - last.stot) - failed
             self.streak = 0 if succeeded > 0 else self.streak + failed
+            self.streak_5xx = 0 if succeeded > 0 else self.streak_5xx + (p.http_5xx - last.http_5xx)
         self.points.append(p)
         # Keep the window plus one older sample as its baseline.
         cutoff = p.at - keep_seconds
@@ -163,7 +173,8 @@ class Track:
                 latest.at - base.at)
 
     def to_json(self) -> dict[str, Any]:
-        return {"p": [p.as_list() for p in self.points], "s": self.streak, "d": int(self.went_down)}
+        return {"p": [p.as_list() for p in self.points], "s": self.streak, "d": int(self.went_down),
+                "s5": self.streak_5xx}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> Track:
@@ -172,7 +183,7 @@ class Track:
         try:
             points = [Point(float(x[0]), int(x[1]), int(x[2]), int(x[3]), int(x[4]) if len(x) > 4 else 0)
                       for x in data.get("p", [])]
-            return cls(points, int(data.get("s", 0)), bool(data.get("d", 0)))
+            return cls(points, int(data.get("s", 0)), bool(data.get("d", 0)), int(data.get("s5", 0)))
         except (TypeError, ValueError, IndexError):
             return cls()
 
@@ -193,7 +204,8 @@ def judge(policy: OutlierPolicy, track: Track, *, now: float) -> Verdict | None:
         return Verdict("observed", f"HAProxy took it out after {policy.consecutive_failures} failed connections "
                                    "in a row (observe layer4)", 3.0)
     if policy.consecutive_failures > 0 and track.streak >= policy.consecutive_failures:
-        return Verdict("consecutive", f"{track.streak} failed requests in a row", 2.0)
+        answers = f" ({track.streak_5xx} × 5xx)" if track.streak_5xx else ""
+        return Verdict("consecutive", f"{track.streak} failed requests in a row{answers}", 2.0)
     attempts, errors, http_5xx, span = track.window(now, policy.window_seconds)
     failed = min(attempts, errors + http_5xx)
     if attempts >= policy.min_requests and failed > 0 and failed * 100 >= policy.failure_percent * attempts:
@@ -210,67 +222,39 @@ def ejection_seconds(policy: OutlierPolicy, count: int) -> int:
     return int(min(policy.max_ejection_seconds, policy.ejection_seconds * max(1, count)))
 
 
+# --- the prober ends an ejection early --------------------------------------------------------------
+
+# judge()'s words for verdicts on failed connections, not on answers: HAProxy's observe, and a run of
+# failed attempts with no 5xx in it ("N failed requests in a row", without "(K × 5xx)").
+_CONNECTION_VERDICT = re.compile(r"^(HAProxy took it out after \d+ failed connections in a row\b|\d+ failed requests in a row$)")
+
+
+def connection_failures(reason: str) -> bool:
+    """Was an ejection with this reason (judge's words, kept in Backend.ejection_reason) for failed
+    connections rather than for what the backend answered?"""
+    return bool(_CONNECTION_VERDICT.match(reason))
+
+
 @dataclass(frozen=True)
-class Member:
-    """A primary backend of a pool as the bound sees it."""
+class ProbeResult:
+    """The prober's latest word on a backend (steering.health.state.CheckState's fields)."""
 
-    id: int
-    capacity: float     # requests/s it can carry (0: not declared)
-    serving: bool       # takes new traffic now (effective weight > 0)
-    ejected: bool = False
-
-
-@dataclass(frozen=True)
-class Choice:
-    eject: tuple[int, ...]
-    held: tuple[int, ...]             # verdicts the bounds kept in service
-    why_held: str = ""
-    limit: int = 0                    # how many may be ejected at once in this pool
+    health: str          # up | down | unknown | stale
+    ok_streak: int       # passing checks in a row, the latest included
+    last_time: float     # unix time of the latest result
 
 
-def ejection_limit(members: int, max_ejected_percent: int) -> int:
-    """At most this many of `members` ejected at once: the share, rounded down, but at least one
-    when the share is above 0 (as Envoy does), so a small pool can still lose its one bad backend."""
-    if max_ejected_percent <= 0 or members <= 0:
-        return 0
-    return max(1, math.floor(members * max_ejected_percent / 100))
+def prober_clears(reason: str, *, ejected_at: float, ejected_until: float, now: float,
+                  probe: ProbeResult | None) -> bool:
+    """May the active prober end this ejection before its time is over?
 
-
-def choose(members: Sequence[Member], candidates: Iterable[int], policy: OutlierPolicy) -> Choice:
-    """Which candidates (worst first) may be ejected: never more than the pool's share at once,
-    never below its minimum healthy capacity, never its last serving backend."""
-    by_id = {m.id: m for m in members}
-    declared = bool(members) and all(m.capacity > 0 for m in members)
-
-    def cap(m: Member) -> float:
-        return m.capacity if declared else 1.0
-
-    total = sum(cap(m) for m in members)
-    serving = sum(cap(m) for m in members if m.serving and not m.ejected)
-    serving_count = sum(1 for m in members if m.serving and not m.ejected)
-    limit = ejection_limit(len(members), policy.max_ejected_percent)
-    ejected = sum(1 for m in members if m.ejected)
-    floor = total * policy.min_healthy_percent / 100
-    eject: list[int] = []
-    held: list[int] = []
-    why = ""
-    for cid in candidates:
-        m = by_id.get(cid)
-        if m is None or m.ejected:
-            continue
-        loses = cap(m) if m.serving else 0.0
-        if ejected >= limit:
-            held.append(cid)
-            why = why or (f"at most {policy.max_ejected_percent}% of the pool may be ejected at once "
-                          f"({limit} of {len(members)})")
-        elif m.serving and (serving_count <= 1 or serving - loses < floor - 1e-9):
-            held.append(cid)
-            unit = "req/s" if declared else "backends"
-            why = why or (f"ejecting would leave {serving - loses:g} of {total:g} {unit} serving, below the pool's "
-                          f"minimum healthy {policy.min_healthy_percent}%")
-        else:
-            eject.append(cid)
-            ejected += 1
-            serving -= loses
-            serving_count -= 1 if m.serving else 0
-    return Choice(tuple(eject), tuple(held), why, limit)
+    Only an ejection for failed connections (HAProxy's observe, a run of failed attempts): a
+    check that connects and passes answers that very question, e.g. the process was restarted.
+    Never one for 5xx answers: a backend can pass /healthz and still answer 503 to real requests.
+    And not at once: from half the ejection on (so a repeat, which lasts longer, also stays out
+    longer), on a passing result taken from that half-way point on with the prober calling it up.
+    """
+    if probe is None or not connection_failures(reason):
+        return False
+    halfway = ejected_at + (ejected_until - ejected_at) / 2
+    return now >= halfway and probe.health == "up" and probe.ok_streak >= 1 and probe.last_time >= halfway

@@ -18,9 +18,14 @@ Every second (steering.tasks.outliers) `tick`:
    the rest keep serving and the operator is told which bound held.
 3. ends ejections: the prober finding the backend down confirms the verdict (the ejection ends,
    health keeps it out, audited); when the time is over the backend comes back (cleared, audited,
-   slow start if it has one) unless the prober has it down. If this task stops, the effective
-   weight still returns by itself when `ejected_until` passes: a passive verdict can delay
-   capacity, never keep it.
+   slow start if it has one) unless the prober has it down. The prober can also clear it early
+   (`passive.prober_clears`): only an ejection for failed connections, from half its time on, on
+   a passing check taken since then. Never one for 5xx answers: /healthz passing says nothing
+   about those. If this task stops, the effective weight still returns by itself when
+   `ejected_until` passes: a passive verdict can delay capacity, never keep it.
+
+The HAProxy agent bounds HAProxy's own observe the same way and reports the servers it put back
+(`observe_held`); `record_observe_held` puts their pool in outlier panic, so the operator is told.
 
 The DB is written only on a transition (eject, end, panic in or out). What the tick counted and how many
 backends are ejected now are read by steering.readmodels.outliers (for /metrics).
@@ -47,14 +52,19 @@ from steering.dataplane.passive import (
     Member,
     OutlierPolicy,
     Point,
+    ProbeResult,
     Track,
     Verdict,
     choose,
+    ejection_limit,
     ejection_seconds,
     judge,
+    prober_clears,
 )
 from steering.dataplane.stats import read_backend_stats
-from steering.models import Backend, Pool
+from steering.health.state import CheckState
+from steering.health.store import state_key
+from steering.models import Backend, Pool, PoP
 from steering.redis_keys import METRICS_OUTLIER, OUTLIER_HELD, OUTLIER_LOCK, OUTLIER_TRACKS
 from steering.redisconn import sync_client
 from steering.representation import ejection_left
@@ -268,9 +278,11 @@ def _eject(pool_id: int, verdicts: list[tuple[int, Verdict]], when: datetime.dat
 def _end_ejections(when: datetime.datetime, redis: Any) -> Counter[str]:
     """Confirmed (the prober has it down), cleared (time over), or the policy was turned off."""
     rows = list(Backend.objects.filter(ejected_at__isnull=False)
-                .values_list("pk", "pool_id", "health", "ejected_until", "pool__outlier_detection", "pool__in_panic"))
+                .values_list("pk", "pool_id", "health", "ejected_at", "ejected_until", "ejection_reason",
+                             "pool__outlier_detection", "pool__in_panic"))
     due: dict[int, dict[int, str]] = {}
-    for pk, pool_id, health, until, detecting, in_panic in rows:
+    early: list[tuple[int, int, datetime.datetime, datetime.datetime, str]] = []
+    for pk, pool_id, health, since, until, reason, detecting, in_panic in rows:
         over = until is None or until <= when
         if not detecting:
             due.setdefault(pool_id, {})[pk] = "off"
@@ -278,6 +290,10 @@ def _end_ejections(when: datetime.datetime, redis: Any) -> Counter[str]:
             due.setdefault(pool_id, {})[pk] = "confirmed"
         elif over:
             due.setdefault(pool_id, {})[pk] = "cleared"
+        elif health == Health.UP and since is not None and until is not None:
+            early.append((pk, pool_id, since, until, reason))
+    for pk, pool_id in _cleared_by_the_prober(early, when, redis):
+        due.setdefault(pool_id, {})[pk] = "early"
     counts: Counter[str] = Counter()
     for pool_id in sorted(due):
         wanted = due[pool_id]
@@ -296,6 +312,11 @@ def _end_ejections(when: datetime.datetime, redis: Any) -> Counter[str]:
                 if how == "confirmed":
                     action = "backend.eject_confirmed"
                     why = f"the prober confirms the ejection ({b.ejection_reason}): health down, it stays out"
+                elif how == "early":
+                    action = "backend.eject_end"
+                    why = (f"back in early, cleared by the prober: its checks pass again past half the ejection, "
+                           f"and the ejection was for failed connections ({b.ejection_reason}), which a passing "
+                           "check answers")
                 elif how == "off":
                     action = "backend.eject_end"
                     why = "outlier detection turned off for the pool: back in"
@@ -310,6 +331,8 @@ def _end_ejections(when: datetime.datetime, redis: Any) -> Counter[str]:
                 changes = changes or ChangeSet(OUTLIER, "")
                 set_fields(b, values, changes, action, related=pool, reason=why[:2000])
                 counts[f"end:{how}"] += 1
+    if early_ends := counts.pop("end:early", 0):
+        counts["end:cleared"] += early_ends  # /metrics: an early clear is a clear
     if counts:
         ended = [str(pk) for items in due.values() for pk in items]
         try:
@@ -318,6 +341,64 @@ def _end_ejections(when: datetime.datetime, redis: Any) -> Counter[str]:
             pass
         _count(redis, counts)
     return Counter({"returned": counts["end:cleared"] + counts["end:off"], "confirmed": counts["end:confirmed"]})
+
+
+def _cleared_by_the_prober(candidates: Sequence[tuple[int, int, datetime.datetime, datetime.datetime, str]],
+                           when: datetime.datetime, redis: Any) -> list[tuple[int, int]]:
+    """(backend, pool) of the ejections the prober's latest results end early (passive.prober_clears),
+    read from the prober's state in Redis (steering.health.store) for those that could qualify."""
+    at = when.timestamp()
+    # First by what needs no Redis (the verdict's kind, half the time gone): as if a check passed now.
+    could = [c for c in candidates if prober_clears(c[4], ejected_at=c[2].timestamp(), ejected_until=c[3].timestamp(),
+                                                    now=at, probe=ProbeResult("up", 1, at))]
+    if not could:
+        return []
+    try:
+        raw = redis.mget([state_key(c[0]) for c in could])
+    except Exception as exc:  # the prober's state away: the ejections end on time instead
+        logger.warning("outliers: could not read the prober's state: %s", exc)
+        return []
+    out: list[tuple[int, int]] = []
+    for (pk, pool_id, since, until, reason), blob in zip(could, raw, strict=True):
+        state = CheckState.decode(blob)
+        probe = ProbeResult(state.health, state.ok_streak, state.last_time)
+        if prober_clears(reason, ejected_at=since.timestamp(), ejected_until=until.timestamp(), now=at, probe=probe):
+            out.append((pk, pool_id))
+    return out
+
+
+def record_observe_held(pop: PoP, backend_ids: Iterable[int], *, now: float | None = None) -> int:
+    """The PoP's HAProxy agent put these servers back: HAProxy's observe had taken out more of their
+    pools than the bound allows (steering.dataplane.haproxy.observe). Each pool enters outlier panic
+    (audited once, when it enters) and stays in it until a window passes with nothing held back.
+    Returns the pools newly in panic."""
+    at = time.time() if now is None else now
+    redis = sync_client()
+    names: dict[int, list[str]] = {}
+    for pool_id, name in Backend.objects.filter(pk__in=list(backend_ids), pool__pop=pop).values_list("pool_id", "name"):
+        names.setdefault(pool_id, []).append(name)
+    if not names:
+        return 0
+    redis.hset(OUTLIER_HELD, mapping={str(pid): at for pid in names})
+    entered = 0
+    for pool_id in sorted(names):
+        with transaction.atomic():
+            pool = Pool.objects.select_for_update().filter(pk=pool_id, outlier_panic=False).first()
+            if pool is None:
+                continue  # in panic already: said once
+            members = Backend.objects.filter(pool=pool, backup=False).count()
+            held = sorted(names[pool_id])
+            listed = ", ".join(held[:5]) + ("…" if len(held) > 5 else "")
+            why = (f"HAProxy's observe took out more backends than the pool may lose at once; its agent put "
+                   f"{len(held)} back in ({listed}): at most {pool.outlier_max_ejected_percent}% of the pool out at "
+                   f"once ({ejection_limit(members, pool.outlier_max_ejected_percent)} of {members}), never below its "
+                   f"minimum healthy {pool.min_healthy_percent}%; the active prober decides for them")[:300]
+            set_fields(pool, {"outlier_panic": True, "outlier_panic_reason": why}, ChangeSet(OUTLIER, ""),
+                       "pool.outlier_panic", reason=why)
+            entered += 1
+    _count(redis, Counter({"panic": entered}))
+    logger.warning("pop %s: HAProxy agent put back %s beyond the bound", pop.slug, dict(names))
+    return entered
 
 
 def _end_panics(pools: dict[int, Pool], held_now: set[int], redis: Any, at: float) -> int:
@@ -329,14 +410,15 @@ def _end_panics(pools: dict[int, Pool], held_now: set[int], redis: Any, at: floa
     ended = 0
     for pool, last in zip(in_panic, held_at, strict=True):
         quiet_for = at - float(last) if last else float("inf")
-        if pool.outlier_detection and quiet_for < pool.outlier_window_seconds:
+        # The agent's holds on HAProxy's observe count whether or not the pool ejects itself.
+        if (pool.outlier_detection or pool.observe == "layer4") and quiet_for < pool.outlier_window_seconds:
             continue
         with transaction.atomic():
             locked = Pool.objects.select_for_update().filter(pk=pool.pk, outlier_panic=True).first()
             if locked is None:
                 continue
             why = ("outlier panic over: no backend held back by the bounds for "
-                   f"{pool.outlier_window_seconds} s" if pool.outlier_detection else
+                   f"{pool.outlier_window_seconds} s" if quiet_for >= pool.outlier_window_seconds else
                    "outlier panic over: outlier detection turned off")
             set_fields(locked, {"outlier_panic": False, "outlier_panic_reason": ""}, ChangeSet(OUTLIER, ""),
                        "pool.outlier_panic_end", reason=why)

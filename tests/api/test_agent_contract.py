@@ -15,12 +15,13 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from steering import redis_keys
-from steering.models import Backend, Change, DataplaneState, Operation
+from steering.models import ApiToken, Backend, Change, DataplaneState, Operation
 from steering.readmodels.version import current_version
 from steering.redisconn import sync_client
 from steering.services.actions import do_drain
 from steering.services.context import Actor
 from steering.services.operations import sweep_due
+from steering.services.tokens import do_revoke_token
 from tests import factories as f
 from tests.conftest import agent_client
 
@@ -154,6 +155,52 @@ def test_the_dataplanes_view_shows_desired_applied_and_words(site: dict[str, Any
     local = viewer_api.get("/api/v1/dataplanes/").json()["applied"]["pops"][site["pop"].slug]["local"]
     assert local["state"] in ("applying", "behind") and local["desired_version"] == current_version()
     assert local["applied_version"] < local["desired_version"]
+
+
+
+def dataplane_rows() -> list[tuple[Any, ...]]:
+    """Every DataplaneState row, all of its fields: what an agent's request may have moved."""
+    return list(DataplaneState.objects.order_by("pk").values_list())
+
+
+def test_an_ack_or_nack_for_another_pop_is_403_and_changes_nothing(site: dict[str, Any]) -> None:
+    agent, dns_agent, other = site["agent"], site["dns_agent"], site["other"].slug
+    do_drain(site["backends"][0], actor=OPERATOR, reason="r", grace_seconds=30)
+    v = current_version()
+    assert ack(agent, version=v - 1, etag='"mine"').status_code == 200   # its own row exists, at v - 1
+    rows, seen = dataplane_rows(), sync_client().hgetall(redis_keys.AGENTS_SEEN)
+    foreign = [ack(agent, pop=other, version=v, etag='"e"'),                       # another PoP's HAProxy
+               ack(agent, pop=other, version=v, error="refused"),                   # ... its NACK
+               ack(agent, layer="anycast", pop=other, version=v),                   # another PoP's ExaBGP
+               ack(agent, layer="dns", version=v),                                  # the DNS layer
+               ack(dns_agent, pop=site["pop"].slug, version=v),                     # the GSLB server on a PoP
+               ack(dns_agent, pop=site["pop"].slug, version=v, error="refused")]
+    assert [a.status_code for a in foreign] == [403] * len(foreign)
+    assert {a.json()["code"] for a in foreign} == {"out_of_scope"}
+    assert dataplane_rows() == rows   # no row moved (its own stays at v - 1), none was made
+    assert sync_client().hgetall(redis_keys.AGENTS_SEEN) == seen   # not even "seen"
+    assert not DataplaneState.objects.filter(pop=site["other"]).exists()
+
+
+def test_a_revoked_agent_token_is_401_on_desired_ack_and_report_and_changes_nothing(site: dict[str, Any]) -> None:
+    agent, mine = site["agent"], site["backends"][0]
+    assert ack(agent, version=current_version(), etag='"before"').status_code == 200   # in use until now
+    do_revoke_token(ApiToken.objects.get(name="agent-a"), actor=Actor.system("test"), reason="host retired")
+    do_drain(mine, actor=OPERATOR, reason="r", grace_seconds=30)   # something new to ACK
+    v = current_version()
+    redis = sync_client()
+    stats = redis_keys.BACKEND_STATS.format(id=mine.pk)
+    redis.delete(stats)
+    rows, seen = dataplane_rows(), redis.hgetall(redis_keys.AGENTS_SEEN)
+    answers = {"desired": desired(agent, layer="local"),
+               "long-poll": desired(agent, layer="local", after=v - 1, wait=1),
+               "ack": ack(agent, version=v, etag='"after"'),
+               "nack": ack(agent, version=v, error="refused"),
+               "report": report(agent, {"servers": {str(mine.pk): {"sessions": 3}}})}
+    assert {name: a.status_code for name, a in answers.items()} == dict.fromkeys(answers, 401)
+    assert all("revoked" in a.json()["detail"] for a in answers.values())
+    assert dataplane_rows() == rows   # applied stays at the version before, no error recorded
+    assert redis.hgetall(redis_keys.AGENTS_SEEN) == seen and not redis.exists(stats)
 
 
 # --- reports -------------------------------------------------------------------------------------
@@ -346,3 +393,62 @@ def test_an_anycast_report_with_redis_away_is_answered_and_says_what_it_dropped(
     body = answer.json()
     assert "observed" not in body["stored"]
     assert {s.split(":")[0] for s in body["skipped"]} == {"seen", "observed"}
+
+
+# --- passive health: what HAProxy's observe did reaches the outlier policy at once -----------------
+
+def test_a_report_with_a_server_observe_took_out_runs_the_outlier_tick_at_once(
+        site: dict[str, Any], monkeypatch: Any, django_capture_on_commit_callbacks: Any) -> None:
+    from steering.services import outliers
+    from steering.tasks.outliers import outlier_tick
+
+    pool, victim = site["pool"], site["backends"][1]
+    Backend.objects.filter(pool=pool).update(health="up")
+    redis = sync_client()
+    redis.delete(redis_keys.OUTLIER_TRACKS, redis_keys.OUTLIER_HELD, redis_keys.OUTLIER_LOCK)
+    queued: list[dict[str, Any]] = []
+
+    def run_now(**options: Any) -> None:  # what a worker does with the task, here in the test
+        queued.append(options)
+        outlier_tick.apply()
+
+    monkeypatch.setattr(outlier_tick, "apply_async", run_now)
+    figures = {"sessions": 1, "session_rate": 10.0, "completion_rate": 10.0, "rate_5xx": 0.0, "stot": 100,
+               "errors": 0, "hrsp_5xx": 0, "observed_down": 0}
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert report(site["agent"], {"servers": {str(b.pk): figures for b in site["backends"]}}).status_code == 200
+        assert queued == []  # nobody down: no tick asked for
+        outliers.tick()      # the beat's tick, a second before: each backend's window starts
+        down = {**figures, "stot": 103, "errors": 3, "observed_down": 1}
+        with django_capture_on_commit_callbacks(execute=True):
+            answer = report(site["agent"], {"servers": {str(victim.pk): down}})
+        assert answer.status_code == 200, answer.content
+        assert queued == [{"expires": 5}]
+        victim.refresh_from_db()
+        assert victim.ejected_at is not None and victim.ejection_reason.startswith("HAProxy took it out")
+        assert Change.objects.get(action="backend.eject").actor_name == "system:outlier"
+    finally:
+        for b in site["backends"]:
+            redis.delete(redis_keys.BACKEND_STATS.format(id=b.pk))
+        redis.delete(redis_keys.OUTLIER_TRACKS, redis_keys.OUTLIER_HELD, redis_keys.METRICS_OUTLIER)
+
+
+def test_servers_the_agent_put_back_beyond_the_bound_tell_the_operator_once(site: dict[str, Any]) -> None:
+    pool, backends = site["pool"], site["backends"]
+    redis = sync_client()
+    held = {"sessions": 0, "session_rate": 0.0, "completion_rate": 0.0, "rate_5xx": 0.0, "observe_held": 1}
+    try:
+        for _ in range(2):  # the agent reports it on each pass it puts them back
+            answer = report(site["agent"], {"servers": {str(b.pk): held for b in backends[1:]}})
+            assert answer.status_code == 200, answer.content
+        pool.refresh_from_db()
+        assert pool.outlier_panic and "its agent put 2 back in" in pool.outlier_panic_reason
+        assert Change.objects.filter(action="pool.outlier_panic", object_id=pool.pk).count() == 1
+        # Only its own PoP's backends: naming another's refuses the whole report.
+        refused = report(site["agent"], {"servers": {str(site["other_backend"].pk): held}})
+        assert refused.status_code == 403
+    finally:
+        for b in [*backends, site["other_backend"]]:
+            redis.delete(redis_keys.BACKEND_STATS.format(id=b.pk))
+        redis.delete(redis_keys.OUTLIER_HELD, redis_keys.METRICS_OUTLIER)

@@ -291,3 +291,51 @@ def test_live_status_goes_live_and_a_reconnect_resyncs_what_was_missed(open_page
     expect(status).to_have_attribute("data-state", "live")
     expect(row(page, backend.pk)).to_have_attribute("data-admin-state", "draining")
     assert_not_reloaded(page)
+
+
+def test_passive_verdicts_show_on_the_map_and_in_the_pop_panel_beside_active_health(open_page, operator):
+    """An ejection by live traffic and a pool whose bounds hold failing backends in, as the outlier
+    tick writes them (here straight into the model): the marker's ring and count, the row's badge
+    and detail, the PoP's summary, and the pool's outlier-panic note."""
+    import datetime
+
+    from django.utils import timezone
+
+    from steering.models import Pool
+
+    seed_demo()
+    backend = Backend.objects.get(pool__pop__slug="fra1", pool__slug="api-web", name="api-2")
+    now = timezone.now()
+    Backend.objects.filter(pk=backend.pk).update(
+        health="up", ejected_at=now, ejected_until=now + datetime.timedelta(seconds=600), ejection_count=1,
+        ejection_reason="14 × 5xx in 10 s (50% of 28 requests)")
+    panic = ("3 more backend(s) fail live traffic (api-1, api-3, api-4) but stay in: at most 10% of the pool may be "
+             "ejected at once (1 of 4); the active prober decides for them")
+    Pool.objects.filter(pk=backend.pool_id).update(outlier_panic=True, outlier_panic_reason=panic)
+    page = open_page()
+    login(page, operator.username, password_of(operator.username))
+
+    # On the map: fra1's marker counts one ejected backend and draws its ring.
+    expect(marker(page, "fra1")).to_have_attribute("data-ejected", "1")
+    expect(marker(page, "fra1").locator("[data-testid=ejected-ring]")).to_have_count(1)
+    expect(marker(page, "bom1").locator("[data-testid=ejected-ring]")).to_have_count(0)
+    # In the PoP panel, beside active health: the summary, the row's badge (the prober still says up).
+    panel = open_pop(page, "fra1")
+    expect(panel).to_contain_text("1 ejected by live traffic")
+    ejected = row(page, backend.pk)
+    expect(ejected).to_have_attribute("data-ejected", "true")
+    expect(ejected).to_have_attribute("data-health", "up")
+    expect(ejected.locator("[data-state=ejected]")).to_have_attribute(
+        "title", re.compile(r"^ejected by live traffic: 14 × 5xx in 10 s \(50% of 28 requests\) · back in \d+ s"))
+    # The pool says its bounds hold the others in, and why.
+    pool = panel.locator(f'[data-testid=pool][data-pool-id="{backend.pool_id}"]')
+    expect(pool.locator("[data-testid=outlier-panic]")).to_contain_text(
+        "at most 10% of the pool may be ejected at once (1 of 4)")
+    expect(pool.locator("[data-testid=passive-line]")).to_contain_text("1 ejected now")
+    expect(panel.locator("[data-testid=outlier-panic]")).to_have_count(1)  # that pool only
+    # The backend's detail: what live traffic decided, and who decided it.
+    ejected.locator("button.link").first.click()
+    detail = page.locator("[data-testid=backend-detail]")
+    expect(detail.locator("[data-testid=live-traffic]")).to_contain_text("14 × 5xx in 10 s")
+    expect(detail.locator("[data-testid=live-traffic]")).to_contain_text("audited as system:outlier")
+    ejected.scroll_into_view_if_needed()  # the screenshot kept for this test shows the row and the note

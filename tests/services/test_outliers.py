@@ -22,13 +22,18 @@ from steering.dataplane.passive import (
     Member,
     OutlierPolicy,
     Point,
+    ProbeResult,
     Track,
     choose,
+    connection_failures,
     ejection_limit,
     ejection_seconds,
     judge,
+    prober_clears,
 )
 from steering.dataplane.stats import BackendStats, read_backend_stats, write_backend_stats
+from steering.health.state import CheckState
+from steering.health.store import state_key
 from steering.models import Backend, Change, Pool
 from steering.redisconn import sync_client
 from steering.representation import represent, weight_inputs
@@ -86,6 +91,37 @@ def test_consecutive_failures_and_haproxys_own_verdict() -> None:
     assert judge(policy, track_of((5.0, 12, 2, 0, 1), (6.0, 12, 2, 0, 1)), now=6.0) is None
 
 
+def test_a_run_of_5xx_answers_is_a_consecutive_verdict_that_says_so() -> None:
+    policy = OutlierPolicy(consecutive_failures=5)
+    t = track_of((1.0, 10, 0, 0), (2.0, 13, 1, 2), (3.0, 15, 1, 4))  # 503s and a failed connection, no success
+    v = judge(policy, t, now=3.0)
+    assert v is not None and (v.rule, v.reason) == ("consecutive", "5 failed requests in a row (4 × 5xx)")
+    assert Track.from_json(t.to_json()).streak_5xx == 4  # kept in Redis between ticks
+    assert not connection_failures(v.reason)
+    assert connection_failures("5 failed requests in a row")
+    assert connection_failures("HAProxy took it out after 5 failed connections in a row (observe layer4)")
+    assert not connection_failures("14 × 5xx in 10 s (50% of 28 requests)")
+    assert not connection_failures("3 failed attempts in 4 s (30% of 10 requests)")  # a share: the window decides
+
+
+def test_the_prober_clears_an_ejection_for_failed_connections_early_never_one_for_5xx() -> None:
+    observed = "HAProxy took it out after 5 failed connections in a row (observe layer4)"
+    up_late = ProbeResult("up", 2, 118.0)
+
+    def clears(reason: str, now: float, probe: ProbeResult | None) -> bool:
+        return prober_clears(reason, ejected_at=100.0, ejected_until=130.0, now=now, probe=probe)
+
+    assert clears(observed, 120.0, up_late)
+    assert clears("5 failed requests in a row", 120.0, up_late)
+    assert not clears(observed, 114.0, up_late)                            # not before half the ejection
+    assert not clears(observed, 120.0, ProbeResult("up", 9, 112.0))        # a pass from before half-way
+    assert not clears(observed, 120.0, ProbeResult("up", 0, 118.0))        # its latest check failed
+    assert not clears(observed, 120.0, ProbeResult("stale", 2, 118.0))
+    assert not clears(observed, 120.0, None)                               # no active check
+    assert not clears("14 × 5xx in 10 s (50% of 28 requests)", 120.0, up_late)
+    assert not clears("5 failed requests in a row (5 × 5xx)", 120.0, up_late)
+
+
 def test_ejection_time_grows_on_repeat_and_is_capped() -> None:
     policy = OutlierPolicy(ejection_seconds=30, max_ejection_seconds=100)
     assert [ejection_seconds(policy, n) for n in (1, 2, 3, 4)] == [30, 60, 90, 100]
@@ -108,6 +144,21 @@ def test_the_bound_never_ejects_more_than_the_share_nor_below_min_capacity() -> 
     # A backend already out of service (down, drained) costs no capacity to eject.
     mixed = [Member(1, 1000.0, True), Member(2, 1000.0, False), Member(3, 1000.0, True)]
     assert choose(mixed, [1], OutlierPolicy(max_ejected_percent=50, min_healthy_percent=50)).eject == ()
+
+
+def test_the_share_allows_at_least_one_backend_in_a_pool_smaller_than_100_over_n_like_envoy() -> None:
+    # At most N % of the pool, rounded down ...
+    assert [ejection_limit(n, 10) for n in (10, 19, 20, 29, 30, 100)] == [1, 1, 2, 2, 3, 10]
+    assert [ejection_limit(n, 25) for n in (4, 7, 8)] == [1, 1, 2]
+    # ... and at least one backend when the pool has fewer than 100/N of them (10 % of 1..9 is still one) ...
+    assert all(ejection_limit(n, 10) == 1 for n in range(1, 10))
+    assert ejection_limit(2, 1) == 1
+    # ... except 0 %, which only watches.
+    assert ejection_limit(5, 0) == 0
+    # That one still never goes below min_healthy_percent: of 2 backends with 60 % to keep, none may go.
+    two = [Member(1, 0, True), Member(2, 0, True)]
+    assert choose(two, [1], OutlierPolicy(max_ejected_percent=10, min_healthy_percent=60)).eject == ()
+    assert choose(two, [1], OutlierPolicy(max_ejected_percent=10, min_healthy_percent=50)).eject == (1,)
 
 
 def test_an_ejected_backend_gets_no_traffic_even_in_panic_and_comes_back_by_itself() -> None:
@@ -291,6 +342,76 @@ def test_it_comes_back_when_the_time_is_over_and_the_next_ejection_lasts_longer(
     tick_at(32)
     b.refresh_from_db()
     assert b.ejection_count == 2 and (b.ejected_until - b.ejected_at) == datetime.timedelta(seconds=60)
+
+
+def prober_says(b: Backend, health: str, ok_streak: int, at: float) -> None:
+    """The prober's latest result for `b`, in its Redis state (steering.health.store)."""
+    sync_client().set(state_key(b.pk), CheckState(health, ok_streak, 0 if ok_streak else 3, at, at).encode())
+
+
+def test_the_prober_clears_an_ejection_for_failed_connections_past_half_its_time(db: Any) -> None:
+    pool, bs = pool_with(4, monitor=f.monitor())
+    b = eject_one(pool, bs)  # HAProxy's observe: failed connections; out for 30 s
+    start = b.ejected_at.timestamp()
+    try:
+        prober_says(b, "up", 3, start + 5)      # passing again, but too early
+        assert tick_at(start + 10 - time.time()) == {}
+        prober_says(b, "up", 4, start + 16)     # a pass past half the ejection
+        assert tick_at(start + 14 - time.time()) == {}      # half-way is not reached yet
+        assert tick_at(start + 17 - time.time()) == {"returned": 1}
+    finally:
+        sync_client().delete(state_key(b.pk))
+    b.refresh_from_db()
+    assert b.ejected_at is None and b.ejection_count == 1
+    assert abs(b.ejected_until.timestamp() - (start + 17)) < 1  # over now, not at its planned end
+    change = Change.objects.get(action="backend.eject_end", object_id=b.pk)
+    assert change.actor_name == "system:outlier"
+    assert change.reason.startswith("back in early, cleared by the prober")
+    assert "failed connections (HAProxy took it out" in change.reason
+    assert capacity.effective_weight(weight_inputs(b, pool_in_panic=False)) == 100
+    text = Client().get("/metrics").content.decode()
+    assert 'steering_outlier_ejection_ends_total{how="cleared"} 1.0' in text
+
+
+def test_the_prober_never_clears_an_ejection_for_5xx_answers_early(db: Any) -> None:
+    pool, bs = pool_with(4, monitor=f.monitor())
+    bad = bs[0]
+    feed = Feed(bs)
+    feed.step({})
+    tick_at()
+    feed.step({bad.pk: (10, 0, 5)})  # 503 to half its requests; /healthz passes all along
+    tick_at()
+    bad.refresh_from_db()
+    assert bad.ejected_at is not None and " × 5xx in " in bad.ejection_reason
+    start = bad.ejected_at.timestamp()
+    try:
+        prober_says(bad, "up", 20, start + 20)
+        assert tick_at(start + 25 - time.time()) == {}  # past half-way, passing: still out
+        assert Backend.objects.get(pk=bad.pk).ejected_at is not None
+        assert tick_at(start + 31 - time.time()) == {"returned": 1}  # its time over: back in as before
+    finally:
+        sync_client().delete(state_key(bad.pk))
+    assert Change.objects.get(action="backend.eject_end").reason.startswith("back in: ejection over")
+
+
+def test_servers_the_haproxy_agent_put_back_put_the_pool_in_outlier_panic_once(db: Any) -> None:
+    pool, bs = pool_with(4, outlier_detection=False)  # HAProxy's observe is bounded all the same
+    assert outliers.record_observe_held(pool.pop, [bs[1].pk, bs[2].pk, bs[3].pk]) == 1
+    assert outliers.record_observe_held(pool.pop, [bs[1].pk, bs[2].pk]) == 0  # still in it: said once
+    pool.refresh_from_db()
+    assert pool.outlier_panic
+    assert pool.outlier_panic_reason.startswith("HAProxy's observe took out more backends than the pool may lose")
+    assert "at most 10% of the pool out at once (1 of 4), never below its minimum healthy 50%" in pool.outlier_panic_reason
+    told = Change.objects.get(action="pool.outlier_panic")
+    assert told.actor_name == "system:outlier" and told.object_id == pool.pk
+    # Another PoP's agent cannot name this pool's backends.
+    assert outliers.record_observe_held(f.pop(), [bs[0].pk]) == 0
+    # Within a window of the last hold it stays; after a quiet window it is over.
+    assert tick_at(pool.outlier_window_seconds - 1) == {}
+    outliers.tick(now=time.time() + pool.outlier_window_seconds + 1)
+    pool.refresh_from_db()
+    assert not pool.outlier_panic
+    assert Change.objects.get(action="pool.outlier_panic_end").reason.startswith("outlier panic over: no backend held")
 
 
 def test_turning_the_policy_off_returns_every_ejected_backend(db: Any, admin_api: Any) -> None:

@@ -270,6 +270,14 @@ class ReportView(AgentView):
                 from steering.tasks.outliers import outlier_tick
 
                 transaction.on_commit(lambda: outlier_tick.apply_async(expires=5))
+            held = [bid for bid, f in v.get("servers", {}).items() if f.get("observe_held")]
+            if held:
+                # The agent put back servers HAProxy's observe took out beyond their pool's bound:
+                # the operator is told (outlier panic, audited once).
+                from steering.services.outliers import record_observe_held
+
+                with _measurement("observe_held", skipped):
+                    stored["observe_held"] = record_observe_held(identity.pop, held)
             if "haproxy" in v:
                 with _measurement("haproxy", skipped):
                     agent_reports.store_haproxy_status(identity.pop, v["haproxy"], instance=identity.instance)

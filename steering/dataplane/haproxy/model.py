@@ -43,6 +43,9 @@ class ServerSpec:
     backup: bool = False
     backend_id: int | None = None
     weight_reason: str = ""
+    # For the agent's bound on HAProxy's own observe (bound.py, as outlier ejection counts them):
+    capacity: float = 0.0   # requests/s it can carry (Backend.capacity_rps; 0: not declared)
+    ejected: bool = False   # outlier ejection has it out now (its weight is 0 for that)
 
 
 @dataclass(frozen=True)
@@ -66,14 +69,26 @@ class PoolSpec:
     retry_on: str = "conn-failure empty-response response-timeout"
     observe: str = "layer4"
     error_limit: int = 5
+    # Not rendered: the bound the agent holds HAProxy's observe to (bound.py; Pool.outlier_max_ejected_percent
+    # and min_healthy_percent), the same one outlier ejection obeys.
+    max_ejected_percent: int = 10
+    min_healthy_percent: int = 50
 
     @property
     def proxy(self) -> str:
         return pool_proxy_name(self.id, self.slug)
 
     @property
+    def primaries(self) -> tuple[ServerSpec, ...]:
+        return tuple(s for s in self.servers if not s.backup)
+
+    @property
     def has_rule(self) -> bool:
         return bool(self.match_host or self.match_path_prefix)
+
+
+# PoolSpec fields no config line depends on: changing them needs no reload.
+NOT_RENDERED = frozenset({"servers", "max_ejected_percent", "min_healthy_percent"})
 
 
 @dataclass(frozen=True)

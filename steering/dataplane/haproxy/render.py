@@ -15,6 +15,11 @@ Choices worth knowing:
   connections again (`fall` so high it never takes one out by itself): HAProxy judges live
   traffic only, the prober stays the one active verdict. The control plane reads HAProxy's
   verdict and the live counters and decides ejections, bounded (steering.services.outliers).
+- No Runtime API command changes a pool's passive settings, so the config says which ones it was
+  rendered with: one process-wide variable per pool (`proc.steering_passive_<id>`, read with
+  `get var`). The agent of an HAProxy it does not run compares them with the desired ones and
+  refuses a version HAProxy cannot apply without a reload; the agent that runs HAProxy checks its
+  reload by them.
 - Every `balance` is dynamic, so the Runtime API can `add server` (HAProxy 2.6 needs it).
 - Draining cannot be written in a config, so a draining server renders as `weight 0` (no new
   sessions, open ones finish): after a restart `apply` treats weight 0 and `drain` as the same.
@@ -83,6 +88,27 @@ def observe_words(pool: PoolSpec) -> str:
     return f"check observe layer4 error-limit {int(pool.error_limit)} on-error mark-down {OBSERVE_CHECK}"
 
 
+def passive_var(pool_id: int) -> str:
+    """The process-wide variable holding a pool's rendered passive settings."""
+    return f"proc.steering_passive_{int(pool_id)}"
+
+
+def passive_settings(pool: PoolSpec, mode: str) -> str:
+    """What of a pool's passive settings its config renders, as one word safe inside `str()`:
+    `retries:3/redispatch:1/retry-on:conn-failure+empty-response/observe:layer4/error-limit:5`.
+    A setting that renders nothing (retry-on in TCP, error-limit without observe) is left empty, so
+    changing it asks for no reload."""
+    retries = max(0, int(pool.retries))
+    words = pool.retry_on.split() if mode == "http" and retries else []
+    for word in words:
+        if not word.replace("-", "").isalnum() or not word.isascii():
+            raise ValueError(f"pool {pool.slug}: unusable retry-on keyword {word!r}")
+    observing = pool.observe == "layer4"
+    return "/".join([f"retries:{retries}", f"redispatch:{int(bool(retries and pool.redispatch))}",
+                     f"retry-on:{'+'.join(words)}", f"observe:{'layer4' if observing else 'off'}",
+                     f"error-limit:{int(pool.error_limit) if observing else ''}"])
+
+
 def server_line(s: ServerSpec, passive: str = "") -> str:
     # weight 0 for drain: the config cannot say "drain", and weight 0 takes no new sessions either.
     weight = 0 if s.state == DRAIN else s.weight
@@ -121,6 +147,20 @@ def frontend_mode(service: ServiceSpec, pools: list[PoolSpec]) -> str:
     return "http" if service.protocol == "http" and all(p.mode == "http" for p in pools) else "tcp"
 
 
+def services_pools(spec: PopSpec) -> dict[str, list[PoolSpec]]:
+    """Each service's pools, in the order its frontend tries their rules."""
+    return {s.slug: sorted((p for p in spec.pools if p.service == s.slug), key=lambda p: (p.rule_priority, p.slug, p.id))
+            for s in spec.services}
+
+
+def pool_modes(spec: PopSpec) -> dict[int, str]:
+    """The mode each pool's backend is rendered in: its frontend's, else (a pool of a service not
+    listed) its own."""
+    by_service = services_pools(spec)
+    modes = {p.id: frontend_mode(s, by_service[s.slug]) for s in spec.services for p in by_service[s.slug]}
+    return {p.id: modes.get(p.id, p.mode) for p in spec.pools}
+
+
 def _rule_lines(pool: PoolSpec) -> tuple[list[str], str]:
     """ACL lines for a pool's match, and the condition that names them."""
     acls, names = [], []
@@ -146,12 +186,17 @@ def render(spec: PopSpec, *, socket_path: str, binds: Mapping[str, tuple[str, in
     warnings: list[str] = list(spec.notes)
     if "'" in socket_path or any(c.isspace() for c in socket_path):
         raise ValueError(f"unusable socket path {socket_path!r}")
+    pools_by_id = {p.id: p for p in spec.pools}
+    by_service = services_pools(spec)
+    modes = pool_modes(spec)
     out = [
         f"# Rendered by steering for PoP {spec.slug}. Do not edit: runtime changes go through the Runtime API.",
         "global",
         f"    maxconn {maxconn}",
         f"    stats socket {socket_path} mode 600 level admin expose-fd listeners",
         "    stats timeout 30s",
+        *(f"    set-var {passive_var(p.id)} str({passive_settings(p, modes[p.id])})"
+          for p in sorted(spec.pools, key=lambda p: p.id)),
         "",
         "defaults",
         "    mode tcp",
@@ -160,10 +205,6 @@ def render(spec: PopSpec, *, socket_path: str, binds: Mapping[str, tuple[str, in
         "    default-server init-addr last,libc,none",
         "",
     ]
-    pools_by_id = {p.id: p for p in spec.pools}
-    by_service = {s.slug: sorted((p for p in spec.pools if p.service == s.slug),
-                                 key=lambda p: (p.rule_priority, p.slug, p.id)) for s in spec.services}
-    modes = {p.id: frontend_mode(s, by_service[s.slug]) for s in spec.services for p in by_service[s.slug]}
     for service in spec.services:
         pools = by_service[service.slug]
         if not pools:
@@ -202,7 +243,7 @@ def render(spec: PopSpec, *, socket_path: str, binds: Mapping[str, tuple[str, in
             warnings.append(f"service {service.slug}: no pool without match rules; unmatched requests get 503")
         out.append("")
     for p in sorted(spec.pools, key=lambda p: p.id):
-        mode = modes.get(p.id, p.mode)  # a pool of a service not listed keeps its own
+        mode = modes[p.id]
         out += [f"backend {p.proxy}", f"    mode {mode}", f"    balance {ALGORITHMS.get(p.algorithm, 'roundrobin')}"]
         if p.algorithm == "source":
             out.append("    hash-type consistent")  # static hashing would refuse runtime-added servers

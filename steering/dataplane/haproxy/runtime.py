@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import socket
 from dataclasses import dataclass
 
@@ -63,6 +64,8 @@ class ServerStat:
     eresp: int = 0
     wretr: int = 0
     wredis: int = 0
+    lastchg: int = 0     # seconds since its status last changed (UP/DOWN)
+    chkdown: int = 0     # times it went from UP to DOWN since start
 
 
 class Runtime:
@@ -129,7 +132,7 @@ class Runtime:
             ServerStat(backend=r["pxname"], name=r["svname"], scur=num(r, "scur"), stot=num(r, "stot"),
                        rate=num(r, "rate"), hrsp_5xx=num(r, "hrsp_5xx"), status=r.get("status", ""),
                        weight=num(r, "weight"), econ=num(r, "econ"), eresp=num(r, "eresp"), wretr=num(r, "wretr"),
-                       wredis=num(r, "wredis"))
+                       wredis=num(r, "wredis"), lastchg=num(r, "lastchg"), chkdown=num(r, "chkdown"))
             for r in rows
             if r.get("svname") not in ("FRONTEND", "BACKEND", None) and r.get("pxname")
         ]
@@ -170,6 +173,22 @@ class Runtime:
         reply = self.command(f"set server {backend}/{server} addr {address} port {port}").strip()
         if reply and "changed" not in reply and "no need" not in reply:
             raise RuntimeAPIError(f"set server {backend}/{server} addr: {reply}")
+
+    def get_var(self, name: str) -> str | None:
+        """A process-wide variable's value (`get var proc.x`), None when the config sets none."""
+        reply = self.command(f"get var {name}").strip()
+        if reply.startswith("Variable not found"):
+            return None
+        match = re.fullmatch(r"\S+: type=\S+ value=<(.*)>", reply, re.S)
+        if match is None:
+            raise RuntimeAPIError(f"get var {name}: {reply[:200]}")
+        return match.group(1)
+
+    def set_health(self, backend: str, server: str, health: str) -> None:
+        """Force a checked server's health (`up` puts back a server its observe took out)."""
+        if health not in ("up", "down", "stopping"):
+            raise ValueError(f"unknown health {health!r}")
+        self._expect(f"set server {backend}/{server} health {health}")
 
     def worker_pid(self) -> int:
         """The serving process's pid (`show info`): it changes on every reload and restart."""

@@ -44,11 +44,17 @@ class Figures:
     hrsp_5xx: int = 0
     errors: int = 0
     observed_down: int = 0
+    # 1 when the agent put the server back this pass: HAProxy's observe had taken out more of its
+    # pool than the pool's bound allows (steering.dataplane.haproxy.observe); the control plane tells
+    # the operator (outlier panic).
+    observe_held: int = 0
 
 
 def observed_down(status: str) -> bool:
-    """`DOWN`, `DOWN 1/2` (coming back): taken out by HAProxy's checks, here its observe. Not
-    MAINT or DRAIN (ours), not `no check` (a server added at runtime has no observe)."""
+    """`DOWN`, `DOWN 1/2` (coming back): taken out by HAProxy's checks, here its observe (servers
+    from the config and those the agent adds at runtime alike: apply.py gives an added server its
+    pool's observe words and enables its check). Not MAINT or DRAIN (ours), not `no check` (a pool
+    with observe off)."""
     return status.startswith("DOWN")
 
 

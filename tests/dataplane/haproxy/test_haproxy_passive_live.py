@@ -10,16 +10,8 @@ would. No timed assertions: waits are bounded polls ("within the window").
 
 from __future__ import annotations
 
-import http.client
-import os
-import signal
-import subprocess
-import sys
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,119 +27,10 @@ from steering.redisconn import sync_client
 from steering.services import outliers
 from steering.services.health import record_transitions
 from tests import factories as f
-from tests.dataplane.haproxy.lab import HAProxy
-from tests.processes import stop_process_group
-from tests.support import free_port, wait_for
+from tests.dataplane.haproxy.lab import BackendProcess, HAProxy, Load
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
-
-# One backend process: HTTP/1.1 keep-alive on 127.0.0.1, answers its name; "fail R" on stdin makes
-# it answer 503 to that share of requests. Each answer is written whole, in one write.
-BACKEND = r"""
-import asyncio, sys
-name, port = sys.argv[1], int(sys.argv[2])
-state = {"fail": 0.0, "n": 0}
-async def handle(reader, writer):
-    try:
-        while True:
-            await reader.readuntil(b"\r\n\r\n")
-            state["n"] += 1
-            n, r = state["n"], state["fail"]
-            bad = r > 0 and int(n * r) != int((n - 1) * r)
-            body = name.encode()
-            status = b"503 Service Unavailable" if bad else b"200 OK"
-            writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-            await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
-        pass
-    finally:
-        writer.close()
-async def control():
-    loop = asyncio.get_running_loop()
-    r = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(r), sys.stdin)
-    while line := await r.readline():
-        words = line.split()
-        if words and words[0] == b"fail":
-            state["fail"] = float(words[1])
-async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", port)
-    print("ready", flush=True)
-    await asyncio.wait_for(control(), timeout=120)  # never outlives the test
-asyncio.run(main())
-"""
-
-
-class BackendProcess:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, "-c", BACKEND, name, str(self.port)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, start_new_session=True)
-        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == b"ready"
-
-    def fail(self, share: float) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(f"fail {share}\n".encode())
-        self.proc.stdin.flush()
-
-    def kill(self) -> None:
-        """SIGKILL, as a crashed process dies: no goodbye, open connections reset by the kernel."""
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            stop_process_group(self.proc, timeout=5)
-
-
-@dataclass
-class Load:
-    """Steady GETs through HAProxy from `threads` keep-alive clients; stops by itself."""
-
-    port: int
-    threads: int = 6
-    pause: float = 0.004
-    max_seconds: float = 60.0
-    results: Counter[str] = field(default_factory=Counter)
-    stop_event: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.max_seconds
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        while not self.stop_event.is_set() and time.monotonic() < deadline:
-            try:
-                conn.request("GET", "/")
-                response = conn.getresponse()
-                response.read()
-                key = "ok" if response.status == 200 else str(response.status)
-            except (OSError, http.client.HTTPException) as exc:
-                key = f"error:{type(exc).__name__}"
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-            with self._lock:
-                self.results[key] += 1
-            time.sleep(self.pause)
-        conn.close()
-
-    def start(self) -> Load:
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(self.threads)]
-        for t in self._threads:
-            t.start()
-        return self
-
-    def stop(self) -> Counter[str]:
-        self.stop_event.set()
-        for t in self._threads:
-            t.join(15)
-        return self.results
-
-    def sent(self) -> int:
-        with self._lock:
-            return sum(self.results.values())
-
 
 class Lab:
     """A PoP with one L7 pool of real backends behind a real HAProxy, as we render it."""

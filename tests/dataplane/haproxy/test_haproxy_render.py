@@ -227,3 +227,68 @@ def test_a_retry_on_word_that_could_break_the_config_is_refused() -> None:
     spec = PopSpec("p", (ServiceSpec("api", "http"),), (bad,))
     with pytest.raises(ValueError, match="retry-on"):
         render(spec, socket_path="/tmp/x.sock", binds={"api": ("127.0.0.1", 20000)})
+
+
+def test_the_config_says_which_passive_settings_it_runs_and_only_rendered_ones_count(tmp_path: Path) -> None:
+    from steering.agents.haproxy import config_signature
+    from steering.dataplane.haproxy.render import passive_settings, passive_var
+
+    web = PoolSpec(1, "web", "api", "http", "roundrobin", retries=2, retry_on="conn-failure 503")
+    l4 = PoolSpec(3, "l4", "tcp", "tcp", "roundrobin", observe="off")
+    spec = PopSpec("p", (ServiceSpec("api", "http"), ServiceSpec("tcp", "tcp")), (web, l4))
+    text = render(spec, socket_path=str(tmp_path / "x.sock"), binds=binds(spec)).text
+    haproxy_check(text, tmp_path)
+    assert (f"set-var {passive_var(1)} str(retries:2/redispatch:1/retry-on:conn-failure+503/observe:layer4/"
+            "error-limit:5)") in text
+    assert f"set-var {passive_var(3)} str(retries:3/redispatch:1/retry-on:/observe:off/error-limit:)" in text
+    # A setting the config does not render asks for no reload: retry-on in TCP, error-limit with observe off,
+    # and the bound the agent itself holds HAProxy's observe to.
+    from dataclasses import replace
+
+    assert passive_settings(replace(l4, retry_on="503", error_limit=9), "tcp") == passive_settings(l4, "tcp")
+    bound_only = replace(spec, pools=(replace(web, max_ejected_percent=50, min_healthy_percent=10), l4))
+    assert config_signature(bound_only) == config_signature(spec)
+    assert config_signature(replace(spec, pools=(replace(web, retries=1), l4))) != config_signature(spec)
+
+
+def _row(proxy: str, name: str, status: str, lastchg: int = 0) -> ServerStat:
+    return ServerStat(proxy, name, 0, 0, 0, 0, status, 100, lastchg=lastchg)
+
+
+def test_the_agent_puts_back_what_haproxys_observe_took_out_beyond_the_pool_bound() -> None:
+    from dataclasses import replace
+
+    from steering.dataplane.haproxy.observe import beyond_the_bound
+
+    servers = tuple(ServerSpec(f"s{i}", "127.0.0.1", 9000 + i, 100, READY, backend_id=i) for i in range(1, 5))
+    pool = PoolSpec(7, "web", "api", "http", "roundrobin", servers=servers)   # 10 %, min healthy 50 %
+    spec = PopSpec("p", (ServiceSpec("api", "http"),), (pool,))
+    all_down = [_row(pool.proxy, s.name, "DOWN", lastchg=3) for s in servers]
+    # Every server down at once (a flap): 10 % of 4 is still one (at least one, as in Envoy). The one
+    # seen down first stays out; the others go back, the latest first.
+    put = beyond_the_bound(spec, all_down, {3: 10.0, 1: 11.0, 2: 11.0, 4: 11.0})
+    assert sorted(p.server for p in put) == ["s1", "s2", "s4"]
+    assert "at most 10% of the pool may be ejected at once (1 of 4)" in put[0].why
+    assert "HAProxy's observe had 4 of the 4 backends of pool web out" in put[0].why
+    # Seen in the same pass: the longer down (HAProxy's lastchg) stays, then the lower id.
+    rows = [_row(pool.proxy, "s1", "DOWN", 1), _row(pool.proxy, "s2", "DOWN 1/2", 5), _row(pool.proxy, "s3", "UP"),
+            _row(pool.proxy, "s4", "DOWN", 1)]
+    assert sorted(p.server for p in beyond_the_bound(spec, rows, {})) == ["s1", "s4"]
+    # One already ejected by the control plane counts against the share: every observe-DOWN goes back.
+    ejected = replace(pool, servers=(replace(servers[0], weight=0, ejected=True), *servers[1:]))
+    put = beyond_the_bound(replace(spec, pools=(ejected,)), all_down, {})
+    assert sorted(p.server for p in put) == ["s2", "s3", "s4"]
+    # A larger share stops at the minimum healthy capacity (declared capacities count, as for ejection).
+    wide = replace(pool, max_ejected_percent=100, min_healthy_percent=60,
+                   servers=tuple(replace(s, capacity=100.0 * s.backend_id) for s in servers))  # 1000 req/s in all
+    kept = {s.name for s in servers} - {p.server for p in beyond_the_bound(replace(spec, pools=(wide,)), all_down, {})}
+    assert kept == {"s1", "s2"}  # 300 of 1000 req/s out, 700 serving; s3 would leave 400, below 600
+    # Out for our own reasons (drained, weight 0, a backup): left alone; the last one serving goes back.
+    others = replace(pool, servers=(replace(servers[0], state=DRAIN), replace(servers[1], weight=0),
+                                    replace(servers[2], backup=True), servers[3]))
+    put = beyond_the_bound(replace(spec, pools=(others,)), all_down, {})
+    assert [p.server for p in put] == ["s4"] and "below the pool's minimum healthy 50%" in put[0].why
+    assert beyond_the_bound(spec, [_row(pool.proxy, s.name, "UP") for s in servers], {}) == []
+    # 0 % only watches: HAProxy's observe may keep nobody out either.
+    watching = replace(pool, max_ejected_percent=0)
+    assert len(beyond_the_bound(replace(spec, pools=(watching,)), all_down, {})) == 4
