@@ -7,10 +7,17 @@ PORT   ?= 8000
 
 .PHONY: run test frontend deps lint typecheck schema clean bench
 
-run: deps frontend  ## set up and start everything (SQLite + private Redis unless DATABASE_URL/REDIS_URL)
+# System packages (deploy/system-packages.txt, steering.syspkgs): installed when missing if this
+# user can (root, or passwordless sudo, with apt-get); otherwise the one command is printed and
+# make carries on DEGRADED. Before the dashboard's build, which needs npm.
+run: deps  ## set up and start everything (SQLite + private Redis unless DATABASE_URL/REDIS_URL)
+	$(PY) -m steering.syspkgs ensure --for run
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory frontend; else \
+	    echo "  dashboard:        NOT BUILT, npm is missing (see the system packages line): DEGRADED, the API runs"; fi
 	PORT=$(PORT) STEERING_LOCAL_SECRET_KEY=$${STEERING_LOCAL_SECRET_KEY-1} $(PY) manage.py runstack --setup
 
 test: deps  ## the whole suite on embedded defaults (or DATABASE_URL / REDIS_URL when set)
+	$(PY) -m steering.syspkgs ensure --for test
 	$(PY) -m config.embedded $(PY) -m pytest $(PYTEST_ARGS)
 
 deps: $(DEPS)

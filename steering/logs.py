@@ -9,12 +9,18 @@ user) follow as keys of their own; an exception adds `exc_info` as text.
 
 python-json-logger (BSD-2, no dependencies, typed, maintained) does the JSON: escaping, `extra`
 fields and exceptions are its tested code; we only name the fields and write the time in UTC.
+
+Celery's worker and beat (config/celery.py) log through the same configuration under json: no
+text banner, and the lines Celery writes outside logging (a shutdown) go through `say_as_json`.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
+import os
+import sys
+from typing import IO
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
@@ -32,3 +38,16 @@ class JsonFormatter(_JsonFormatter):
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 (logging's name)
         return datetime.datetime.fromtimestamp(record.created, tz=datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def say_as_json(msg: str, f: IO[str] | None = None, logger: str = "celery.worker") -> None:
+    """Stands in for celery.apps.worker.safe_say ("worker: Warm shutdown (MainProcess)") under
+    LOG_FORMAT=json: the same words as one JSON line. It runs in signal handlers, so like safe_say it
+    takes no lock (no logging handler) and writes with one os.write."""
+    stream = f if f is not None else sys.__stderr__
+    record = logging.LogRecord(logger, logging.INFO, __file__, 0, msg.strip(), None, None)
+    record.request_id = "-"
+    try:
+        os.write(stream.fileno(), (JsonFormatter().format(record) + "\n").encode())  # type: ignore[union-attr]
+    except (OSError, AttributeError, ValueError):
+        pass  # as safe_say: losing the line must never stop a shutdown

@@ -19,6 +19,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from steering import syspkgs
 from steering.gslb.pdnsconf import pdns_command, pdns_server_binary, write_config
 
 
@@ -34,7 +35,8 @@ def dns_layer(python: str, manage: Path, var_dir: Path, *, listen: str, dns_port
     if binary is None:
         return DnsDemo(lines=[
             "  DNS:              NOT CONNECTED: pdns_server is not installed",
-            "                    (apt-get install pdns-server pdns-backend-remote, then make run again)",
+            # The package names and the install command come from deploy/system-packages.txt.
+            f"                    ({syspkgs.hint('pdns_server')}, then make run again)",
         ])
     config_dir = var_dir / "pdns"
     write_config(config_dir, port=dns_port, backend_url=f"http://{listen}/dns")

@@ -1,5 +1,7 @@
 """LOG_FORMAT=json: the real web process (uvicorn, as `make run` starts it) writes one JSON object a
-line, and the line of a request carries the request id the audit wrote for that action."""
+line, and the line of a request carries the request id the audit wrote for that action; the Celery
+worker and beat (as `make run` and docker-compose start them) write nothing else either, from
+their start to their shutdown."""
 
 from __future__ import annotations
 
@@ -7,8 +9,10 @@ import json
 import logging
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,7 +22,7 @@ from steering.middleware import RequestIdLogFilter
 from steering.models import Change
 from tests import factories as f
 from tests.conftest import token_client
-from tests.processes import ROOT, WebProcess, subprocess_env
+from tests.processes import ROOT, CeleryProcess, WebProcess, subprocess_env
 
 
 class JsonLogServer(WebProcess):
@@ -62,6 +66,55 @@ def test_a_drain_logged_as_json_carries_the_request_id_of_its_change(tmp_path: P
     for text in log.splitlines():
         if text.strip() and not text.startswith("=== start"):
             assert text.startswith("{"), text
+
+
+def json_lines(log: str) -> list[dict[str, Any]]:
+    """Every line parsed as JSON (a line that is not fails the test, naming it)."""
+    records = []
+    for text in log.splitlines():
+        if text.strip():
+            try:
+                records.append(json.loads(text))
+            except ValueError:
+                pytest.fail(f"not a JSON line: {text!r}\n--- the log:\n{log[-3000:]}", pytrace=False)
+    return records
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_the_celery_worker_and_beat_log_only_json_from_start_to_shutdown(tmp_path: Path) -> None:
+    """No text banner, no plain warning (the worker runs as root in CI), no plain shutdown line."""
+    env = {"LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
+    worker = CeleryProcess("worker", tmp_path, "--concurrency", "1", "--hostname", "json@%h", env=env)
+    beat = CeleryProcess("beat", tmp_path, env=env)
+    try:
+        deadline = time.monotonic() + 90
+        while not ("ready." in worker.log() and "beat: Starting..." in beat.log()):
+            assert time.monotonic() < deadline, f"no start within 90 s:\n{worker.log()[-2000:]}\n{beat.log()[-2000:]}"
+            assert worker.proc.poll() is None and beat.proc.poll() is None, worker.log()[-2000:] + beat.log()[-2000:]
+            time.sleep(0.2)
+    finally:
+        worker.stop()  # SIGTERM: a warm shutdown, which Celery announces outside logging
+        beat.stop()
+    started = [r for r in json_lines(worker.log()) if r["logger"] == "celery.apps.worker"]
+    assert any(r["message"].endswith("ready.") and r["level"] == "INFO" for r in started), started
+    assert {"time", "level", "logger", "message", "request_id"} <= set(started[0])
+    said = [r["message"] for r in json_lines(worker.log()) if r["logger"] == "celery.worker"]
+    assert said == ["worker: Warm shutdown (MainProcess)"]
+    assert any(r["logger"] == "celery.beat" and r["message"] == "beat: Starting..." for r in json_lines(beat.log()))
+
+
+def test_plain_logs_leave_celery_as_it_is(settings: Any) -> None:
+    """Under the default (plain) the JSON hooks stay out: Celery's banner and its own logging."""
+    from celery.signals import setup_logging
+
+    import config.celery
+
+    settings.LOG_FORMAT = "plain"
+    worker = SimpleNamespace(quiet=False)
+    config.celery._worker_json_logs(worker)
+    assert worker.quiet is False and not setup_logging.receivers
+    assert config.celery.app.Beat(quiet=False).quiet is False
 
 
 def test_the_formatter_names_the_fields_and_keeps_extras_and_exceptions() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,9 +92,72 @@ def test_make_run_starts_degraded_and_says_how_to_install(tmp_path: Path, monkey
 
 def test_the_list_is_what_ci_installed_and_parses() -> None:
     names = {p.name: p.needed_by for p in syspkgs.read_list()}
-    for name in ("haproxy", "pdns-server", "pdns-backend-remote", "pdns-backend-lua2", "dnsutils", "bird2"):
+    # make run builds the dashboard (npm) and runs the data planes.
+    for name in ("nodejs", "npm", "haproxy", "pdns-server", "pdns-backend-remote", "pdns-backend-lua2", "dnsutils",
+                 "bird2"):
         assert names[name] == "run"
-    assert names["chromium"] == "test" and names["prometheus"] == "ci"
+    # make test adds Chromium (tests/browser) and PostgreSQL's initdb and pg_ctl (tests/chaos).
+    assert names["chromium"] == "test" and names["postgresql"] == "test" and names["prometheus"] == "ci"
+
+
+def test_each_purpose_includes_the_one_before_it() -> None:
+    """make test needs everything make run installed; .ci/run (`--for ci`) everything make test needs."""
+    assert set(syspkgs.PURPOSES["run"]) <= set(syspkgs.PURPOSES["test"]) <= set(syspkgs.PURPOSES["ci"])
+    listed = syspkgs.read_list()
+    for smaller, larger in (("run", "test"), ("test", "ci")):
+        every = plan(listed, larger, which=which_finding("apt-get"), is_root=True).missing
+        assert set(plan(listed, smaller, which=which_finding("apt-get"), is_root=True).missing) <= set(every)
+
+
+def test_postgresql_is_found_by_its_initdb(tmp_path: Path) -> None:
+    """The probe the list gives PostgreSQL is Debian's initdb (tests/postgres.py looks there)."""
+    probe = {p.name: p for p in syspkgs.read_list()}["postgresql"]
+    assert probe.probe == "/usr/lib/postgresql/*/bin/initdb"
+    moved = Package("postgresql", f"{tmp_path}/*/bin/initdb", "test")
+    assert not syspkgs.is_installed(moved, which_finding())
+    (tmp_path / "15" / "bin").mkdir(parents=True)
+    (tmp_path / "15" / "bin" / "initdb").write_text("")
+    assert syspkgs.is_installed(moved, which_finding())
+
+
+def test_make_test_ensures_the_test_packages_and_says_what_degrades(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    listing = tmp_path / "packages.txt"
+    listing.write_text("no-such-run steering-no-such-a run\nno-such-test steering-no-such-b test\n"
+                       "no-such-ci steering-no-such-c ci\n")
+    monkeypatch.setenv("STEERING_INSTALL_SYSTEM_PACKAGES", "0")
+    lines = syspkgs.ensure("test", listing)
+    assert "MISSING no-such-run, no-such-test (" in lines[0] and "tests that need them skip" in lines[0]
+    assert "no-such-ci" not in lines[0]
+    assert "install --for test)" in lines[1] and lines[1].endswith("then make test again")
+
+
+def test_the_makefile_ensures_packages_before_it_builds_or_tests() -> None:
+    """`make run` ensures the `run` packages before the dashboard's build (npm), `make test` the `test` ones."""
+    makefile = (syspkgs.ROOT / "Makefile").read_text()
+    run = makefile.split("\nrun:", 1)[1].split("\n\n", 1)[0]
+    test = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    assert run.index("steering.syspkgs ensure --for run") < run.index("frontend") < run.index("runstack --setup")
+    assert test.index("steering.syspkgs ensure --for test") < test.index("pytest")
+
+
+def test_the_ensure_command_never_fails_make(tmp_path: Path) -> None:
+    listing = tmp_path / "packages.txt"
+    listing.write_text("no-such-package steering-no-such-command test\n")
+    done = subprocess.run([sys.executable, "-m", "steering.syspkgs", "ensure", "--for", "test", "--list", str(listing)],
+                          cwd=syspkgs.ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "STEERING_INSTALL_SYSTEM_PACKAGES": "0"})
+    assert done.returncode == 0 and "MISSING no-such-package" in done.stdout
+
+
+def test_the_layers_hints_name_packages_from_the_list() -> None:
+    """runstack and the DNS and anycast demos name no package themselves: syspkgs.hint reads the list."""
+    assert syspkgs.hint("haproxy").startswith("haproxy; to install: (cd ")
+    assert syspkgs.hint("pdns_server").startswith("pdns-server; ")
+    assert syspkgs.hint("bird").startswith("bird2; ") and "steering.syspkgs install)" in syspkgs.hint("bird")
+    for source in ("steering/management/commands/runstack.py", "steering/gslb/demo.py",
+                   "steering/dataplane/exabgp/demo.py"):
+        assert "apt-get" not in (syspkgs.ROOT / source).read_text(), source
 
 
 def test_a_bad_line_is_refused(tmp_path: Path) -> None:

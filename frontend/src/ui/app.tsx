@@ -214,11 +214,15 @@ function DataplaneStatus({ planes }: { planes: PollState<Dataplanes> }) {
   if (planes.kind === "missing") body = <span class="muted">data planes: status not available on this server</span>;
   else if (!data) body = <span class="muted">data planes: {planes.kind === "error" ? planes.message : "checking…"}</span>;
   else {
+    // Short, so every layer fits the header at 1280 px: the symbol and the layer's name on screen,
+    // the state's words in the tooltip and for screen readers.
     body = [...LAYER_KEYS.map((name) => {
       const l = data[name];
+      const state = l.connected ? "connected" : "not connected";
       return (
-        <span key={name} class={l.connected ? "ok" : "err"} title={l.detail} data-layer={name} data-connected={String(l.connected)}>
-          {l.connected ? "✓" : "✕"} {name}{l.connected ? "" : " not connected"}
+        <span key={name} class={`layer ${l.connected ? "ok" : "err"}`} title={`${name} ${state}: ${l.detail}`}
+          data-layer={name} data-connected={String(l.connected)}>
+          <span aria-hidden="true">{l.connected ? "✓" : "✕"}</span> {name}<span class="sr-only"> {state}</span>
         </span>
       );
     }), <AppliedSummary key="applied" applied={data.applied} />];

@@ -55,6 +55,10 @@ export function AppliedSummary({ applied }: { applied: Applied | undefined }) {
   const trouble = all.filter((l) => TROUBLE.has(l.state));
   const applying = all.filter((l) => l.state === "applying");
   const first = trouble[0];
+  // No agent anywhere is not "applied": nothing has said it runs anything.
+  if (all.every((l) => l.state === "absent")) {
+    return <span class="muted" data-testid="applied-summary" data-state="absent" title="No data-plane agent has reported.">○ no agent reports v{applied.version}</span>;
+  }
   if (first) {
     return <span class="err" data-testid="applied-summary" data-state="behind" title={trouble.map((l) => l.detail).join("\n")}>
       ✗ {trouble.length} not applied: {first.detail}</span>;

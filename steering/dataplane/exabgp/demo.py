@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from steering import syspkgs
 from steering.dataplane.exabgp.lab import (
     Bird,
     ExaBGPProcess,
@@ -52,7 +53,8 @@ def anycast_layer(python: str, var_dir: Path, *, api: str) -> AnycastDemo:
     if missing:
         return AnycastDemo(lines=[
             f"  anycast:          NOT CONNECTED: {' and '.join(missing)} not installed",
-            "                    (apt-get install bird2; pip install -r requirements-dev.txt)",
+            # BIRD is a system package (deploy/system-packages.txt); ExaBGP a Python one.
+            f"                    ({syspkgs.hint('bird')}; exabgp: pip install -r requirements-dev.txt)",
         ])
     directory = var_dir / "anycast"
     return AnycastDemo(

@@ -90,7 +90,7 @@ class Command(BaseCommand):
                 commands["demo-traffic"] = [python, str(settings.BASE_DIR / "manage.py"), "demo_traffic"]
                 notes.append("  demo traffic:     a few requests/s through every PoP (manage.py demo_traffic)")
         else:
-            notes.append("  local layer:      NOT CONNECTED (HAProxy is not installed: apt-get install haproxy)")
+            notes.append(f"  local layer:      NOT CONNECTED (HAProxy is not installed: {syspkgs.hint('haproxy')})")
         # DNS layer: the GSLB server and a loopback PowerDNS, when pdns_server is installed.
         # The GSLB server follows this web server with a DNS agent token (manage.py gslb_server keeps
         # one in var/gslb/agent.token, then execs `python -m steering.agents gslb`).
