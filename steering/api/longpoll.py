@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
+import orjson
 from asgiref.sync import sync_to_async
 from django.db import connection
 
@@ -184,7 +185,7 @@ class _Cached:
     def body(self) -> bytes:
         # Serialised on first use: an agent told "unchanged" (304) never needs it.
         if self._body is None:
-            self._body = json.dumps(self.document, separators=(",", ":")).encode()
+            self._body = orjson.dumps(self.document, default=str)
         return self._body
 
     @property

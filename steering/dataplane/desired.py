@@ -13,12 +13,12 @@ A document is `{"layer", "pop", "version", "etag", "spec"}`:
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
+import orjson
+
 from steering.choices import DataplaneLayer
-from steering.dataplane.haproxy.desired import pop_specs
-from steering.dataplane.haproxy.model import pop_spec_to_dict
+from steering.dataplane.haproxy.desired import pop_spec_dicts
 from steering.models import VIP, PoP
 from steering.readmodels.version import current_version
 
@@ -40,10 +40,10 @@ def frontend_binds(pops: list[PoP], services_of: dict[int, set[str]]) -> dict[in
 def desired_specs(layer: str, pops: list[PoP]) -> dict[int, dict[str, Any]]:
     """The specs of several PoPs' `layer` at once (a handful of queries, whatever their number)."""
     if layer == DataplaneLayer.LOCAL:
-        specs = pop_specs(pops)
-        services_of = {pk: {s.slug for s in spec.services} for pk, spec in specs.items()}
+        specs = pop_spec_dicts(pops)
+        services_of = {pk: {s["slug"] for s in spec["services"]} for pk, spec in specs.items()}
         binds = frontend_binds(pops, services_of)
-        return {pk: {**pop_spec_to_dict(spec), "binds": binds[pk]} for pk, spec in specs.items()}
+        return {pk: {**spec, "binds": binds[pk]} for pk, spec in specs.items()}
     if layer == DataplaneLayer.ANYCAST:
         from steering.readmodels.announcements import desired_for, managed_prefixes
 
@@ -112,8 +112,9 @@ def refresh_at(layer: str, pop: PoP | None, now: float | None = None) -> float |
 
 
 def spec_etag(spec: dict[str, Any]) -> str:
-    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
-    return '"' + hashlib.sha256(canonical.encode()).hexdigest()[:32] + '"'
+    # orjson: a fleet-wide change digests 200 PoPs' specs at once, several times faster than json.
+    canonical = orjson.dumps(spec, option=orjson.OPT_SORT_KEYS, default=str)
+    return '"' + hashlib.sha256(canonical).hexdigest()[:32] + '"'
 
 
 def desired_document(layer: str, pop: PoP | None) -> dict[str, Any]:

@@ -9,7 +9,8 @@ import datetime
 import pytest
 from django.utils import timezone
 
-from steering.dataplane.haproxy.desired import pop_specs, server_spec
+from steering.dataplane.haproxy.desired import pop_spec_dicts, pop_specs, server_spec
+from steering.dataplane.haproxy.model import pop_spec_to_dict
 from steering.models import Backend
 from tests import factories as f
 
@@ -42,5 +43,7 @@ def test_every_state_gives_the_same_server_spec_as_one_at_a_time() -> None:
     got = {s.backend_id: s for p in built.pools for s in p.servers}
     for backend in Backend.objects.select_related("pool"):
         assert got[backend.pk] == server_spec(backend, pool_in_panic=backend.pool.in_panic, now=now), backend.pk
+    # The wire form built straight from the rows is the dataclasses' wire form.
+    assert pop_spec_dicts([pool.pop], now=now)[pool.pop.pk] == pop_spec_to_dict(built)
     weights = {s.weight_reason.split(" ")[0] for s in got.values()}
     assert {"admin", "configured", "slow", "ejected", "health", "down,"} <= weights  # every path was taken

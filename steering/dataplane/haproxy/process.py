@@ -49,6 +49,9 @@ class ManagedHAProxy:
     directory: Path
     binds: dict[str, tuple[str, int]]   # service slug -> (loopback address, port)
     proc: subprocess.Popen[bytes] | None = None
+    # Set by stop(): the agent is shutting down. Its follower thread may still be inside a long-poll
+    # and apply one more version after the stop; that must not start a HAProxy nobody will stop.
+    stopped: bool = False
 
     @property
     def config_path(self) -> Path:
@@ -80,6 +83,9 @@ class ManagedHAProxy:
             return False
 
     def start(self, spec: PopSpec, binary: str) -> None:
+        if self.stopped:
+            logger.info("haproxy %s: not started, the agent is stopping", self.pop)
+            return
         self.write(spec, binary)
         log = open(self.log_path, "ab")  # noqa: SIM115  (the child holds it; closed with our copy below)
         try:
@@ -91,6 +97,8 @@ class ManagedHAProxy:
 
     def reload(self, spec: PopSpec, binary: str) -> None:
         """New pools or services need a config: write it, then SIGUSR2 the master."""
+        if self.stopped:
+            return
         self.write(spec, binary)
         if self.running():
             assert self.proc is not None
@@ -100,6 +108,7 @@ class ManagedHAProxy:
             self.start(spec, binary)
 
     def stop(self) -> None:
+        self.stopped = True
         if self.proc is None or self.proc.poll() is not None:
             return
         os.killpg(self.proc.pid, signal.SIGTERM)
