@@ -47,3 +47,9 @@ def test_every_state_gives_the_same_server_spec_as_one_at_a_time() -> None:
     assert pop_spec_dicts([pool.pop], now=now)[pool.pop.pk] == pop_spec_to_dict(built)
     weights = {s.weight_reason.split(" ")[0] for s in got.values()}
     assert {"admin", "configured", "slow", "ejected", "health", "down,"} <= weights  # every path was taken
+
+
+def test_a_pop_without_pools_has_an_empty_spec_in_both_forms() -> None:
+    pop = f.pop()
+    assert pop_specs([pop])[pop.pk].pools == ()
+    assert pop_spec_dicts([pop])[pop.pk] == {"slug": pop.slug, "services": [], "pools": [], "notes": []}

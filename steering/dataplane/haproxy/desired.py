@@ -56,6 +56,8 @@ def _pool_spec(p: Pool, servers: tuple[ServerSpec, ...]) -> PoolSpec:
 def _server_specs(pools: list[Pool], now: datetime.datetime, make: Callable[..., Any] = ServerSpec) -> dict[int, list[Any]]:
     """Every server of these pools, in (pool, name) order, by pool id: a ServerSpec each, or what
     `make` builds from the same keywords (`dict`: the wire form, without a dataclass in between)."""
+    if not pools:  # a PoP without pools: no query (compiling `pool IN ()` raises EmptyResultSet)
+        return {}
     panic = {p.pk: p.in_panic for p in pools}
     timed = ExpressionWrapper(Q(ejected_until__gt=now) | Q(ready_since__gt=now - MAX_SLOW_START),
                               output_field=BooleanField())
