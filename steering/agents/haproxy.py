@@ -59,6 +59,7 @@ from steering.dataplane.haproxy.apply import Key, Result, Want, reconcile, sync
 from steering.dataplane.haproxy.model import NOT_RENDERED, PopSpec, pop_spec_from_dict
 from steering.dataplane.haproxy.observe import beyond_the_bound, settings_differ
 from steering.dataplane.haproxy.process import ManagedHAProxy, haproxy_binary
+from steering.dataplane.haproxy.render import bind_list
 from steering.dataplane.haproxy.runtime import Runtime, RuntimeAPIError, ServerStat
 from steering.dataplane.haproxy.stats import StatsCollector
 from steering.privatefiles import write_private
@@ -108,14 +109,14 @@ def parse_bind(text: str) -> tuple[str, Bind]:
     return service, (host.strip("[]"), int(port))
 
 
-def binds_of(desired: Desired, overrides: Mapping[str, Bind]) -> dict[str, Bind]:
-    """Per service, the address its frontend binds: the override, else the first of the desired
-    state's addresses for it (the service's VIP in the PoP's region)."""
-    binds: dict[str, Bind] = {}
+def binds_of(desired: Desired, overrides: Mapping[str, Bind]) -> dict[str, list[Bind]]:
+    """Per service, the addresses its frontend binds: the override, else every one the desired
+    state names for it (the service's VIPs in the PoP's region: IPv4 and IPv6, say)."""
+    binds: dict[str, list[Bind]] = {}
     for service, items in (desired.spec.get("binds") or {}).items():
         if items:
-            binds[service] = (str(items[0]["address"]), int(items[0]["port"]))
-    binds.update(overrides)
+            binds[service] = [(str(item["address"]), int(item["port"])) for item in items]
+    binds.update({service: [bind] for service, bind in overrides.items()})
     return binds
 
 
@@ -128,7 +129,8 @@ class HAProxyAgent:
         self.binary = haproxy_binary()
         if spawn and self.binary is None:
             raise RuntimeError("--spawn needs the haproxy binary (Debian package haproxy)")
-        self.managed = ManagedHAProxy(pop, state_dir / "haproxy", dict(binds or {})) if spawn else None
+        self.managed = ManagedHAProxy(pop, state_dir / "haproxy", {k: [v] for k, v in (binds or {}).items()}) \
+            if spawn else None
         self.socket = self.managed.socket_path if self.managed else (socket or "")
         if not self.socket:
             raise ValueError("name HAProxy's admin socket (--socket) or let the agent run HAProxy (--spawn)")
@@ -196,7 +198,7 @@ class HAProxyAgent:
             return sync(spec, runtime, self.applied)
         return reconcile(spec, runtime, self.applied, audit=self._report_repairs)
 
-    def _ensure_managed(self, spec: PopSpec, binds: dict[str, Bind]) -> None:
+    def _ensure_managed(self, spec: PopSpec, binds: dict[str, list[Bind]]) -> None:
         assert self.managed is not None and self.binary is not None
         if self.managed.binds != binds:
             self.managed.binds = binds
@@ -320,7 +322,8 @@ class HAProxyAgent:
         status = {"connected": self.connected, "error": self.error, "pid": self.pid, "servers": len(servers),
                   "managed": self.managed is not None}
         if self.managed is not None:
-            status["frontends"] = {k: f"{a}:{p}" for k, (a, p) in self.managed.binds.items()}
+            status["frontends"] = {k: ", ".join(f"{a}:{p}" for a, p in bind_list(v))
+                                   for k, v in self.managed.binds.items()}
         try:
             self.client.report(servers=servers, haproxy=status)
         except Exception as exc:

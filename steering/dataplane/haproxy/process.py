@@ -47,7 +47,7 @@ def frontend_port(service_port: int) -> int:
 class ManagedHAProxy:
     pop: str
     directory: Path
-    binds: dict[str, tuple[str, int]]   # service slug -> (loopback address, port)
+    binds: dict[str, list[tuple[str, int]]]   # service slug -> the (address, port)s its frontend binds
     proc: subprocess.Popen[bytes] | None = None
     # Set by stop(): the agent is shutting down. Its follower thread may still be inside a long-poll
     # and apply one more version after the stop; that must not start a HAProxy nobody will stop.

@@ -29,7 +29,7 @@ Choices worth knowing:
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from steering.dataplane.haproxy.model import ALGORITHMS, DRAIN, MAINT, PoolSpec, PopSpec, ServerSpec, ServiceSpec
@@ -180,9 +180,18 @@ def _rule_lines(pool: PoolSpec) -> tuple[list[str], str]:
     return acls, " ".join(names)
 
 
-def render(spec: PopSpec, *, socket_path: str, binds: Mapping[str, tuple[str, int]],
+Bind = tuple[str, int]
+
+
+def bind_list(value: Bind | Sequence[Bind]) -> list[Bind]:
+    """A service's binds: one (address, port), or several (its VIPs at the PoP: IPv4 and IPv6...)."""
+    return [value] if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int) else list(value)  # type: ignore[list-item]
+
+
+def render(spec: PopSpec, *, socket_path: str, binds: Mapping[str, Bind | Sequence[Bind]],
            timeouts: Mapping[str, str] | None = None, maxconn: int = 4096) -> Rendered:
-    """haproxy.cfg for `spec`. `binds` maps service slug -> (address, port) its frontend binds."""
+    """haproxy.cfg for `spec`. `binds` maps service slug -> the (address, port) its frontend binds,
+    or a list of them (each one a `bind` line)."""
     warnings: list[str] = list(spec.notes)
     if "'" in socket_path or any(c.isspace() for c in socket_path):
         raise ValueError(f"unusable socket path {socket_path!r}")
@@ -216,7 +225,7 @@ def render(spec: PopSpec, *, socket_path: str, binds: Mapping[str, tuple[str, in
             if p.mode == "http" and mode == "tcp":
                 warnings.append(f"pool {p.slug}: L7 pool behind a TCP frontend; served as TCP, match rules not applied")
         out += [f"frontend {service.frontend}", f"    mode {mode}",
-                f"    bind {bind_address(service.slug, binds[service.slug])}"]
+                *(f"    bind {bind_address(service.slug, b)}" for b in bind_list(binds[service.slug]))]
         if mode == "http":
             out.append("    option http-keep-alive")
         default = next((p for p in pools if not p.has_rule), None) if mode == "http" else pools[0]
