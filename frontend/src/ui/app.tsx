@@ -131,7 +131,7 @@ export function App() {
           </div>
           <div class="bottom">
             <Operations canAct={canAct} onAction={setDialog} stats={pollData(stats)} />
-            <Windows canAct={canAct} />
+            <Windows canAct={canAct} onAction={setDialog} />
             <Timeline history={history} />
           </div>
         </div>

@@ -5,7 +5,7 @@
 import { useState } from "preact/hooks";
 import { ApiError, postJSON, type Operation } from "../api";
 import { usePoll, pollData } from "../poll";
-import { localInput } from "./actions";
+import { localInput, type ActionRequest } from "./actions";
 
 const DAY = 86_400_000;
 const SPAN_DAYS = 7;
@@ -16,7 +16,7 @@ function when(iso: string | null): string {
   return iso ? new Date(iso).toLocaleString([], { weekday: "short", day: "numeric", hour: "2-digit", minute: "2-digit" }) : "—";
 }
 
-export function Windows({ canAct }: { canAct: boolean }) {
+export function Windows({ canAct, onAction }: { canAct: boolean; onAction: (r: ActionRequest) => void }) {
   const poll = usePoll<Page>("/api/v1/operations/?window=true&page_size=100&ordering=id", 10_000);
   const rows = pollData(poll)?.results ?? [];
   const from = Date.now() - DAY / 2;
@@ -32,14 +32,16 @@ export function Windows({ canAct }: { canAct: boolean }) {
             {days.map((d) => <span key={d.getTime()} class="cal-day" style={{ left: pct(d.getTime()) }}>{d.toLocaleDateString([], { weekday: "short", day: "numeric" })}</span>)}
             <span class="cal-now" style={{ left: pct(Date.now()) }} title="now" />
           </div>
-          {rows.map((op) => <WindowRow key={op.id} op={op} pct={pct} canAct={canAct} />)}
+          {rows.map((op) => <WindowRow key={op.id} op={op} pct={pct} canAct={canAct} onAction={onAction} />)}
         </div>
       )}
     </section>
   );
 }
 
-function WindowRow({ op, pct, canAct }: { op: Operation; pct: (t: number) => string; canAct: boolean }) {
+function WindowRow({ op, pct, canAct, onAction }: {
+  op: Operation; pct: (t: number) => string; canAct: boolean; onAction: (r: ActionRequest) => void;
+}) {
   // An active window started before the strip does, or at its not_before.
   const start = op.not_before ? new Date(op.not_before).getTime() : Number.NEGATIVE_INFINITY;
   const end = op.expires_at ? new Date(op.expires_at).getTime() : Number.POSITIVE_INFINITY;
@@ -52,6 +54,9 @@ function WindowRow({ op, pct, canAct }: { op: Operation; pct: (t: number) => str
       <div class="cal-label" title={`${op.actor_name}: “${op.reason}”`}>
         <b>{label}</b> <span class="muted">{op.status === "scheduled" ? `starts ${when(op.not_before)}` : "active"} · ends {op.expires_at ? when(op.expires_at) : "when undrained"}</span>
         {canAct && op.expires_at && !editing && <button class="small" data-testid="window-extend" onClick={() => setEditing(true)}>Change end</button>}
+        {canAct && op.status === "scheduled" && (
+          <button class="small" data-testid="window-cancel" onClick={() => onAction({ kind: "abort", target: { type: "operation", id: op.id, name: `#${op.id} ${label}` } })}>Cancel</button>
+        )}
       </div>
       <div class="cal-track">
         <span class={`cal-bar ${op.status === "scheduled" ? "scheduled" : "active"}`} style={{ left, width }} title={`${label}: ${op.not_before ? when(op.not_before) : "now"} → ${when(op.expires_at)}`} />
