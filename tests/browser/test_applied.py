@@ -8,14 +8,7 @@ import re
 import pytest
 
 from tests.browser.conftest import login, password_of, seed_demo
-from tests.conftest import IN_CI
-
-try:
-    from playwright.sync_api import expect
-except ImportError:  # the chromium fixture says what to install; CI must have it
-    if IN_CI:
-        raise
-    pytest.skip("the playwright Python package is not installed", allow_module_level=True)
+from tests.browser.playwright_expect import expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

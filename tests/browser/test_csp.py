@@ -11,14 +11,8 @@ import pytest
 
 from steering.models import Backend
 from tests.browser.conftest import login, password_of, seed_demo
-from tests.conftest import IN_CI, make_user
-
-try:
-    from playwright.sync_api import expect
-except ImportError:  # the chromium fixture says what to install; CI must have it
-    if IN_CI:
-        raise
-    pytest.skip("the playwright Python package is not installed", allow_module_level=True)
+from tests.browser.playwright_expect import expect
+from tests.conftest import make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

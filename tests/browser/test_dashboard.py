@@ -19,15 +19,8 @@ from steering.demo import topology as demo
 from steering.models import Backend, Change, PoP
 from tests import factories as f
 from tests.browser.conftest import assert_not_reloaded, free_port, login, password_of, seed_demo
-from tests.conftest import IN_CI
+from tests.browser.playwright_expect import expect
 from tests.processes import stop_process_group
-
-try:
-    from playwright.sync_api import expect
-except ImportError:  # the chromium fixture says what to install; CI must have it
-    if IN_CI:
-        raise
-    pytest.skip("the playwright Python package is not installed", allow_module_level=True)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -35,16 +35,10 @@ from steering.services.actions import do_drain
 from steering.services.context import Actor
 from tests.browser.conftest import VIEWPORT, artifacts_dir, login, password_of, seed_demo
 from tests.browser.live_dataplanes import LiveDataplanes, mark_backends_up
+from tests.browser.playwright_expect import expect
 from tests.browser.test_dashboard import open_pop, row
-from tests.conftest import IN_CI, make_user
+from tests.conftest import make_user
 from tests.processes import ROOT
-
-try:
-    from playwright.sync_api import expect
-except ImportError:  # the chromium fixture says what to install; CI must have it
-    if IN_CI:
-        raise
-    pytest.skip("the playwright Python package is not installed", allow_module_level=True)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
