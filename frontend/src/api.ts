@@ -49,6 +49,16 @@ export type Operation = Narrow<TopologyRow<Schemas["Operation"], never, "impact"
   progress: OperationProgress; steps: { name: string; status: string }[];
 }>;
 
+/** GET /api/v1/fleet/drift/: the schema leaves these parts free-form; the keys the drift view shows. */
+export interface FleetChangedBy { change_id: number; time: string; actor: string; source: string; action: string; reason: string }
+export type FleetDifference = Narrow<Schemas["FleetDifference"], {
+  fields: Record<string, { file: unknown; live: unknown }>; changed_by: FleetChangedBy[];
+}>;
+export type FleetDrift = Narrow<Schemas["FleetDrift"], {
+  operation: { id: number; created_at: string; actor: string; reason: string; file_fingerprint?: string } | null;
+  differences: FleetDifference[];
+}>;
+
 /** GET /api/v1/topology/: the schema names only `version`; the lists are the rows above. */
 export type Topology = Schemas["Topology"] & {
   generated_at: string;

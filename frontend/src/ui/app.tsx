@@ -12,6 +12,7 @@ import { WorldMap, type Layer } from "./map";
 import { FreezeBar, FreezeButton, useFreeze } from "./freeze";
 import { Operations } from "./ops";
 import { Windows } from "./windows";
+import { Drift } from "./drift";
 import { PopPanel } from "./panel";
 import { Search, type Hit } from "./search";
 import { Timeline } from "./timeline";
@@ -132,6 +133,7 @@ export function App() {
           <div class="bottom">
             <Operations canAct={canAct} onAction={setDialog} stats={pollData(stats)} />
             <Windows canAct={canAct} onAction={setDialog} />
+            <Drift />
             <Timeline history={history} />
           </div>
         </div>
