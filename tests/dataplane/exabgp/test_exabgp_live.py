@@ -331,7 +331,9 @@ def test_the_demo_gives_each_pop_its_own_token_and_runs_a_router_and_an_exabgp_p
             time.sleep(0.2)
         assert all(supervisor.bird.routes(p) == BOTH for p in protocols), supervisor.bird.birdc("show", "route")
         assert "pop_lhr1" not in supervisor.bird.birdc("show", "protocols")
-        assert all((tmp_path / "state" / f"anycast-{slug}-default.json").exists() for slug in first)
+        # The route reaches BIRD as ExaBGP announces it; the agent keeps the state once its ACK is in.
+        wait_for(lambda: all((tmp_path / "state" / f"anycast-{slug}-default.json").exists() for slug in first),
+                 "each agent's kept state", timeout=DEADLINE)
     finally:
         supervisor.stop()
         for speaker in supervisor.speakers.values():
