@@ -30,7 +30,13 @@ from steering.services.kernel import (
     start_draining,
     suggest_grace,
 )
-from steering.services.operation_lifecycle import drain_progress, finish_operation, open_operation, open_or_start
+from steering.services.operation_lifecycle import (
+    close_released_windows,
+    drain_progress,
+    finish_operation,
+    open_operation,
+    open_or_start,
+)
 from steering.services.operations import complete_drains
 from steering.services.targets import Target, backends_under, target_label
 
@@ -149,10 +155,12 @@ def do_undrain(
     changes = ChangeSet(actor, reason, operation_id=op.pk)
     now = timezone.now()
     aborted_ops: set[int] = set()
+    held_by = {b.operation_id for b in candidates if b.operation_id}
     for backend in candidates:
         if backend.operation_id and backend.admin_state == AdminState.DRAINING:
             aborted_ops.add(backend.operation_id)
         return_to_service(backend, changes, now=now, operation=op)
+    close_released_windows(held_by, changes, now=now, why=f"back in service before its end: {reason}")
     _set_site_state(target, AdminState.READY, changes)
     if isinstance(target, (PoP, Region)):
         layered.restore_site(target, op, changes)

@@ -121,3 +121,20 @@ def move_target_state(op: Operation, from_state: str, to_state: str, changes: Ch
     site = model._default_manager.select_for_update().filter(pk=op.target_id, admin_state=from_state).first()
     if site is not None:
         set_site_state(site, to_state, changes, operation_id=op.pk)
+
+
+_HELD = (AdminState.DRAINING, AdminState.DRAINED, AdminState.MAINT)
+
+
+def close_released_windows(op_ids: set[int], changes: ChangeSet, *, now: datetime.datetime, why: str) -> None:
+    """The maintenance windows of these operations that no longer hold anything (someone brought
+    their backends back) end now, not at their expiry: the calendar shows only what is open."""
+    for op in Operation.objects.select_for_update().filter(pk__in=op_ids, expires_at__isnull=False,
+                                                             expired_at__isnull=True):
+        if Backend.objects.filter(operation=op, admin_state__in=_HELD).exists():
+            continue
+        before = {"expires_at": op.expires_at.isoformat() if op.expires_at else None, "expired_at": None}
+        op.expired_at = now
+        op.save(update_fields=["expired_at"])
+        changes.record("operation.expire", op, before=before,
+                       after={**before, "expired_at": now.isoformat(), "ended": "early"}, reason=why)

@@ -98,6 +98,18 @@ def test_an_end_is_extended_with_a_reason_and_only_a_window_still_open(operator_
     assert refused.status_code == 409 and refused.json()["code"] == "no_open_window"
 
 
+def test_an_undrain_before_the_end_closes_the_window(operator_api: APIClient) -> None:
+    backend = f.fleet(3, capacity_rps=1000, expected_rps=100).backends.first()
+    op_id = post(operator_api, f"backends/{backend.pk}/maintenance/",
+                 expires_at=at(600).isoformat()).json()["operation"]["id"]
+    assert [o["id"] for o in operator_api.get(f"{API}/operations/?window=true").json()["results"]] == [op_id]
+    post(operator_api, f"backends/{backend.pk}/undrain/", reason="done early")
+    assert operator_api.get(f"{API}/operations/?window=true").json()["results"] == []
+    ended = Change.objects.get(action="operation.expire", object_id=op_id)
+    assert ended.actor_name == operator_api.user.username and ended.after["ended"] == "early"
+    assert sweep(now=at(601))["windows_ended"] == 0
+
+
 def test_a_window_returns_only_what_it_still_holds(operator_api: APIClient, admin_api: APIClient) -> None:
     backend = f.fleet(3, capacity_rps=1000, expected_rps=100).backends.first()
     post(operator_api, f"backends/{backend.pk}/maintenance/", expires_at=at(600).isoformat())
