@@ -120,6 +120,15 @@ def db_vendor() -> str:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_server_lists() -> None:
+    # Each test's database is rolled back, ids and all: to the desired-state builder that is a
+    # restore from a backup, after which nothing it kept may be reused.
+    from steering.dataplane.haproxy.desired import SERVER_LISTS
+
+    SERVER_LISTS.clear()
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings: Any) -> None:
     # PBKDF2's million rounds cost ~0.4 s a user; tests are not about password storage.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

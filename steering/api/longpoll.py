@@ -179,13 +179,16 @@ def watcher_for_running_loop() -> VersionWatcher:
 class _Cached:
     version: int
     document: dict[str, Any]
+    encoded_spec: bytes | None = None   # the spec as its etag digested it, spliced into the body
     _body: bytes | None = None
 
     @property
     def body(self) -> bytes:
         # Serialised on first use: an agent told "unchanged" (304) never needs it.
         if self._body is None:
-            self._body = orjson.dumps(self.document, default=str)
+            document = self.document if self.encoded_spec is None else \
+                {**self.document, "spec": orjson.Fragment(self.encoded_spec)}
+            self._body = orjson.dumps(document, default=str)
         return self._body
 
     @property
@@ -198,7 +201,7 @@ class _Cached:
         return float(value) if value is not None else None
 
     def advanced(self, version: int) -> _Cached:
-        return _Cached(version, {**self.document, "version": version})
+        return _Cached(version, {**self.document, "version": version}, self.encoded_spec)
 
     def fresh_for(self, at_least: int) -> bool:
         due = self.refresh_at
@@ -271,7 +274,7 @@ class DocumentCache:
                     if future is not None and not future.done():
                         future.set_exception(LookupError(f"no desired state for {key[0]}/{key[1]}"))
                     continue
-                fresh = self._docs[key] = _Cached(int(document["version"]), document)
+                fresh = self._docs[key] = _Cached(int(document[0]["version"]), *document)
                 if future is not None and not future.done():
                     future.set_result(fresh)
 
@@ -315,16 +318,17 @@ def _authorize(authorization: str, layer: str | None, pop: str | None, instance:
         close_db()
 
 
-def _build_many(layer: str, scopes: dict[str, int | None]) -> dict[str, dict[str, Any]]:
-    """Thread side: the documents of these scopes (scope -> PoP id, None for the DNS layer)."""
-    from steering.dataplane.desired import desired_document, desired_documents
+def _build_many(layer: str, scopes: dict[str, int | None]) -> dict[str, tuple[dict[str, Any], bytes | None]]:
+    """Thread side: the documents of these scopes (scope -> PoP id, None for the DNS layer), each
+    with its encoded spec when it was encoded on the way."""
+    from steering.dataplane.desired import desired_document, encoded_documents
     from steering.models import PoP
 
     try:
         if layer == "dns":
-            return {scope: desired_document(layer, None) for scope in scopes}
+            return {scope: (desired_document(layer, None), None) for scope in scopes}
         pops = list(PoP.objects.filter(pk__in=[pk for pk in scopes.values() if pk is not None]))
-        by_id = desired_documents(layer, pops)
+        by_id = encoded_documents(layer, pops)
         return {scope: by_id[pk] for scope, pk in scopes.items() if pk is not None and pk in by_id}
     finally:
         close_db()
@@ -345,6 +349,9 @@ class DesiredStateApp:
         if self.watcher is None:
             self.watcher = watcher_for_running_loop()
             self.watcher.on_reset.append(self.cache.clear)
+            from steering.dataplane.haproxy.desired import SERVER_LISTS
+
+            self.watcher.on_reset.append(SERVER_LISTS.clear)  # rows may have gone back with the database
         disconnected = asyncio.ensure_future(_disconnect(receive))
         try:
             await self.handle(scope, send, disconnected)

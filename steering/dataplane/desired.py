@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from steering.choices import DataplaneLayer
-from steering.dataplane.haproxy.desired import pop_spec_dicts
+from steering.dataplane.haproxy.desired import RAMP_REFRESH_SECONDS, build_pop_spec_dicts
 from steering.models import VIP, PoP
 from steering.readmodels.version import current_version
 
@@ -37,13 +37,18 @@ def frontend_binds(pops: list[PoP], services_of: dict[int, set[str]]) -> dict[in
                      if (pop.region_id, slug) in by_region} for pop in pops}
 
 
+def _local_specs(pops: list[PoP]) -> tuple[dict[int, dict[str, Any]], dict[int, float | None]]:
+    """The HAProxy specs of these PoPs, and when each next changes by the clock alone."""
+    specs, refresh = build_pop_spec_dicts(pops)
+    services_of = {pk: {s["slug"] for s in spec["services"]} for pk, spec in specs.items()}
+    binds = frontend_binds(pops, services_of)
+    return {pk: {**spec, "binds": binds[pk]} for pk, spec in specs.items()}, refresh
+
+
 def desired_specs(layer: str, pops: list[PoP]) -> dict[int, dict[str, Any]]:
     """The specs of several PoPs' `layer` at once (a handful of queries, whatever their number)."""
     if layer == DataplaneLayer.LOCAL:
-        specs = pop_spec_dicts(pops)
-        services_of = {pk: {s["slug"] for s in spec["services"]} for pk, spec in specs.items()}
-        binds = frontend_binds(pops, services_of)
-        return {pk: {**spec, "binds": binds[pk]} for pk, spec in specs.items()}
+        return _local_specs(pops)[0]
     if layer == DataplaneLayer.ANYCAST:
         from steering.readmodels.announcements import desired_for, managed_prefixes
 
@@ -65,11 +70,6 @@ def desired_spec(layer: str, pop: PoP | None) -> dict[str, Any]:
         return snapshot_inputs()
     assert pop is not None
     return desired_specs(layer, [pop])[pop.pk]
-
-
-# While a weight ramps (slow start) the spec changes with the clock, not with a version: its
-# document is rebuilt this often so waiting agents get the next step of the ramp.
-RAMP_REFRESH_SECONDS = 1.0
 
 
 def refresh_times(layer: str, pops: list[PoP] | None, now: float | None = None) -> dict[int | None, float | None]:
@@ -111,10 +111,18 @@ def refresh_at(layer: str, pop: PoP | None, now: float | None = None) -> float |
         None if layer == DataplaneLayer.DNS or pop is None else pop.pk)
 
 
+def encode_spec(spec: dict[str, Any]) -> bytes:
+    # orjson: a fleet-wide change encodes 200 PoPs' specs at once, several times faster than json.
+    # Sorted keys: the digest of equal specs is equal however their dicts were assembled.
+    return orjson.dumps(spec, option=orjson.OPT_SORT_KEYS, default=str)
+
+
+def etag_of(encoded_spec: bytes) -> str:
+    return '"' + hashlib.sha256(encoded_spec).hexdigest()[:32] + '"'
+
+
 def spec_etag(spec: dict[str, Any]) -> str:
-    # orjson: a fleet-wide change digests 200 PoPs' specs at once, several times faster than json.
-    canonical = orjson.dumps(spec, option=orjson.OPT_SORT_KEYS, default=str)
-    return '"' + hashlib.sha256(canonical).hexdigest()[:32] + '"'
+    return etag_of(encode_spec(spec))
 
 
 def desired_document(layer: str, pop: PoP | None) -> dict[str, Any]:
@@ -124,10 +132,23 @@ def desired_document(layer: str, pop: PoP | None) -> dict[str, Any]:
             "refresh_at": refresh_at(layer, pop), "spec": spec}
 
 
+def encoded_documents(layer: str, pops: list[PoP]) -> dict[int, tuple[dict[str, Any], bytes]]:
+    """desired_document for several PoPs of one layer, built together, each with its spec
+    encoded (the bytes its etag digests, which an answer's body can carry as they are)."""
+    version = current_version()
+    refresh: dict[int, float | None] | dict[int | None, float | None]
+    if layer == DataplaneLayer.LOCAL:
+        specs, refresh = _local_specs(pops)
+    else:
+        specs, refresh = desired_specs(layer, pops), refresh_times(layer, pops)
+    out: dict[int, tuple[dict[str, Any], bytes]] = {}
+    for pop in pops:
+        encoded = encode_spec(specs[pop.pk])
+        out[pop.pk] = ({"layer": layer, "pop": pop.slug, "version": version, "etag": etag_of(encoded),
+                        "refresh_at": refresh.get(pop.pk), "spec": specs[pop.pk]}, encoded)
+    return out
+
+
 def desired_documents(layer: str, pops: list[PoP]) -> dict[int, dict[str, Any]]:
     """desired_document for several PoPs of one layer, built together."""
-    version = current_version()
-    specs = desired_specs(layer, pops)
-    refresh = refresh_times(layer, pops)
-    return {pop.pk: {"layer": layer, "pop": pop.slug, "version": version, "etag": spec_etag(specs[pop.pk]),
-                     "refresh_at": refresh.get(pop.pk), "spec": specs[pop.pk]} for pop in pops}
+    return {pk: document for pk, (document, _encoded) in encoded_documents(layer, pops).items()}
