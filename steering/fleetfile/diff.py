@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from steering.fleetfile.normalise import KINDS, Fleet, FleetObject, field_names
+from steering.fleetfile.normalise import KINDS, Fleet, FleetObject, field_names, managed
 
 CREATE, UPDATE, DELETE = "create", "update", "delete"
 LEAVES = ("backend", "vip", "client_network")  # nothing refers to these
@@ -93,10 +93,13 @@ def _pools_primaries_first(keys: list[str], current: Fleet) -> list[str]:
 
 
 def diff(current: Fleet, desired: Fleet) -> list[Change]:
-    """The changes that turn `current` into `desired`, in apply order."""
+    """The changes that turn `current` into `desired`, in apply order. A kind either fleet leaves
+    out (an optional section not in the file) is left as it is."""
     per_kind: dict[str, dict[str, list[Change]]] = {}
     for kind in KINDS:
-        now, want = current[kind], desired[kind]
+        now, want = current.get(kind, {}), desired.get(kind, {})
+        if not managed(kind, current, desired):
+            now = want = {}
         creates = [c for k in sorted(set(want) - set(now)) if (c := _change(CREATE, kind, k, None, want[k]))]
         updates = [c for k in sorted(set(want) & set(now)) if (c := _change(UPDATE, kind, k, now[k], want[k]))]
         deletes = [c for k in sorted(set(now) - set(want)) if (c := _change(DELETE, kind, k, now[k], None))]

@@ -52,9 +52,18 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("client_network", "client_networks", ("cidr",), {"region": "region"}),
     # Backends live inside their pool in the file (`pools[].backends[]`); named pop/pool/name.
     Kind("backend", "backends", ("pop", "pool", "name"), {"pool": "pool"}),
+    # Last: a rule guards a service, prefix or pool, so it goes before them when both are deleted.
+    Kind("safety_rule", "safety_rules", ("slug",), {"service": "service", "prefix": "prefix", "pop": "pop",
+                                                    "pool": "pool"}),
 )}
 # The document's sections in the order export writes them.
-SECTIONS = ("regions", "pops", "prefixes", "services", "vips", "client_networks", "monitors", "pools")
+SECTIONS = ("regions", "pops", "prefixes", "services", "vips", "client_networks", "monitors", "pools", "safety_rules")
+# Sections a file may leave out, leaving those objects as they are (a fleet without the kind):
+# a file written before safety rules existed must not delete every rule when applied.
+OPTIONAL_SECTIONS = ("safety_rules",)
+# The scope each safety rule kind names (steering.models.safety.SCOPE_FIELD, in the file's words).
+RULE_SCOPE = {"min_dns_regions": ("service",), "min_announcing_pops": ("prefix",),
+              "max_pool_out_percent": ("pop", "pool")}
 
 
 @dataclass(frozen=True)
@@ -173,8 +182,14 @@ def canonical(kind: str, raw: Mapping[str, Any]) -> dict[str, Any]:
     return _fields(kind, raw, None, "")
 
 
+def managed(kind: str, *fleets: Fleet) -> bool:
+    """Do all these fleets say what the objects of `kind` are (not left out of a file)?"""
+    return all(kind in fleet for fleet in fleets)
+
+
 def _build(document: Mapping[str, Any], errors: dict[str, list[str]] | None) -> Fleet:
-    fleet: Fleet = {kind: {} for kind in KINDS}
+    fleet: Fleet = {kind.name: {} for kind in KINDS.values()
+                    if kind.section not in OPTIONAL_SECTIONS or document.get(kind.section) is not None}
     seen: dict[tuple[str, str], str] = {}
 
     def add(kind: str, raw: Mapping[str, Any], path: str, extra: Mapping[str, Any] | None = None) -> FleetObject:
@@ -188,7 +203,7 @@ def _build(document: Mapping[str, Any], errors: dict[str, list[str]] | None) -> 
         return obj
 
     for kind in KINDS.values():
-        if kind.name == "backend":
+        if kind.name == "backend" or kind.name not in fleet:
             continue
         for index, raw in enumerate(document.get(kind.section) or []):
             obj = add(kind.name, raw, pointer(kind.section, index))
@@ -214,7 +229,7 @@ def _check(fleet: Fleet, errors: dict[str, list[str]]) -> None:
         errors.setdefault(f"{obj.path}/{name}", []).append(f"No {kind.replace('_', ' ')} {key!r} in this file ({section}).")
 
     for kind in KINDS.values():
-        for obj in fleet[kind.name].values():
+        for obj in fleet.get(kind.name, {}).values():
             for name, target in kind.refs.items():
                 value = obj.fields.get(name)
                 if value is None or kind.name == "backend" or name == "backup_pool":
@@ -242,6 +257,8 @@ def _check(fleet: Fleet, errors: dict[str, list[str]]) -> None:
     for monitor in fleet["monitor"].values():
         if monitor.fields["timeout_seconds"] > monitor.fields["interval_seconds"]:
             errors.setdefault(f"{monitor.path}/timeout_seconds", []).append("The timeout cannot exceed the interval.")
+    for rule in fleet.get("safety_rule", {}).values():
+        _check_rule(rule, errors)
     _unique(fleet["service"].values(), ("fqdn",), errors, "another service has this fqdn")
     endpoints: dict[tuple[Any, ...], str] = {}
     for b in fleet["backend"].values():
@@ -250,6 +267,25 @@ def _check(fleet: Fleet, errors: dict[str, list[str]]) -> None:
             errors.setdefault(f"{b.path}/port", []).append(
                 f"This pool already has a backend at that address and port ({endpoints[endpoint]}).")
         endpoints.setdefault(endpoint, b.path)
+
+
+def _check_rule(rule: FleetObject, errors: dict[str, list[str]]) -> None:
+    """A rule names the scope its kind needs, and no other (the model's own rule, said before an apply)."""
+    f = rule.fields
+    needed = RULE_SCOPE[f["kind"]]
+    for name in ("service", "prefix", "pop", "pool"):
+        if name in needed and f[name] is None and f["kind"] != "max_pool_out_percent":
+            errors.setdefault(f"{rule.path}/{name}", []).append(f"A {f['kind']} rule names its {name}.")
+        elif name not in needed and f[name] is not None:
+            errors.setdefault(f"{rule.path}/{name}", []).append(
+                f"A {f['kind']} rule has no {name}; it is scoped by {' and '.join(needed)}.")
+    if f["kind"] == "max_pool_out_percent":
+        if (f["pop"] is None) != (f["pool"] is None):
+            missing = "pop" if f["pop"] is None else "pool"
+            errors.setdefault(f"{rule.path}/{missing}", []).append(
+                "A pool is named by its PoP and its slug: give both, or neither for every pool.")
+        if f["threshold"] > 100:
+            errors.setdefault(f"{rule.path}/threshold", []).append("A share of a pool is at most 100 (%).")
 
 
 def _unique(objects: Any, names: tuple[str, ...], errors: dict[str, list[str]], why: str) -> None:
@@ -293,6 +329,8 @@ def to_document(fleet: Fleet) -> dict[str, Any]:
         by_pool.setdefault(f"{b.fields['pop']}/{b.fields['pool']}", []).append(b)
     for section in SECTIONS:
         kind = next(k for k in KINDS.values() if k.section == section)
+        if kind.name not in fleet:
+            continue  # a section the file left out
         rows = []
         for obj in _sorted(fleet[kind.name]):
             row = {name: obj.fields[name] for name in field_names(kind.name)}

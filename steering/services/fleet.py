@@ -37,6 +37,7 @@ from steering.models import (
     Pool,
     PoP,
     Region,
+    SafetyRule,
     Service,
 )
 from steering.models import Change as ChangeRow
@@ -53,8 +54,10 @@ from steering.validators import validate_monitor_path
 
 MODELS: dict[str, type[models.Model]] = {
     "region": Region, "prefix": AnycastPrefix, "monitor": Monitor, "service": Service, "pop": PoP,
-    "pool": Pool, "vip": VIP, "client_network": ClientNetwork, "backend": Backend,
+    "pool": Pool, "vip": VIP, "client_network": ClientNetwork, "backend": Backend, "safety_rule": SafetyRule,
 }
+# A safety rule names its pool by PoP and slug in the file; the row has only the pool.
+VIA: dict[tuple[str, str], str] = {("safety_rule", "pop"): "pool__pop__slug"}
 Ids = dict[str, dict[str, int]]  # kind -> key -> primary key
 CHANGED_BY_LIMIT = 5
 
@@ -67,7 +70,7 @@ def _lookup(kind: str, name: str) -> str:
     target = KINDS[kind].refs.get(name)
     if target is None or kind == "backend":
         return name
-    return f"{name}__{KINDS[target].identity[-1]}"
+    return VIA.get((kind, name), f"{name}__{KINDS[target].identity[-1]}")
 
 
 def live_fleet() -> tuple[Fleet, Ids]:
@@ -409,7 +412,10 @@ class _Applier:
         return self.row(target, value)
 
     def data(self, kind: str, names: Iterable[str], fields: dict[str, Any]) -> dict[str, Any]:
-        return {name: self.value(kind, name, fields) for name in names}
+        wanted = list(names)
+        if kind == "safety_rule" and "pop" in wanted:  # the row keeps the pool alone: a new PoP is a new pool
+            wanted = [n for n in wanted if n != "pop"] + ([] if "pool" in wanted else ["pool"])
+        return {name: self.value(kind, name, fields) for name in wanted}
 
     def apply(self, change: Change) -> None:
         try:
@@ -506,6 +512,8 @@ def do_apply(desired: Fleet, *, actor: Actor, reason: str, force: bool = False, 
 
 
 def _attname(kind: str, name: str) -> str:
+    if (kind, name) in VIA:
+        return "pool_id"
     return f"{name}_id" if name in KINDS[kind].refs and kind != "backend" else name
 
 

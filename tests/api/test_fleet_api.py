@@ -13,7 +13,19 @@ from rest_framework.test import APIClient
 
 from steering.choices import OperationKind
 from steering.fleetfile.normalise import field_names, schema
-from steering.models import VIP, Backend, Change, ClientNetwork, Monitor, Operation, Pool, PoP, Region, Service
+from steering.models import (
+    VIP,
+    Backend,
+    Change,
+    ClientNetwork,
+    Monitor,
+    Operation,
+    Pool,
+    PoP,
+    Region,
+    SafetyRule,
+    Service,
+)
 from steering.services.fleet import MODELS
 from tests import factories as f
 from tests.conftest import make_user, token_client
@@ -49,6 +61,12 @@ def every_object_type() -> None:
     f.backend(main, name="api-2", address="127.1.1.12", port=8443, capacity_rps=800, weight=50)
     f.backend(pci, name="pci-1", address="127.1.1.21", port=8443, backup=True)
     f.backend(l4, name="web-1", address="127.1.2.11", port=9000)
+    SafetyRule.objects.create(slug="api-two-regions", kind="min_dns_regions", service=api, threshold=2,
+                              description="never fewer than two regions answer for api")
+    SafetyRule.objects.create(slug="anycast-two-pops", kind="min_announcing_pops", prefix=prefix, threshold=2,
+                              enabled=False)
+    SafetyRule.objects.create(slug="api-web-half", kind="max_pool_out_percent", pool=main, threshold=50)
+    SafetyRule.objects.create(slug="any-pool-80", kind="max_pool_out_percent", threshold=80)
 
 
 def export(api: APIClient) -> dict[str, Any]:
@@ -86,7 +104,7 @@ def test_export_is_desired_config_named_by_slug_in_yaml_too(admin_api: APIClient
     Backend.objects.filter(name="api-1").update(health="down", admin_state="drained")
     document = export(viewer_api)
     assert list(document) == ["version", "regions", "pops", "prefixes", "services", "vips", "client_networks",
-                              "monitors", "pools"]
+                              "monitors", "pools", "safety_rules"]
     keys = {k for section in document.values() if isinstance(section, list) for o in section for k in o}
     keys |= {k for p in document["pools"] for b in p["backends"] for k in b}
     assert not keys & {"id", "health", "admin_state", "revision", "created_at", "updated_at", "in_panic", "announce",
@@ -96,6 +114,11 @@ def test_export_is_desired_config_named_by_slug_in_yaml_too(admin_api: APIClient
     assert [b["name"] for b in pool["backends"]] == ["api-1", "api-2"]
     assert find(document, "services", slug="api")["anycast_prefix"] == "198.51.100.0/24"
     assert find(document, "vips", address="2001:db8::40")["enabled"] is False
+    assert find(document, "safety_rules", slug="api-web-half") == {
+        "slug": "api-web-half", "kind": "max_pool_out_percent", "service": None, "prefix": None, "pop": "fra1",
+        "pool": "api-web", "threshold": 50, "enabled": True, "description": ""}
+    assert find(document, "safety_rules", slug="anycast-two-pops")["prefix"] == "198.51.100.0/24"
+    assert (find(document, "safety_rules", slug="any-pool-80")["pop"], find(document, "safety_rules", slug="any-pool-80")["pool"]) == (None, None)
     response = viewer_api.get(f"{URL}/export/", HTTP_ACCEPT="application/yaml")
     assert response.status_code == 200 and response["Content-Type"].startswith("application/yaml")
     assert response.content.decode().startswith("# Steering fleet file")
@@ -117,12 +140,16 @@ def test_schema_is_served_and_matches_the_models(viewer_api: APIClient) -> None:
 
     serializers = {"region": s.RegionSerializer, "prefix": s.AnycastPrefixSerializer, "monitor": s.MonitorSerializer,
                    "service": s.ServiceSerializer, "pop": s.PoPSerializer, "pool": s.PoolSerializer,
-                   "vip": s.VIPSerializer, "client_network": s.ClientNetworkSerializer, "backend": s.BackendSerializer}
+                   "vip": s.VIPSerializer, "client_network": s.ClientNetworkSerializer, "backend": s.BackendSerializer,
+                   "safety_rule": s.SafetyRuleSerializer}
     for kind, serializer in serializers.items():
         writable = {n for n, fld in serializer().fields.items() if not fld.read_only} - ({"pool"} if kind == "backend" else set())
+        writable |= {"pop"} if kind == "safety_rule" else set()  # a rule's pool is named by its PoP and slug
         assert set(field_names(kind)) == writable, kind
         props = schema()["$defs"][kind]["properties"]
         for name in field_names(kind):
+            if (kind, name) == ("safety_rule", "pop"):
+                continue
             model_field = MODELS[kind]._meta.get_field(name)
             if "default" in props[name] and not model_field.is_relation:
                 assert props[name]["default"] == model_field.get_default(), (kind, name)

@@ -207,3 +207,14 @@ def test_a_document_is_not_changed_by_loading_it() -> None:
     kept = copy.deepcopy(doc)
     load(doc)
     assert doc == kept
+
+
+def test_the_guides_example_is_a_valid_fleet_file() -> None:
+    import re
+
+    guide = (ROOT / "docs" / "fleet-file.md").read_text()
+    example = re.search(r"## An example\s+```yaml\n(.*?)```", guide, re.S)
+    assert example is not None
+    fleet = load(fleet_text.parse(example.group(1)))
+    assert set(fleet["safety_rule"]) == {"api-stays-in-two-regions", "api-web-half-at-most"}
+    assert fleet["safety_rule"]["api-web-half-at-most"].fields["pool"] == "api-web"
