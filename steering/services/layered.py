@@ -60,7 +60,7 @@ from steering.services.operation_lifecycle import (
     drain_progress,
     finish_operation,
     move_target_state,
-    open_operation,
+    open_or_start,
 )
 from steering.services.targets import target_type
 
@@ -204,7 +204,11 @@ def _set_vip(vip: VIP, enabled: bool, changes: ChangeSet) -> None:
 def do_layered_drain(
     target: Site, *, actor: Actor, reason: str, grace_seconds: int | None = None, ttl_factor: float = 2.0,
     force: bool = False, force_reason: str = "", dry_run: bool = False, expected_revision: int | None = None,
+    expires_at: datetime.datetime | None = None, operation: Operation | None = None,
 ) -> tuple[Operation | None, Impact]:
+    """Take a PoP or region out layer by layer (see the module). With `expires_at` every layer
+    comes back by itself then (steering.services.windows); `operation`: a scheduled one this
+    drain starts (else a new one is opened)."""
     reason = require_reason(reason)
     _check_ttl_factor(ttl_factor)
     if dry_run:
@@ -217,8 +221,8 @@ def do_layered_drain(
             raise StateConflict(f"{locked} is {locked.admin_state}; undrain it first.", code="state_conflict")
         forced = enforce_guard(impact, force=force, force_reason=force_reason)
         now = timezone.now()
-        op = open_operation(
-            OperationKind.LAYERED_DRAIN, locked, actor=actor, reason=reason, forced=forced,
+        op = open_or_start(
+            operation, OperationKind.LAYERED_DRAIN, locked, actor=actor, reason=reason, forced=forced, expires_at=expires_at,
             params={"vips": [v.pk for v in plan.vips], "pops": [p.pk for p in plan.announcing],
                     "wait_seconds": plan.wait_seconds, "grace_seconds": grace_seconds,
                     "step": _STORED_STEP[Phase.DNS_WAIT], "impact": impact.as_json(), "force_reason": force_reason,
@@ -433,6 +437,13 @@ def restore_site(site: Site, undrain_op: Operation, changes: ChangeSet) -> None:
             continue
         restored = rollback_layered(drained, changes)
         result = {**drained.result, "restored_by": undrain_op.pk, "restored": restored}
+        if drained.expires_at is not None and drained.expired_at is None:
+            # Back before its window's end: the window closes now (the calendar shows what is open).
+            now = timezone.now()
+            Operation.objects.filter(pk=drained.pk).update(expired_at=now)
+            changes.record("operation.expire", drained, before={"expired_at": None},
+                           after={"expired_at": now.isoformat(), "ended": "early"},
+                           reason=f"back in service before its end: {changes.reason}")
         status = OperationStatus.ABORTED if drained.status == OperationStatus.RUNNING else drained.status
         Operation.objects.filter(pk=drained.pk).update(result=result, status=status, revision=F("revision") + 1,
                                                        finished_at=drained.finished_at or timezone.now())

@@ -8,6 +8,9 @@ an end (`expires_at`), like ARC's zonal shifts that expire.
   only the backends still held by its operation (someone may have undrained or re-drained them
   since), through an undrain operation of its own that waits for the data planes like any other.
 - An expiry can be extended, with a reason (audited as `operation.extend`).
+- A layered drain of a PoP or region can have a window too: it starts layer by layer at
+  `not_before`, and at `expires_at` every layer it took away comes back (DNS answers,
+  announcements, backends: steering.services.layered.restore_site).
 
 The sweeper calls `sweep` with its other timers (steering.tasks.sweeper).
 """
@@ -23,7 +26,7 @@ from django.utils import timezone
 
 from steering.choices import AdminState, OperationKind, OperationStatus
 from steering.models import Backend, Operation, Pool, PoP, Region
-from steering.services import actions
+from steering.services import actions, layered
 from steering.services.audit import ChangeSet
 from steering.services.confirmations import finish_when_applied, layers_for
 from steering.services.context import Actor
@@ -34,7 +37,7 @@ from steering.services.operation_lifecycle import finish_operation, open_operati
 from steering.services.targets import Target
 
 SCHEDULER = Actor.system("scheduler")
-WINDOW_KINDS = (OperationKind.DRAIN, OperationKind.MAINTENANCE)
+WINDOW_KINDS = (OperationKind.DRAIN, OperationKind.MAINTENANCE, OperationKind.LAYERED_DRAIN)
 _SITES: dict[str, type[Pool | PoP | Region]] = {"pool": Pool, "pop": PoP, "region": Region}
 _HELD = (AdminState.DRAINING, AdminState.DRAINED, AdminState.MAINT)
 
@@ -63,16 +66,23 @@ def check_window(not_before: datetime.datetime | None, expires_at: datetime.date
 
 def schedule(kind: str, target: Target, *, actor: Actor, reason: str, not_before: datetime.datetime,
              expires_at: datetime.datetime | None = None, grace_seconds: int | None = None, force: bool = False,
-             force_reason: str = "", expected_revision: int | None = None) -> tuple[Operation, Impact]:
-    """A drain or maintenance that starts at `not_before`: judged now, started by the scheduler."""
+             force_reason: str = "", expected_revision: int | None = None,
+             ttl_factor: float | None = None) -> tuple[Operation, Impact]:
+    """A drain, layered drain (`ttl_factor`) or maintenance that starts at `not_before`: judged
+    now, started by the scheduler."""
     reason = require_reason(reason)
     check_window(not_before, expires_at)
     with transaction.atomic():
         locked = lock_for_write(target, expected_revision)
-        impact = actions.impact_of(locked, "drain" if kind == OperationKind.DRAIN else "maintenance")
+        if kind == OperationKind.LAYERED_DRAIN:
+            assert isinstance(locked, (PoP, Region))
+            impact = layered.preview_layered_drain(locked, ttl_factor=ttl_factor or 2.0)
+        else:
+            impact = actions.impact_of(locked, "drain" if kind == OperationKind.DRAIN else "maintenance")
         forced = enforce_guard(impact, force=force, force_reason=force_reason)
         op = open_operation(kind, locked, actor=actor, reason=reason, forced=forced, deadline=not_before,
                             params={"grace_seconds": grace_seconds, "force": force, "force_reason": force_reason,
+                                    **({"ttl_factor": ttl_factor} if ttl_factor is not None else {}),
                                     "impact": impact.as_json()})
         op.status, op.not_before, op.expires_at = OperationStatus.SCHEDULED, not_before, expires_at
         op.steps = [{"name": f"{kind} at {not_before.isoformat(timespec='seconds')}", "status": "scheduled"}]
@@ -136,7 +146,13 @@ def _start(op_id: int) -> int:
                 raise StateConflict(f"{op.target_repr} no longer exists.", code="gone")
             with transaction.atomic():  # a refusal rolls back this start only, not the failure we record
                 force, force_reason = bool(op.params.get("force")), str(op.params.get("force_reason") or "")
-                if op.kind == OperationKind.DRAIN:
+                if op.kind == OperationKind.LAYERED_DRAIN:
+                    assert isinstance(target, (PoP, Region))
+                    layered.do_layered_drain(target, actor=SCHEDULER, reason=why,
+                                             grace_seconds=op.params.get("grace_seconds"),
+                                             ttl_factor=float(op.params.get("ttl_factor") or 2.0), force=force,
+                                             force_reason=force_reason, expires_at=op.expires_at, operation=op)
+                elif op.kind == OperationKind.DRAIN:
                     actions.do_drain(target, actor=SCHEDULER, reason=why, grace_seconds=op.params.get("grace_seconds"),
                                      force=force, force_reason=force_reason, expires_at=op.expires_at, operation=op)
                 else:
@@ -179,6 +195,8 @@ def _return_held(op: Operation, changes: ChangeSet, why: str, now: datetime.date
     undrain = open_operation(OperationKind.UNDRAIN, target or held[0], actor=SCHEDULER, reason=why,
                              params={"backends_total": len(held), "window_of": op.pk})
     changes.operation_id = undrain.pk
+    if op.kind == OperationKind.LAYERED_DRAIN and isinstance(target, (PoP, Region)):
+        return _return_layered(op, target, undrain, changes, len(held))
     for backend in held:
         return_to_service(backend, changes, now=now, operation=undrain)
     if site_held and target is not None and not isinstance(target, Backend):
@@ -190,3 +208,20 @@ def _return_held(op: Operation, changes: ChangeSet, why: str, now: datetime.date
     finish_when_applied(undrain, changes, {"returned_to_service": len(held), "window_of": op.pk},
                         layers_for(target or held[0], sites=sites))
     return len(held)
+
+
+def _return_layered(op: Operation, site: PoP | Region, undrain: Operation, changes: ChangeSet, held: int) -> int:
+    """A layered drain's window ends: every layer it took away comes back (its DNS answers, its
+    announcements, its backends), and the site is ready again."""
+    running = op.status == OperationStatus.RUNNING
+    layered.restore_site(site, undrain, changes)
+    locked = lock_for_write(site)
+    if locked.admin_state != AdminState.READY:
+        set_site_state(locked, AdminState.READY, changes, operation_id=undrain.pk)
+    if running:  # still in a layer when its window ended: over, and saying why
+        op.refresh_from_db()
+        Operation.objects.filter(pk=op.pk).update(status=OperationStatus.SUCCEEDED,
+                                                  result={**(op.result or {}), "ended_by_window": undrain.pk})
+    finish_when_applied(undrain, changes, {"returned_to_service": held, "window_of": op.pk},
+                        layers_for(site, sites=True))
+    return held

@@ -138,7 +138,9 @@ def test_windows_that_cannot_be_are_400_and_change_nothing(operator_api: APIClie
         ("backends", backend.pk, {"not_before": at(3600).isoformat(), "expires_at": at(1800).isoformat()}, "expires_at"),
         ("backends", backend.pk, {"not_before": at(40 * 86400).isoformat()}, "not_before"),
         ("backends", backend.pk, {"expires_at": "next tuesday"}, "expires_at"),
-        ("pops", pool.pop_id, {"layered": True, "expires_at": at(600).isoformat()}, "layered"),
+        ("pops", pool.pop_id, {"layered": True, "expires_at": at(-60).isoformat()}, "expires_at"),
+        ("pops", pool.pop_id, {"layered": True, "not_before": at(600).isoformat(), "expires_at": at(60).isoformat()},
+         "expires_at"),
     ]
     for kind, pk, body, field in cases:
         answer = post(operator_api, f"{kind}/{pk}/drain/", **body)

@@ -41,3 +41,35 @@ def test_a_drain_gets_an_end_the_calendar_shows_it_and_an_operator_moves_it(open
     expect(row.locator("[data-testid=window-extend-reason]")).to_have_count(0)
     change = orm(lambda: Change.objects.get(action="operation.extend", object_id=op.pk))
     assert change.reason == "browser test: needs a day more" and change.actor_name == operator.username
+
+
+def test_a_layered_drain_is_scheduled_with_its_window_from_the_pop_panel(open_page, operator, orm):
+    import datetime
+
+    from steering.models import Operation, PoP
+
+    seed_demo()
+    page = open_page()
+    login(page, operator.username, password_of(operator.username))
+    page.keyboard.press("/")
+    page.locator("[data-testid=search]").fill("fra1")
+    page.get_by_role("option").filter(has_text=re.compile(r"^\s*pop\b.*\bfra1\b", re.I)).first.click()
+    page.locator("[data-testid=pop-action-drain]").click()
+    dialog = page.locator("[data-testid=action-dialog]")
+    dialog.locator("[data-testid=layered]").check()
+    expect(dialog.locator("[data-testid=window-fields]")).to_be_visible()   # a layered drain has a window too
+    start = datetime.datetime.now() + datetime.timedelta(hours=2)          # the browser's local time, as typed
+    dialog.locator("[data-testid=window-start]").fill(start.strftime("%Y-%m-%dT%H:%M"))
+    dialog.locator("[data-testid=reason]").fill("browser test: fibre work tonight")
+    dialog.locator("[data-testid=confirm]").click()
+    # Judged now like any action: London would pass its capacity, so it takes a forced reason.
+    dialog.locator("[data-testid=force]").check()
+    dialog.locator("[data-testid=force-reason]").fill("browser test: London is scaled up before the window")
+    dialog.locator("[data-testid=confirm]").click()
+    expect(dialog).to_have_count(0)
+    op = orm(lambda: Operation.objects.get(kind="layered_drain"))
+    assert op.status == "scheduled" and op.forced and op.not_before is not None and op.expires_at is not None
+    assert op.expires_at > op.not_before
+    assert orm(lambda: PoP.objects.get(slug="fra1").admin_state) == "ready"   # nothing moves before its start
+    row = page.locator(f'[data-testid=window][data-operation="{op.pk}"]')
+    expect(row).to_contain_text("layered drain fra1")

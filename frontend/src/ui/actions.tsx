@@ -74,8 +74,8 @@ export function ActionDialog({ req, onClose, onDone }: {
     const body: Record<string, unknown> = {};
     if (req.kind === "drain" && grace.trim() !== "") body["grace_seconds"] = Number(grace);
     if (req.kind === "drain" && layered) body["layered"] = true;
-    if (windowed && !layered && start) body["not_before"] = new Date(start).toISOString();
-    if (windowed && !layered && ends) body["expires_at"] = new Date(ends).toISOString();
+    if (windowed && start) body["not_before"] = new Date(start).toISOString();
+    if (windowed && ends) body["expires_at"] = new Date(ends).toISOString();
     if (req.kind === "weight") {
       body["weight"] = Number(weight);
       if (ramp.trim() !== "") body["ramp_seconds"] = Number(ramp);
@@ -146,10 +146,10 @@ export function ActionDialog({ req, onClose, onDone }: {
           </label>
         )}
         {req.kind === "drain" && (req.target.type === "pop" || req.target.type === "region") && (
-          <label class="check"><input type="checkbox" checked={layered} onChange={(e) => setLayered(e.currentTarget.checked)} />
+          <label class="check"><input type="checkbox" data-testid="layered" checked={layered} onChange={(e) => setLayered(e.currentTarget.checked)} />
             Layered: leave DNS first, wait out the TTL, withdraw anycast, then drain locally</label>
         )}
-        {windowed && !layered && (
+        {windowed && (
           <div class="row" data-testid="window-fields">
             <label class="field">Starts (empty: now)
               <input data-testid="window-start" type="datetime-local" value={start} onInput={(e) => setStart(e.currentTarget.value)} />

@@ -48,7 +48,7 @@ function WindowRow({ op, pct, canAct, onAction }: {
   const [editing, setEditing] = useState(false);
   const left = pct(start);
   const width = `calc(${pct(end)} - ${left})`;
-  const label = `${op.kind} ${op.target_repr}`;
+  const label = `${op.kind.replace("_", " ")} ${op.target_repr}`;
   return (
     <div class="cal-row" data-testid="window" data-operation={op.id} data-status={op.status}>
       <div class="cal-label" title={`${op.actor_name}: “${op.reason}”`}>

@@ -25,7 +25,7 @@ from steering.api.action_serializers import (
 )
 from steering.api.idempotency import idempotent
 from steering.api.request_context import actor_for, expected_revision
-from steering.choices import Role
+from steering.choices import OperationKind, Role
 from steering.services import actions, anycast, layered, weights, windows
 from steering.services.impact import Impact
 
@@ -92,12 +92,18 @@ class TargetActionsMixin:
         if v["layered"]:
             if target._meta.model_name not in ("pop", "region"):
                 raise ValidationError({"layered": ["A layered drain applies to PoPs and regions."]})
-            if v.get("not_before") or v.get("expires_at"):
-                raise ValidationError({"layered": ["A layered drain has no window (not_before, expires_at) yet."]})
+            if _scheduled(v):
+                scheduled, impact = windows.schedule(
+                    OperationKind.LAYERED_DRAIN, target, actor=actor_for(request), reason=v["reason"],
+                    not_before=v["not_before"], expires_at=v.get("expires_at"), grace_seconds=v.get("grace_seconds"),
+                    force=v["force"], force_reason=v["force_reason"], ttl_factor=v["ttl_factor"],
+                    expected_revision=self._revision(request, target))
+                return _accepted(scheduled, impact)
+            _check_window(v)
             op, impact = layered.do_layered_drain(
                 target, actor=actor_for(request), reason=v["reason"], grace_seconds=v.get("grace_seconds"),
                 ttl_factor=v["ttl_factor"], force=v["force"], force_reason=v["force_reason"], dry_run=v["dry_run"],
-                expected_revision=self._revision(request, target),
+                expected_revision=self._revision(request, target), expires_at=v.get("expires_at"),
             )
             return _preview(impact) if op is None else _accepted(op, impact)
         if _scheduled(v):
