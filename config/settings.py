@@ -54,6 +54,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "steering.middleware.RequestIdMiddleware",
     "steering.middleware.AccessMiddleware",  # latency for /metrics and the request log, under that id
+    "steering.compression.ApiGzipMiddleware",  # API reads in JSON, compressed last (after the ETag below)
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
