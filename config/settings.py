@@ -383,6 +383,9 @@ STEERING_LOGIN_MAX_FAILURES = envint("STEERING_LOGIN_MAX_FAILURES", 10, minimum=
 STEERING_LOGIN_WINDOW_SECONDS = envint("STEERING_LOGIN_WINDOW_SECONDS", 900, minimum=1, maximum=86400)
 # Live feed (steering.live): open WebSockets per user; the next one is closed with 4429.
 STEERING_LIVE_MAX_CONNECTIONS_PER_USER = envint("STEERING_LIVE_MAX_CONNECTIONS_PER_USER", 20, minimum=1)
+# Live feed catch-up (steering.readmodels.live_deltas): the last this many versions' deltas stay in
+# Redis, so a browser that missed some fetches those, not the whole topology. 0: always refetch.
+STEERING_LIVE_CATCHUP_VERSIONS = envint("STEERING_LIVE_CATCHUP_VERSIONS", 2000, minimum=0, maximum=100_000)
 
 # --- static files: the Vite build output is served by Django (whitenoise) ---------------
 STATIC_URL = "/static/"

@@ -16,6 +16,7 @@ STATE_VERSION_CHANNEL = "steering:state_version:events"   # PUBSUB: {"v", "pops"
 CHANNEL_LAYER_PREFIX = "steering:asgi"                    # channels-redis' prefix for its channels and groups
 LIVE_GROUP = "live"                                       # channel-layer group of every live socket (<prefix>:group:live)
 LIVE_CONNS = "steering:live:conns:{user_id}"              # ZSET: a user's open live sockets, scored by expiry
+LIVE_DELTAS = "steering:live:deltas"                      # ZSET: the last versions' live deltas (JSON), scored by version
 
 # --- what agents report: measurements, never in the relational DB ---------------------------------
 AGENTS_SEEN = "steering:agents:seen"                      # HASH: "<layer>:<scope>:<instance>" -> JSON of the last contact

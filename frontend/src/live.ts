@@ -1,7 +1,8 @@
 // The live feed: one WebSocket, version bookkeeping, reconnect with backoff.
-// Delivery is at-most-once, so any doubt about the version means "refetch the topology".
+// Delivery is at-most-once: a gap is first filled from the server's recent deltas (a small
+// catch-up); only when that cannot be done, or on any other doubt, is the topology refetched.
 
-import { AuthError, type Delta, type Hello, type Observed } from "./api";
+import { ApiError, AuthError, getJSON, type Delta, type Hello, type Observed } from "./api";
 
 export type ConnState = "connecting" | "live" | "offline";
 
@@ -24,6 +25,17 @@ const MAX_DELAY = 10000;
 const RETRY_LOAD = 5000;
 
 export interface Live { resync(): Promise<void> }
+
+/** What the feed published after `after`, merged into one delta; null when the server no longer
+ * keeps all of it (410): then only a refetch of the topology will do. */
+async function deltasAfter(after: number): Promise<Delta | null> {
+  try {
+    return await getJSON<Delta>(`/api/v1/live/deltas/?after=${after}`);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 410) return null;
+    throw err;
+  }
+}
 
 export function startLive(hooks: LiveHooks): Live {
   let attempt = 0;
@@ -51,6 +63,26 @@ export function startLive(hooks: LiveHooks): Live {
     if (loaded && helloVersion !== null && current !== null && current < helloVersion) void resync();
   }
 
+  /** A gap before `delta`: fetch what was missed (a few objects), not the whole topology. */
+  async function catchUp(delta: Delta, current: number): Promise<void> {
+    if (pending || retry) return;
+    pending = [delta];
+    let caught = false;
+    try {
+      const missed = await deltasAfter(current);
+      if (missed && (missed.from_version ?? missed.version) <= current + 1 && hooks.version() === current) {
+        if (missed.version > current) hooks.apply(missed);
+        caught = true;
+      }
+    } catch {
+      // the refetch below says what is wrong, if anything still is
+    }
+    const held = pending;
+    pending = null;
+    if (!caught) await resync();
+    held.sort((a, b) => a.version - b.version).forEach(onDelta);
+  }
+
   function onDelta(delta: Delta): void {
     if (pending) { pending.push(delta); return; }
     const current = hooks.version();
@@ -58,7 +90,7 @@ export function startLive(hooks: LiveHooks): Live {
     if (delta.version <= current) return; // already in the picture
     // A coalesced delta covers from_version..version; deltas carry whole objects, so an overlap is harmless.
     const first = delta.from_version ?? delta.version;
-    if (first > current + 1) { void resync(); return; } // a gap: something was missed
+    if (first > current + 1) { void catchUp(delta, current); return; } // a gap: something was missed
     hooks.apply(delta);
   }
 

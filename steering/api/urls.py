@@ -9,6 +9,7 @@ from steering.api.views.dataplane import BackendStatsView, DataplanesView
 from steering.api.views.dns import DnsAnswersView
 from steering.api.views.fleet import FleetApplyView, FleetDriftView, FleetExportView, FleetPlanView, FleetSchemaView
 from steering.api.views.freeze import FreezeView
+from steering.api.views.live import LiveDeltasView
 from steering.api.views.operations import OperationViewSet
 from steering.api.views.resources import (
     AnycastPrefixViewSet,
@@ -45,6 +46,7 @@ urlpatterns = [
     path("me/", MeView.as_view(), name="me"),
     path("freeze/", FreezeView.as_view(), name="freeze"),
     path("states/", StatesView.as_view(), name="states"),
+    path("live/deltas/", LiveDeltasView.as_view(), name="live-deltas"),
     path("stats/backends/", BackendStatsView.as_view(), name="backend-stats"),
     path("dataplanes/", DataplanesView.as_view(), name="dataplanes"),
     path("dns/answers/", DnsAnswersView.as_view(), name="dns-answers"),

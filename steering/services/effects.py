@@ -1,7 +1,8 @@
 """Side effects that run after commit: the state version in Redis and the live delta.
 
 Delivery to browsers is at-most-once (Channels): a failure here is logged, never raised, and
-browsers recover by noticing the version gap and refetching the topology.
+browsers recover by noticing the version gap and catching up on the deltas kept for that
+(steering.readmodels.live_deltas), or refetching the topology when those are gone.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
+from steering.readmodels import live_deltas
 from steering.redis_keys import LIVE_GROUP, STATE_VERSION, STATE_VERSION_CHANNEL
 from steering.redisconn import sync_client
 from steering.representation import TYPES, represent_many
@@ -183,6 +185,10 @@ def publish_after_commit(version: int, deltas: list[dict[str, Any]]) -> None:
         return
     try:
         message = build_delta(version, deltas)
+        try:
+            live_deltas.record(version, message)  # first: a browser told of this version can catch up to it
+        except Exception as exc:
+            _warn("keep the live delta for catch-up", version, exc)
         _sender.send(LIVE_GROUP, {"type": "live.delta", "delta": message})
     except Exception as exc:
         _warn("publish the live delta", version, exc)

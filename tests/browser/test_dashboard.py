@@ -286,6 +286,43 @@ def test_live_status_goes_live_and_a_reconnect_resyncs_what_was_missed(open_page
     assert_not_reloaded(page)
 
 
+def test_a_delta_the_feed_dropped_is_caught_up_without_refetching_the_topology(open_page, operator, orm,
+                                                                              monkeypatch):
+    from steering.services import effects
+    from steering.services.actions import do_drain
+    from steering.services.context import Actor
+
+    seed_demo()
+    first = Backend.objects.get(pool__pop__slug="sin1", pool__slug="api-web", name="api-3")
+    second = Backend.objects.get(pool__pop__slug="sin1", pool__slug="api-web", name="api-2")
+    page = open_page()
+    login(page, operator.username, password_of(operator.username))
+    expect(page.locator("[data-testid=live-status]")).to_have_attribute("data-state", "live")
+    open_pop(page, "sin1")
+    expect(row(page, first.pk)).to_have_attribute("data-admin-state", "ready")
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/api/v1/" in r.url else None)
+    # The channel layer drops the first delta (as a full channel does); the next one arrives after a gap.
+    real_send, dropped = effects._sender.send, []
+
+    def drop_the_first(group: str, message: dict[str, Any]) -> None:
+        if message.get("type") == "live.delta" and not dropped:
+            dropped.append(message["delta"]["version"])
+            return
+        real_send(group, message)
+
+    monkeypatch.setattr(effects._sender, "send", drop_the_first)
+    deployer = Actor(name="deployer", source="api")
+    for backend in (first, second):
+        orm(lambda b=backend: do_drain(Backend.objects.get(pk=b.pk), actor=deployer, reason="rolling deploy",
+                                       grace_seconds=600, force=True, force_reason="test: two at once"))
+    expect(row(page, second.pk)).to_have_attribute("data-admin-state", "draining")
+    expect(row(page, first.pk)).to_have_attribute("data-admin-state", "draining")   # the one never sent
+    assert dropped
+    assert [u for u in requests if "/api/v1/live/deltas/" in u] and not [u for u in requests if "/topology/" in u]
+    assert_not_reloaded(page)
+
+
 def test_passive_verdicts_show_on_the_map_and_in_the_pop_panel_beside_active_health(open_page, operator):
     """An ejection by live traffic and a pool whose bounds hold failing backends in, as the outlier
     tick writes them (here straight into the model): the marker's ring and count, the row's badge
