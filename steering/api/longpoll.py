@@ -2,7 +2,7 @@
 
 GET /api/v1/agent/desired/?layer=&pop=&after=V&wait=N is served here, in front of Django's
 (synchronous) middleware stack, by a small ASGI app: it authenticates and builds the answer in
-short thread hops (each closing its DB connection) and waits on an asyncio event that one
+short thread hops (on DB_THREADS threads of its own, each keeping one connection) and waits on an asyncio event that one
 per-process watcher sets when the state version moves. The watcher follows Redis pub/sub
 (steering.redis_keys.STATE_VERSION_CHANNEL) and, as a safety net for a missed message or Redis
 away, reads the version from the database every RESYNC_SECONDS.
@@ -16,23 +16,30 @@ Answers:
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import json
 import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import parse_qs
 
 import orjson
 from asgiref.sync import sync_to_async
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 
 logger = logging.getLogger(__name__)
 
 PATH = "/api/v1/agent/desired/"
 RESYNC_SECONDS = 2.0
+# An agent asks again as soon as it is answered: its token check (a database read, a heartbeat
+# write) is reused for this long, so 200 agents re-asking after a fleet-wide change do not queue
+# 200 database hops ahead of the next change's build. A revoked token is refused within this time.
+AUTH_REUSE_SECONDS = 2.0
 BATCH_SECONDS = 0.01
 MAX_WAIT_SECONDS = 60
 
@@ -48,13 +55,43 @@ def close_db() -> None:
         connection.close()
 
 
+# The long-poll's database work runs on threads of its own, each keeping its connection between
+# hops (opening one per hop was half of a token check): builds and the watcher's resync on one,
+# token checks on two more, so 200 agents re-asking at once never queue ahead of the next
+# change's build. Bounded: DB_THREADS connections per web process, whatever waits.
+_BUILD_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="longpoll-build")
+_AUTH_EXECUTOR = ThreadPoolExecutor(max_workers=2, thread_name_prefix="longpoll-auth")
+DB_THREADS = 3
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _on_kept_connection(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    @functools.wraps(fn)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if connection.in_atomic_block:  # a test's transaction: its connection is not ours to manage
+            return fn(*args, **kwargs)
+        try:
+            result = fn(*args, **kwargs)
+        except (OperationalError, InterfaceError):
+            # The kept connection may have died with the database (a restart): once more, on a new one.
+            connection.close()
+            result = fn(*args, **kwargs)
+        if connection.errors_occurred:
+            connection.close()
+        return result
+    return run
+
+
+def on_db_thread(fn: Callable[_P, _R], executor: ThreadPoolExecutor = _BUILD_EXECUTOR) -> Callable[_P, Awaitable[_R]]:
+    """`fn` as an awaitable run on one of the long-poll's database threads, with its kept connection."""
+    return sync_to_async(_on_kept_connection(fn), thread_sensitive=False, executor=executor)
+
+
 def _db_version() -> int:
     from steering.readmodels.version import current_version
 
-    try:
-        return current_version()
-    finally:
-        close_db()
+    return current_version()
 
 
 class VersionWatcher:
@@ -100,7 +137,7 @@ class VersionWatcher:
 
     async def _resync(self) -> None:
         try:
-            version = await sync_to_async(_db_version, thread_sensitive=False)()
+            version = await on_db_thread(_db_version)()
             if version < self.latest:
                 # The database went back in time (restored from a backup): forget what was
                 # known of later versions, or agents would wait for versions that never come.
@@ -260,7 +297,7 @@ class DocumentCache:
         for layer, scopes in queued.items():
             keys = [(layer, scope) for scope in scopes]
             try:
-                documents = await sync_to_async(_build_many, thread_sensitive=False)(layer, scopes)
+                documents = await on_db_thread(_build_many)(layer, scopes)
             except Exception as exc:
                 for key in keys:
                     future = self._building.pop(key, None)
@@ -296,7 +333,7 @@ def _int(params: dict[str, list[str]], name: str, *, low: int, high: int | None 
 
 
 def _authorize(authorization: str, layer: str | None, pop: str | None, instance: str | None) -> Any:
-    """Thread side: the caller's token, the scope, the heartbeat. Returns the AgentIdentity."""
+    """Thread side (on_db_thread): the caller's token, the scope, the heartbeat. Returns the AgentIdentity."""
     from rest_framework import exceptions
 
     from steering.api.agent_scope import AgentCaller, ScopeError, resolve
@@ -314,8 +351,6 @@ def _authorize(authorization: str, layer: str | None, pop: str | None, instance:
         return identity
     except exceptions.AuthenticationFailed as exc:
         raise ScopeError(401, "authentication_failed", str(exc.detail)) from exc
-    finally:
-        close_db()
 
 
 def _build_many(layer: str, scopes: dict[str, int | None]) -> dict[str, tuple[dict[str, Any], bytes | None]]:
@@ -324,14 +359,36 @@ def _build_many(layer: str, scopes: dict[str, int | None]) -> dict[str, tuple[di
     from steering.dataplane.desired import desired_document, encoded_documents
     from steering.models import PoP
 
-    try:
-        if layer == "dns":
-            return {scope: (desired_document(layer, None), None) for scope in scopes}
-        pops = list(PoP.objects.filter(pk__in=[pk for pk in scopes.values() if pk is not None]))
-        by_id = encoded_documents(layer, pops)
-        return {scope: by_id[pk] for scope, pk in scopes.items() if pk is not None and pk in by_id}
-    finally:
-        close_db()
+    if layer == "dns":
+        return {scope: (desired_document(layer, None), None) for scope in scopes}
+    pops = list(PoP.objects.filter(pk__in=[pk for pk in scopes.values() if pk is not None]))
+    by_id = encoded_documents(layer, pops)
+    return {scope: by_id[pk] for scope, pk in scopes.items() if pk is not None and pk in by_id}
+
+
+class AuthorizationCache:
+    """Recent successful token checks of the long-poll, by a digest of (Authorization, scope)."""
+
+    MAX_ENTRIES = 50_000
+
+    def __init__(self, seconds: float = AUTH_REUSE_SECONDS) -> None:
+        self.seconds = seconds
+        self._kept: dict[bytes, tuple[float, Any]] = {}
+
+    @staticmethod
+    def key(authorization: str, *scope: str | None) -> bytes:
+        return hashlib.sha256("\x00".join([authorization, *(v or "" for v in scope)]).encode()).digest()
+
+    def get(self, key: bytes, now: float) -> Any | None:
+        kept = self._kept.get(key)
+        if kept is None or now - kept[0] >= self.seconds:
+            return None
+        return kept[1]
+
+    def put(self, key: bytes, identity: Any, now: float) -> None:
+        if len(self._kept) >= self.MAX_ENTRIES:
+            self._kept = {k: v for k, v in self._kept.items() if now - v[0] < self.seconds}
+        self._kept[key] = (now, identity)
 
 
 class DesiredStateApp:
@@ -341,6 +398,17 @@ class DesiredStateApp:
         self.inner = inner
         self.watcher: VersionWatcher | None = None
         self.cache = DocumentCache()
+        self.authorized = AuthorizationCache()
+
+    async def authorize(self, authorization: str, layer: str | None, pop: str | None, instance: str | None) -> Any:
+        """The caller's AgentIdentity: checked in a thread hop, or reused from a check moments ago."""
+        key = AuthorizationCache.key(authorization, layer, pop, instance)
+        now = time.monotonic()
+        identity = self.authorized.get(key, now)
+        if identity is None:
+            identity = await on_db_thread(_authorize, _AUTH_EXECUTOR)(authorization, layer, pop, instance)
+            self.authorized.put(key, identity, now)
+        return identity
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] not in ("GET", "HEAD"):
@@ -366,7 +434,7 @@ class DesiredStateApp:
         try:
             after = _int(params, "after", low=0)
             wait = _int(params, "wait", low=0, high=MAX_WAIT_SECONDS) or 0
-            identity = await sync_to_async(_authorize, thread_sensitive=False)(
+            identity = await self.authorize(
                 headers.get("authorization", ""), (params.get("layer") or [None])[-1],
                 (params.get("pop") or [None])[-1], (params.get("instance") or [None])[-1])
         except ScopeError as exc:

@@ -101,3 +101,33 @@ def test_a_hundred_waiting_agents_hold_no_thread_and_no_database_connection(web:
     assert threads_during - threads_before < 10, (threads_before, threads_during)
     if conns_before is not None:
         assert conns_during is not None and conns_during - conns_before < 5, (conns_before, conns_during)
+
+
+def test_a_revoked_token_is_refused_on_the_long_poll_within_the_reuse_window(web: WebProcess) -> None:
+    from steering.api.longpoll import AUTH_REUSE_SECONDS
+    from steering.models import ApiToken
+    from steering.services.tokens import do_revoke_token
+
+    pool = f.fleet(2)
+    token = agent_token(pool.pop)
+    url = f"{web.url}/api/v1/agent/desired/?layer=local"
+    assert get(url, token)[0] == 200
+    row = ApiToken.objects.get(pop=pool.pop)
+    do_revoke_token(row, actor=Actor.system("test"), reason="host decommissioned")
+    import time
+
+    time.sleep(AUTH_REUSE_SECONDS + 0.2)
+    assert get(url, token)[0] == 401
+
+
+def test_a_reused_token_check_is_for_the_same_credential_and_scope_only() -> None:
+    from steering.api.longpoll import AuthorizationCache
+
+    cache = AuthorizationCache(seconds=2.0)
+    mine = AuthorizationCache.key("Bearer a", "local", None, None)
+    cache.put(mine, "identity-a", now=100.0)
+    assert cache.get(mine, now=101.9) == "identity-a"
+    assert cache.get(mine, now=102.0) is None                                           # expired
+    assert cache.get(AuthorizationCache.key("Bearer b", "local", None, None), now=100.5) is None   # another token
+    assert cache.get(AuthorizationCache.key("Bearer a", "anycast", None, None), now=100.5) is None  # another layer
+    assert cache.get(AuthorizationCache.key("Bearer a", "local", "fra1", None), now=100.5) is None  # another PoP
