@@ -358,6 +358,33 @@ STEERING_AGENT_FORGET_SECONDS = envint("STEERING_AGENT_FORGET_SECONDS", 600, min
 # of the previous person's change to it, so two operators cannot flap it (0 turns it off).
 # The system's own changes (timers, the prober, agents' repairs) neither wait nor count.
 STEERING_CHANGE_WAIT_SECONDS = envint("STEERING_CHANGE_WAIT_SECONDS", 5, minimum=0, maximum=3600)
+# Webhooks (steering.services.webhooks, steering.services.watchers): each POST waits at most
+# TIMEOUT seconds; a failed one is tried again after BACKOFF, 2x BACKOFF, 4x... (with jitter, at
+# most BACKOFF_MAX apart) until MAX_ATTEMPTS, then it is a dead letter. Health transitions are
+# grouped per pool over HEALTH_WINDOW seconds; a data plane is "disconnected" when its agent is
+# silent for AGENT_SILENT seconds and "lagging" when a change waits LAG seconds to be applied;
+# drift is compared with the fleet file every DRIFT seconds (only while someone subscribes to it).
+# Delivered and dead rows older than KEEP_DAYS are purged.
+STEERING_WEBHOOK_TIMEOUT_SECONDS = envint("STEERING_WEBHOOK_TIMEOUT_SECONDS", 5, minimum=1, maximum=30)
+STEERING_WEBHOOK_MAX_ATTEMPTS = envint("STEERING_WEBHOOK_MAX_ATTEMPTS", 8, minimum=1, maximum=30)
+STEERING_WEBHOOK_BACKOFF_SECONDS = envint("STEERING_WEBHOOK_BACKOFF_SECONDS", 10, minimum=1, maximum=3600)
+STEERING_WEBHOOK_BACKOFF_MAX_SECONDS = envint("STEERING_WEBHOOK_BACKOFF_MAX_SECONDS", 3600, minimum=1, maximum=86400)
+STEERING_WEBHOOK_HEALTH_WINDOW_SECONDS = envint("STEERING_WEBHOOK_HEALTH_WINDOW_SECONDS", 10, minimum=1, maximum=600)
+STEERING_WEBHOOK_AGENT_SILENT_SECONDS = envint("STEERING_WEBHOOK_AGENT_SILENT_SECONDS", 60, minimum=5, maximum=86400)
+STEERING_WEBHOOK_LAG_SECONDS = envint("STEERING_WEBHOOK_LAG_SECONDS", STEERING_DATAPLANE_ACK_TIMEOUT_SECONDS,
+                                      minimum=1, maximum=86400)
+STEERING_WEBHOOK_DRIFT_SECONDS = envint("STEERING_WEBHOOK_DRIFT_SECONDS", 60, minimum=5, maximum=86400)
+STEERING_WEBHOOK_KEEP_DAYS = envint("STEERING_WEBHOOK_KEEP_DAYS", 14, minimum=1, maximum=3650)
+CELERY_BEAT_SCHEDULE.update({
+    # Deliveries due (new ones whose enqueue was lost, retries whose backoff ran out).
+    "webhook-sweep": {"task": "steering.webhook_sweep", "schedule": 2.0, "options": {"expires": 2.0}},
+    # Health transitions grouped per pool, data planes' disconnects and lag (once per transition).
+    "notify-watch": {"task": "steering.notify_watch", "schedule": float(STEERING_WEBHOOK_HEALTH_WINDOW_SECONDS),
+                     "options": {"expires": float(STEERING_WEBHOOK_HEALTH_WINDOW_SECONDS)}},
+    "notify-drift": {"task": "steering.notify_drift", "schedule": float(STEERING_WEBHOOK_DRIFT_SECONDS),
+                     "options": {"expires": float(STEERING_WEBHOOK_DRIFT_SECONDS)}},
+    "webhook-purge": {"task": "steering.webhook_purge", "schedule": 3600.0, "options": {"expires": 3600.0}},
+})
 # The demo's pdns_server (runstack) listens on 127.0.0.1 at this port.
 STEERING_DNS_PORT = envint("STEERING_DNS_PORT", 5353, minimum=1, maximum=65535)
 

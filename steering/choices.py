@@ -99,6 +99,42 @@ OPERATION_FINAL_STATES = frozenset({OperationStatus.SUCCEEDED, OperationStatus.A
                                     OperationStatus.UNCONFIRMED})
 
 
+class WebhookFormat(models.TextChoices):
+    JSON = "json", "JSON (signed event envelope)"
+    SLACK = "slack", "Slack-compatible ({\"text\", \"blocks\"})"
+
+
+class DeliveryStatus(models.TextChoices):
+    """A webhook delivery's life (steering.services.webhooks): pending until its first try;
+    failed while retries are left (next_attempt_at says when); dead after the last one."""
+
+    PENDING = "pending", "pending"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed, retrying"
+    DEAD = "dead", "dead letter"
+
+
+# Every event a webhook can subscribe to (steering.services.notifications emits them). A
+# subscription lists some (none: all of them); a new event is added here, never improvised.
+WEBHOOK_EVENTS: tuple[tuple[str, str], ...] = (
+    ("health.changed", "backends of a pool went up or down (grouped per pool and window)"),
+    ("operation.started", "an operation started (drain, maintenance, weight, withdraw, fleet apply...)"),
+    ("operation.finished", "an operation ended: succeeded, unconfirmed or aborted"),
+    ("operation.failed", "an operation failed"),
+    ("operation.paused", "an operation paused (a weight ramp whose backend went down)"),
+    ("guard.refused", "the capacity guard or a safety rule refused an action"),
+    ("guard.forced", "an action was forced past the capacity guard or a safety rule"),
+    ("drift.detected", "the live fleet differs from the fleet file applied"),
+    ("drift.resolved", "the live fleet is the fleet file applied again"),
+    ("dataplane.disconnected", "a data plane's agent stopped reporting"),
+    ("dataplane.lagging", "a data plane has not applied the desired version in time, or refused it"),
+    ("dataplane.recovered", "a data plane disconnected or lagging runs the desired version again"),
+    ("webhook.test", "a test delivery sent from the API or the dashboard"),
+)
+WebhookEvent = models.TextChoices("WebhookEvent", [(value.replace(".", "_").upper(), (value, label))  # type: ignore[call-overload]
+                                                   for value, label in WEBHOOK_EVENTS])
+
+
 class DataplaneLayer(models.TextChoices):
     """The three layers that steer traffic, as their agents name themselves."""
 
@@ -172,6 +208,11 @@ STATE_STYLES: tuple[StateStyle, ...] = (
     _style("behind", "✗", "#d64545", "the data plane has not applied the desired version in time"),
     _style("refused", "✗", "#d64545", "the data plane refused the desired version (its error is shown)"),
     _style("absent", "○", "#8a8f98", "no agent has reported for this data plane", label="no agent"),
+    # A webhook delivery (steering.services.webhooks).
+    _style(DeliveryStatus.PENDING, "◌", "#8a8f98", "webhook delivery not tried yet"),
+    _style(DeliveryStatus.SUCCEEDED, "✓", "#2e9e44", "the receiver answered 2xx"),
+    _style(DeliveryStatus.FAILED, "⟳", "#b58a00", "the last try failed; it is retried with backoff"),
+    _style(DeliveryStatus.DEAD, "✗", "#d64545", "every try failed: a dead letter, redeliver it by hand"),
 )
 STATE_STYLE = {style.key: style for style in STATE_STYLES}
 
@@ -216,6 +257,11 @@ _VERBS: tuple[tuple[str, str], ...] = (
     ("safetyrule.create", "safety rule added"),
     ("safetyrule.update", "safety rule changed"),
     ("safetyrule.delete", "safety rule removed"),
+    ("webhook.create", "webhook subscription added"),
+    ("webhook.update", "webhook subscription changed"),
+    ("webhook.delete", "webhook subscription removed"),
+    ("webhook.test", "webhook test delivery sent"),
+    ("webhook.redeliver", "webhook delivery sent again"),
     ("token.create", "API token issued"),
     ("token.revoke", "API token revoked"),
     ("token.delete", "API token deleted"),

@@ -12,7 +12,9 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from steering.services.errors import ServiceError
+from steering.api.request_context import actor_for
+from steering.services import notifications
+from steering.services.errors import CapacityGuardRefused, ServiceError
 
 
 def _unavailable(exc: Exception) -> str | None:
@@ -29,7 +31,12 @@ def _unavailable(exc: Exception) -> str | None:
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ServiceError):
-        return Response(exc.as_dict(), status=exc.status_code)
+        body = exc.as_dict()
+        request = context.get("request")
+        if isinstance(exc, CapacityGuardRefused) and request is not None:
+            # Its transaction rolled back with the refusal: webhooks hear of it from here.
+            notifications.guard_refused(body, actor=actor_for(request))
+        return Response(body, status=exc.status_code)
     if isinstance(exc, DjangoValidationError):
         errors = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
         return Response({"code": "invalid", "detail": "Invalid input.", "errors": errors}, status=400)

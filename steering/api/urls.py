@@ -25,6 +25,7 @@ from steering.api.views.resources import (
 )
 from steering.api.views.system import MeView, StatesView, TopologyView
 from steering.api.views.tokens import TokenViewSet
+from steering.api.views.webhooks import WebhookDeliveryViewSet, WebhookViewSet
 
 router = DefaultRouter()
 router.register("regions", RegionViewSet)
@@ -40,6 +41,8 @@ router.register("operations", OperationViewSet)
 router.register("changes", ChangeViewSet)
 router.register("tokens", TokenViewSet)
 router.register("safety-rules", SafetyRuleViewSet)
+router.register("webhooks", WebhookViewSet)
+router.register("webhook-deliveries", WebhookDeliveryViewSet)
 
 urlpatterns = [
     path("topology/", TopologyView.as_view(), name="topology"),

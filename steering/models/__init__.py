@@ -12,6 +12,7 @@ from steering.models.pools import Backend, Pool
 from steering.models.safety import SafetyRule
 from steering.models.tokens import ApiToken
 from steering.models.topology import VIP, AnycastPrefix, ClientNetwork, PoP, Region, Service
+from steering.models.webhooks import NotificationCursor, WebhookDelivery, WebhookSubscription
 
 __all__ = [
     "VIP",
@@ -25,6 +26,7 @@ __all__ = [
     "HealthEvent",
     "IdempotencyRecord",
     "Monitor",
+    "NotificationCursor",
     "Operation",
     "PoP",
     "Pool",
@@ -32,4 +34,6 @@ __all__ = [
     "SafetyRule",
     "Service",
     "StateVersion",
+    "WebhookDelivery",
+    "WebhookSubscription",
 ]

@@ -112,7 +112,8 @@ _sender = _GroupSender()
 # Objects whose changes no data plane sees (the desired state of every layer ignores them; a
 # monitor reaches the data planes only through the health it gives backends).
 _NO_DATAPLANE_EFFECT = frozenset({"operation", "apitoken", "user", "group", "dataplanestate", "idempotencyrecord",
-                                  "monitor", "safetyrule", "changefreeze"})
+                                  "monitor", "safetyrule", "changefreeze",
+                                  "webhooksubscription", "webhookdelivery"})
 # Objects (and, for an update, fields) only the DNS layer reads: no PoP's local or anycast state
 # moves with them. A service's other fields (slug, protocol, port, prefix) are in every spec.
 _DNS_ONLY = {"clientnetwork": None, "service": frozenset({"fqdn", "dns_policy", "ttl"})}

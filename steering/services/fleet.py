@@ -42,7 +42,7 @@ from steering.models import (
 )
 from steering.models import Change as ChangeRow
 from steering.representation import weight_inputs
-from steering.services import guard
+from steering.services import guard, notifications
 from steering.services.allowlist import allowlist_error
 from steering.services.audit import ChangeSet, bump_version
 from steering.services.context import Actor
@@ -488,6 +488,7 @@ def do_apply(desired: Fleet, *, actor: Actor, reason: str, force: bool = False, 
             # Not under "impact": an action's impact has one target; this one combines the plan's parts.
             params={"fleet_impact": impact, "force_reason": force_reason, "file_fingerprint": body["file_fingerprint"]},
         )
+        notifications.operation_changed(op)
         op.steps = [{"name": f"{what} {n}", "status": "done"} for what, n in body["summary"].items() if n]
         applier = _Applier(desired, ids, actor, reason, op.pk)
         for change in changes:

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from steering.choices import AdminState, OperationStatus
 from steering.models import Backend, Operation, Pool, PoP, Region
+from steering.services import notifications
 from steering.services.audit import ChangeSet
 from steering.services.context import Actor
 from steering.services.kernel import Site, set_site_state
@@ -31,10 +32,12 @@ def open_operation(
     forced: bool = False,
     params: dict[str, Any] | None = None,
     deadline: datetime.datetime | None = None,
+    status: str = OperationStatus.RUNNING,
 ) -> Operation:
-    return Operation.objects.create(
+    """A new operation, running (or `status`: scheduled); webhooks hear that it started."""
+    op = Operation.objects.create(
         kind=kind,
-        status=OperationStatus.RUNNING,
+        status=status,
         target_type=target_type(target),
         target_id=target.pk,
         target_repr=target_label(target)[:300],
@@ -47,6 +50,8 @@ def open_operation(
         params=params or {},
         deadline=deadline,
     )
+    notifications.operation_changed(op)
+    return op
 
 
 def open_or_start(
@@ -75,6 +80,7 @@ def open_or_start(
     scheduled.deadline = deadline
     scheduled.revision += 1
     scheduled.save(update_fields=["status", "forced", "params", "deadline", "revision"])
+    notifications.operation_changed(scheduled)
     return scheduled
 
 
@@ -86,6 +92,7 @@ def finish_operation(op: Operation, status: str, result: dict[str, Any]) -> bool
     )
     if won:
         op.refresh_from_db()
+        notifications.operation_changed(op)
     return bool(won)
 
 

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from steering.choices import AdminState, Health, OperationKind, OperationStatus
 from steering.models import Backend, Operation
-from steering.services import guard
+from steering.services import guard, notifications
 from steering.services.audit import ChangeSet
 from steering.services.confirmations import awaiting, finish_when_applied, layers_for
 from steering.services.context import Actor
@@ -155,6 +155,7 @@ def _pause(op: Operation, why: str, changes: ChangeSet) -> None:
         op.refresh_from_db()
         op.steps = _steps_view(op.params["plan"], op.params["done"], status="paused")
         op.save(update_fields=["steps"])
+        notifications.operation_changed(op)
         changes.record("operation.pause", op, before={"status": "running"},
                        after={"status": "paused", "result": op.result}, reason=why)
 

@@ -83,10 +83,10 @@ def schedule(kind: str, target: Target, *, actor: Actor, reason: str, not_before
         op = open_operation(kind, locked, actor=actor, reason=reason, forced=forced, deadline=not_before,
                             params={"grace_seconds": grace_seconds, "force": force, "force_reason": force_reason,
                                     **({"ttl_factor": ttl_factor} if ttl_factor is not None else {}),
-                                    "impact": impact.as_json()})
-        op.status, op.not_before, op.expires_at = OperationStatus.SCHEDULED, not_before, expires_at
+                                    "impact": impact.as_json()}, status=OperationStatus.SCHEDULED)
+        op.not_before, op.expires_at = not_before, expires_at
         op.steps = [{"name": f"{kind} at {not_before.isoformat(timespec='seconds')}", "status": "scheduled"}]
-        op.save(update_fields=["status", "not_before", "expires_at", "steps"])
+        op.save(update_fields=["not_before", "expires_at", "steps"])
         changes = ChangeSet(actor, reason, operation_id=op.pk, forced=forced, force_reason=force_reason)
         changes.record("operation.schedule", op, before=None, after=_window(op), related=locked)
         return op, impact

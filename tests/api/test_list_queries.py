@@ -109,3 +109,24 @@ def test_it_counts_changes_made_by_the_setup(db: Any) -> None:
     before = Change.objects.count()
     add_changes(2)
     assert Change.objects.count() == before + 2
+
+
+def add_deliveries(n: int) -> None:
+    from steering.models import WebhookDelivery, WebhookSubscription
+
+    # Each delivery to a subscription of its own: its name in the row must not cost a query each.
+    for _ in range(n):
+        sub = WebhookSubscription.objects.create(name=f"hook-{WebhookSubscription.objects.count()}",
+                                                 url="https://hooks.example.net/x", secret="whsec_0123456789abcdef")
+        WebhookDelivery.objects.create(subscription=sub, event_type="webhook.test", event_id="evt_x", payload={})
+
+
+def test_it_lists_webhook_deliveries_with_a_constant_number_of_queries(operator_api: APIClient) -> None:
+    url = f"{API}/webhook-deliveries/"
+    assert operator_api.get(f"{API}/me/").status_code == 200
+    add_deliveries(FEW)
+    few, few_rows, _ = count_queries(operator_api, url)
+    add_deliveries(MANY - FEW)
+    many, many_rows, sql = count_queries(operator_api, url)
+    assert many_rows == MANY > few_rows
+    assert many == few <= 5, "\n".join(sql)

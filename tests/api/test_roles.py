@@ -34,10 +34,13 @@ from steering.models import (
     Region,
     SafetyRule,
     Service,
+    WebhookDelivery,
+    WebhookSubscription,
 )
 from steering.services.actions import do_drain, do_maintenance
 from steering.services.context import Actor
 from steering.services.tokens import do_create_token
+from steering.services.webhooks import do_create_webhook
 from steering.services.weights import advance_ramp, do_set_weight
 from tests import factories as f
 from tests.conftest import make_user, token_client
@@ -48,7 +51,8 @@ CRUD_WRITES = ("create", "update", "partial_update", "destroy")
 
 # The contract (README: Roles), written down independently of the views' own `required_roles`:
 # operators act on traffic; everything else that writes is an admin's.
-OPERATOR_WRITES = {"drain", "undrain", "maintenance", "weight", "abort", "resume", "extend", "withdraw", "announce"}
+OPERATOR_WRITES = {"drain", "undrain", "maintenance", "weight", "abort", "resume", "extend", "withdraw", "announce",
+                   "redeliver"}
 
 PERSONAS = ("anonymous", "nobody", "viewer", "operator", "admin")
 RANK = {"anonymous": 0, "nobody": 0, "viewer": 1, "operator": 2, "admin": 3}
@@ -56,6 +60,7 @@ RANK = {"anonymous": 0, "nobody": 0, "viewer": 1, "operator": 2, "admin": 3}
 # Everything a write could touch; compared before and after a refused request.
 WATCHED: tuple[type[models.Model], ...] = (
     Region, PoP, Service, VIP, AnycastPrefix, ClientNetwork, Monitor, Pool, Backend, Operation, ApiToken,
+    WebhookSubscription, WebhookDelivery,
 )
 
 
@@ -85,7 +90,9 @@ def discover_list_endpoints() -> list[str]:
 
 WRITE_ENDPOINTS = discover_write_endpoints()
 LIST_ENDPOINTS = discover_list_endpoints()
-ADMIN_ONLY_READS = {f"{API}/tokens/", f"{API}/changes/verify/"}
+ADMIN_ONLY_READS = {f"{API}/tokens/", f"{API}/changes/verify/", f"{API}/webhooks/"}
+# Reads an operator may make and a viewer may not: the webhooks' delivery log (what was sent where).
+OPERATOR_READS = {f"{API}/webhook-deliveries/"}
 
 
 def needed_role(action: str) -> str:
@@ -241,6 +248,34 @@ def _safety_rule_case(action: str) -> Case:
     )
 
 
+def _webhook(name: str = "") -> WebhookSubscription:
+    sub, _secret = do_create_webhook({"name": name or f"hook-{WebhookSubscription.objects.count() + 1}",
+                                      "url": "https://hooks.example.net/steering"}, actor=Actor.system("test"))
+    return sub
+
+
+def _webhook_case(action: str) -> Case:
+    return _crud_case(
+        "webhooks", action, WebhookSubscription, _webhook,
+        lambda: {"name": "oncall", "url": "https://hooks.example.net/oncall", "events": ["operation.failed"]},
+        lambda o: {"name": o.name, "url": "https://hooks.example.net/other", "format": "slack"},
+        {"enabled": False},
+    )
+
+
+def _webhook_test_case() -> Case:
+    sub = _webhook("pinged")
+    return Case("post", f"{API}/webhooks/{sub.pk}/test/", {}, WebhookSubscription, 202, sub.pk)
+
+
+def _redeliver_case() -> Case:
+    """A dead letter: every try failed."""
+    sub = _webhook("dead-end")
+    delivery = WebhookDelivery.objects.create(subscription=sub, event_type="webhook.test", event_id="evt_dead",
+                                              payload={"summary": "x"}, status="dead", attempts=8)
+    return Case("post", f"{API}/webhook-deliveries/{delivery.pk}/redeliver/", {}, WebhookDelivery, 202, delivery.pk)
+
+
 def _pool_case(action: str) -> Case:
     def create() -> dict[str, Any]:
         return {"pop": f.pop().pk, "service": f.service().pk, "slug": "new-pool"}
@@ -331,6 +366,7 @@ CRUD_CASES: dict[str, Callable[[str], Case]] = {
     "backends": _backend_case,
     "tokens": _token_case,
     "safety-rules": _safety_rule_case,
+    "webhooks": _webhook_case,
 }
 ACTION_PREFIXES = {"backends", "pools", "pops", "regions"}
 
@@ -344,6 +380,10 @@ def make_case(prefix: str, action: str) -> Case:
         return _resume_case()
     if action == "extend" and prefix == "operations":
         return _extend_case()
+    if action == "test" and prefix == "webhooks":
+        return _webhook_test_case()
+    if action == "redeliver" and prefix == "webhook-deliveries":
+        return _redeliver_case()
     if action in OPERATOR_WRITES and prefix in ACTION_PREFIXES:
         return _action_case(prefix, action)
     raise KeyError(f"no role-matrix case for {prefix} {action}")
@@ -384,7 +424,7 @@ def send(client: APIClient, case: Case) -> Any:
 
 def test_it_has_a_case_for_every_write_endpoint(db: Any) -> None:
     expected_actions = {"create", "update", "partial_update", "destroy", "drain", "undrain", "maintenance",
-                        "weight", "abort", "resume", "extend", "withdraw", "announce"}
+                        "weight", "abort", "resume", "extend", "withdraw", "announce", "test", "redeliver"}
     assert {action for _prefix, action in WRITE_ENDPOINTS} == expected_actions
     # Every action a view exposes is one the contract names (no unreviewed write slipped in).
     for prefix, action in WRITE_ENDPOINTS:
@@ -429,7 +469,7 @@ def test_it_lets_only_the_right_roles_write(
 def test_it_lets_a_viewer_read_every_list(url: str, viewer_api: APIClient) -> None:
     build_world()
     response = viewer_api.get(url)
-    if url in ADMIN_ONLY_READS:
+    if url in ADMIN_ONLY_READS | OPERATOR_READS:
         assert response.status_code == 403, response.content
     else:
         assert response.status_code == 200, (url, response.content)
@@ -446,7 +486,7 @@ def test_it_refuses_reads_without_a_role(url: str, persona: str, request: pytest
 
 def test_it_lists_the_topology_list_endpoints_it_checks() -> None:
     for name in ("backends", "pools", "pops", "regions", "services", "vips", "prefixes", "client-networks",
-                 "monitors", "operations", "changes", "tokens", "safety-rules"):
+                 "monitors", "operations", "changes", "tokens", "safety-rules", "webhooks", "webhook-deliveries"):
         assert f"{API}/{name}/" in LIST_ENDPOINTS
 
 
@@ -461,6 +501,22 @@ def test_it_shows_tokens_to_admins_only(persona: str, status: int, request: pyte
     if status == 200:
         assert {t["name"] for t in listing.json()["results"]} >= {own.name}
         assert "digest" not in listing.json()["results"][0]
+
+
+@pytest.mark.parametrize(("persona", "hooks", "deliveries"),
+                         [("viewer", 403, 403), ("operator", 403, 200), ("admin", 200, 200)])
+def test_it_shows_webhooks_to_admins_and_their_deliveries_to_operators_never_a_secret(
+        persona: str, hooks: int, deliveries: int, request: pytest.FixtureRequest) -> None:
+    client = client_for(persona, request)
+    sub = _webhook("secretive")
+    WebhookDelivery.objects.create(subscription=sub, event_type="webhook.test", event_id="evt_1", payload={})
+    urls = {f"{API}/webhooks/": hooks, f"{API}/webhooks/{sub.pk}/": hooks,
+            f"{API}/webhooks/{sub.pk}/deliveries/": deliveries, f"{API}/webhook-deliveries/": deliveries}
+    for url, expected in urls.items():
+        response = client.get(url)
+        assert response.status_code == expected, (url, response.content)
+        assert sub.secret not in response.content.decode()
+    assert sub.secret.startswith("whsec_")
 
 
 # --- token scoping -------------------------------------------------------------------------

@@ -25,10 +25,11 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from config.wsgi import application
-from steering.models import Change, SafetyRule
+from steering.models import Change, SafetyRule, WebhookDelivery
 from steering.services.actions import do_drain, do_maintenance
 from steering.services.context import Actor
 from steering.services.tokens import do_create_token
+from steering.services.webhooks import do_create_webhook
 from tests import factories as f
 from tests.conftest import make_user
 
@@ -70,6 +71,10 @@ def seed() -> dict[str, int]:
     holder = make_user("sam-seeded", "operator")
     token, _raw = do_create_token(holder, name="seeded", role="operator", actor=system)
     assert drain is not None
+    # Deliveries are recorded, never sent: no worker runs here and the test's transaction never commits.
+    hook, _secret = do_create_webhook({"name": "seeded", "url": "https://hooks.example.net/steering"}, actor=system)
+    dead = WebhookDelivery.objects.create(subscription=hook, event_type="webhook.test", event_id="evt_seed",
+                                          payload={"summary": "seed"}, status="dead", attempts=8)
     return {
         "regions": region.pk, "pops": pop.pk, "services": service.pk, "vips": f.vip(service, region).pk,
         "prefixes": service.anycast_prefix_id, "client-networks": f.client_network(region).pk,
@@ -78,6 +83,7 @@ def seed() -> dict[str, int]:
         "tokens": token.pk,
         "safety-rules": SafetyRule.objects.create(slug="half", kind="max_pool_out_percent", pool=pool,
                                                   threshold=50).pk,
+        "webhooks": hook.pk, "webhook-deliveries": dead.pk,
     }
 
 

@@ -91,7 +91,13 @@ def services_imported(path: Path) -> set[str]:
 def test_the_kernel_imports_no_action_module(leaf):
     imported = services_imported(SERVICES / f"{leaf}.py")
     assert imported, "the parse found no imports at all"
-    assert imported <= {"audit", "context", "errors", "guard", "targets", "kernel"}
+    # notifications: where an operation's start and end are told to webhooks; a leaf itself (below).
+    assert imported <= {"audit", "context", "errors", "guard", "targets", "kernel", "notifications"}
+
+
+def test_notifications_import_no_action_module():
+    # Every action module may emit an event: the emitter imports none of them back.
+    assert services_imported(SERVICES / "notifications.py") <= {"context"}
 
 
 # --- operation kinds: one registry, used by abort, the sweeper and drain completion --------------
