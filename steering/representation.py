@@ -131,21 +131,41 @@ def represent_rows(model: type[models.Model], qs: models.QuerySet[Any], *,
     for row in qs.values_list(*names):
         data = {name: jsonable(value) for name, value in zip(names, row, strict=True)}
         if model is Backend:
-            ready_since = row[names.index("ready_since")]
-            left = ejection_left(row[names.index("ejected_at")], row[names.index("ejected_until")], now)
-            explained = capacity.explain_effective_weight(capacity.WeightInputs(
-                weight=data["weight"], admin_state=data["admin_state"], health=data["health"],
-                slow_start_seconds=data["slow_start_seconds"],
-                seconds_since_ready=(now - ready_since).total_seconds() if ready_since else None,
-                pool_in_panic=data["pool_id"] in pools_in_panic,
-                ejected_seconds_left=left, ejection_reason=data["ejection_reason"] if left is not None else "",
-            ))
-            data["effective_weight"] = explained.effective
-            data["effective_weight_reason"] = explained.reason
+            times = {name: row[names.index(name)] for name in _WEIGHT_TIMES}
+            add_effective_weight(data, pool_in_panic=data["pool_id"] in pools_in_panic, now=now, times=times)
         if model is Operation:
             data.pop("params", None)
         out.append(data)
     return out
+
+
+_WEIGHT_TIMES = ("ready_since", "ejected_at", "ejected_until")
+
+
+def add_effective_weight(data: dict[str, Any], *, pool_in_panic: bool, now: datetime.datetime,
+                         times: dict[str, Any] | None = None) -> None:
+    """Set a backend row's `effective_weight` and its reason as of `now`. `times` holds the row's
+    datetimes as datetimes; without it they are read from `data`, where a snapshot (or a Change's
+    before/after) keeps them as ISO strings."""
+    if times is None:
+        times = {name: _as_datetime(data.get(name)) for name in _WEIGHT_TIMES}
+    ready_since = times["ready_since"]
+    left = ejection_left(times["ejected_at"], times["ejected_until"], now)
+    explained = capacity.explain_effective_weight(capacity.WeightInputs(
+        weight=data["weight"], admin_state=data["admin_state"], health=data["health"],
+        slow_start_seconds=data["slow_start_seconds"],
+        seconds_since_ready=(now - ready_since).total_seconds() if ready_since else None,
+        pool_in_panic=pool_in_panic,
+        ejected_seconds_left=left, ejection_reason=data["ejection_reason"] if left is not None else "",
+    ))
+    data["effective_weight"] = explained.effective
+    data["effective_weight_reason"] = explained.reason
+
+
+def _as_datetime(value: Any) -> datetime.datetime | None:
+    if value is None or isinstance(value, datetime.datetime):
+        return value
+    return datetime.datetime.fromisoformat(str(value))
 
 
 def represent_many(type_key: str, ids: Iterable[int]) -> dict[int, dict[str, Any]]:

@@ -16,13 +16,60 @@ from rest_framework.views import APIView
 from steering.api.permissions import request_role
 from steering.choices import STATE_STYLES
 from steering.models import ApiToken
+from steering.readmodels.replay import ReplayRefused, topology_at
 from steering.topology import topology_snapshot
 
 
+class TopologyQuery(serializers.Serializer):  # type: ignore[type-arg]
+    at = serializers.DateTimeField(required=False, help_text=(
+        "An instant in the past (ISO 8601, e.g. 2025-03-01T10:42:00Z): the fleet as it was then, rebuilt "
+        "from the audit log (a postmortem's replay). Without it: the live picture."))
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # A form field left blank reads as absent to DRF; `?at=` given empty is a mistake, not "live".
+        if "at" in self.initial_data and "at" not in attrs:
+            raise serializers.ValidationError({"at": ["Give an instant (ISO 8601), or leave `at` out for the live picture."]})
+        return attrs
+
+
+class AsOfSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    change_id = serializers.IntegerField(help_text="The last change at or before `at`: the picture includes it.")
+    time = serializers.DateTimeField()
+    version = serializers.IntegerField(help_text="The state version that change produced.")
+
+
+TOPOLOGY = inline_serializer("Topology", {
+    "version": serializers.IntegerField(required=False, help_text=(
+        "Live only: the state version the live feed's deltas continue from. A replayed picture has none.")),
+    "generated_at": serializers.DateTimeField(),
+    "replayed": serializers.BooleanField(required=False, help_text="Only with ?at=: true, a picture of the past."),
+    "at": serializers.DateTimeField(required=False, help_text="Only with ?at=: the instant shown."),
+    "history_starts": serializers.DateTimeField(required=False, help_text=(
+        "Only with ?at=: the first recorded change; the furthest back a picture can be rebuilt.")),
+    "as_of": AsOfSerializer(required=False, allow_null=True, help_text=(
+        "Only with ?at=: the audit position the picture corresponds to (null: before any change).")),
+    "undone": serializers.IntegerField(required=False, help_text=(
+        "Only with ?at=: how many later changes were undone to rebuild it.")),
+})
+
+
 class TopologyView(APIView):
-    @extend_schema(responses={200: inline_serializer("Topology", {"version": serializers.IntegerField()})})
+    @extend_schema(parameters=[TopologyQuery], responses={200: TOPOLOGY})
     def get(self, request: Request) -> Response:
-        return Response(topology_snapshot())
+        query = TopologyQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        at = query.validated_data.get("at")
+        if at is None:
+            return Response(topology_snapshot())
+        try:
+            body = topology_at(at)
+        except ReplayRefused as exc:
+            starts = exc.history_starts.isoformat() if exc.history_starts else None
+            return Response({"code": "invalid", "detail": "Invalid input.", "errors": {"at": [str(exc)]},
+                             "history_starts": starts}, status=400)
+        # A picture of the past: never cached, and no ETag (ConditionalGetMiddleware skips no-store),
+        # so nothing can take it for the live one or revalidate the live one against it.
+        return Response(body, headers={"Cache-Control": "no-store"})
 
 
 class MeView(APIView):
