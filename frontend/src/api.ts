@@ -59,8 +59,8 @@ export type FleetDrift = Narrow<Schemas["FleetDrift"], {
   differences: FleetDifference[];
 }>;
 
-/** GET /api/v1/topology/: the schema names only `version`; the lists are the rows above. */
-export type Topology = Schemas["Topology"] & {
+/** The lists of GET /api/v1/topology/ (the schema leaves them free-form): the rows above. */
+interface TopologyLists {
   generated_at: string;
   regions: Region[];
   pops: PoP[];
@@ -73,7 +73,19 @@ export type Topology = Schemas["Topology"] & {
   backends: Backend[];
   operations: Operation[];
   states: StateStyle[];
-};
+}
+/** GET /api/v1/topology/: the live picture, with the version the live feed's deltas continue from. */
+export type Topology = Narrow<Schemas["Topology"], { version: number }> & TopologyLists;
+/** GET /api/v1/topology/?at=: the fleet as it was then, rebuilt from the audit log. No version:
+ * no delta continues it. `as_of` is the last change it includes (null: before any). */
+export type PastTopology = Narrow<Schemas["Topology"], {
+  version?: undefined; replayed: true; at: string; history_starts: string; as_of: Schemas["AsOf"] | null; undone: number;
+}> & TopologyLists;
+
+/** Webhooks (admins) and their deliveries (operators): GET /api/v1/webhooks/, /api/v1/webhook-deliveries/. */
+export type Webhook = Schemas["Webhook"];
+export type Delivery = Narrow<Schemas["Delivery"], { payload: Record<string, unknown> }>;
+export type DeliveryPage = Narrow<Schemas["PaginatedDeliveryList"], { results: Delivery[] }>;
 
 // --- the live feed (WebSocket /ws/live/: not part of the OpenAPI schema) ---------------------
 /** The topology lists that deltas update, keyed by the delta's `type`. */
@@ -173,6 +185,8 @@ export async function postJSON<T>(path: string, body: unknown): Promise<T> {
 
 export const getMe = (): Promise<Me> => getJSON<Me>("/api/v1/me/");
 export const getTopology = (): Promise<Topology> => getJSON<Topology>("/api/v1/topology/");
+export const getTopologyAt = (at: string, signal?: AbortSignal): Promise<PastTopology> =>
+  getJSON<PastTopology>(`/api/v1/topology/?at=${encodeURIComponent(at)}`, signal);
 
 export function csrfToken(): string {
   const m = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]*)/);

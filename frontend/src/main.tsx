@@ -8,6 +8,7 @@ import { render } from "preact";
 import "./style.css";
 import { AuthError, getMe, getTopology } from "./api";
 import { startLive } from "./live";
+import { replay } from "./replay";
 import { store } from "./store";
 import { App } from "./ui/app";
 
@@ -31,6 +32,8 @@ async function load(): Promise<void> {
     performance.mark("steering:topology-request");
     const topo = await getTopology();
     performance.mark("steering:topology-received");
+    replay.noteServerTime(topo.generated_at);
+    if (replay.state.active) return; // a replay began meanwhile: its picture stays
     store.load(topo);
     performance.mark("steering:topology-indexed");
     const { banner } = store.shell;
@@ -43,8 +46,10 @@ async function load(): Promise<void> {
 
 getMe().then((me) => store.setShell({ me }), showError);
 const live = startLive({
-  version: () => store.version,
-  load,
+  // While a replay is on, the picture is of the past: no delta applies to it and no resync
+  // replaces it (version null makes the feed ask for a load, which does nothing then).
+  version: () => (replay.state.active ? null : store.version),
+  load: () => (replay.state.active ? Promise.resolve() : load()),
   apply: (d) => store.apply(d),
   observed: (m) => store.observe(m),
   status: (conn) => {
@@ -60,4 +65,5 @@ const live = startLive({
 // Fetch the snapshot at once, in parallel with the socket's handshake (the hello then only
 // triggers a refetch if the snapshot turns out older than the feed).
 void live.resync();
+replay.onExit = () => { store.version = null; void live.resync(); };
 render(<App />, root);

@@ -8,8 +8,8 @@ import { useSyncExternalStore } from "preact/compat";
 import { useRef } from "preact/hooks";
 import {
   DELTA_KEYS, type AdminState, type Backend, type ClientNetwork, type Delta, type DeltaType, type Me, type Monitor,
-  type Observed, type Operation, type Pool, type PoP, type Prefix, type Region, type Service, type StateStyle,
-  type Topology, type VIP,
+  type Observed, type Operation, type PastTopology, type Pool, type PoP, type Prefix, type Region, type Service,
+  type StateStyle, type Topology, type VIP,
 } from "./api";
 import type { ConnState } from "./live";
 
@@ -61,7 +61,12 @@ function addTo<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
 }
 
 export class Store {
+  /** The state version of the live picture held (null: none yet, or a picture of the past). */
   version: number | null = null;
+  /** A picture, live or past, has been loaded. */
+  loaded = false;
+  /** The instant a picture of the past shows (ms), null for the live one: see `now()`. */
+  pictureAt: number | null = null;
   t: Tables = this.emptyTables();
   states = new Map<string, StateStyle>();
   poolsByPop = new Map<number, Set<number>>();
@@ -91,7 +96,11 @@ export class Store {
     };
   }
 
-  load(topo: Topology): void {
+  /** Replace the whole picture: the live one (with its version), or one of the past (a replay:
+   * no version, so nothing continues it). `flash` marks what differs from the picture before, as
+   * deltas do, so a replay's step is seen on the map. */
+  load(topo: Topology | PastTopology, { flash = false }: { flash?: boolean } = {}): void {
+    const old = this.t;
     const t = this.emptyTables();
     for (const key of Object.values(DELTA_KEYS)) {
       const table = t[key] as Map<number, { id: number }>;
@@ -100,7 +109,9 @@ export class Store {
     this.t = t;
     for (const key of Object.values(DELTA_KEYS)) this.rev[key] += 1;
     this.states = new Map(topo.states.map((s) => [s.key, s]));
-    this.version = topo.version;
+    this.version = topo.version ?? null;
+    this.loaded = true;
+    this.pictureAt = topo.at ? Date.parse(topo.at) : null;
     this.poolsByPop.clear();
     this.backendsByPool.clear();
     this.popsByRegion.clear();
@@ -109,7 +120,25 @@ export class Store {
     for (const b of t.backends.values()) addTo(this.backendsByPool, b.pool_id, b.id);
     this.summaries.clear();
     for (const id of t.pops.keys()) this.dirtyPops.add(id);
+    if (flash) this.flashDifferences(old);
     this.notify();
+  }
+
+  /** Highlight every object that is new, gone or different from `old`, and its PoP. */
+  private flashDifferences(old: Tables): void {
+    const now = performance.now();
+    for (const [type, key] of Object.entries(DELTA_KEYS)) {
+      const before = old[key] as Map<number, { id: number }>;
+      const after = this.t[key] as Map<number, { id: number }>;
+      for (const [id, obj] of after) {
+        const prev = before.get(id);
+        if (prev && sameRow(prev, obj)) continue;
+        this.changed.set(`${type}:${id}`, now);
+        this.markPop(type, obj);
+      }
+      for (const [id, prev] of before) if (!after.has(id)) this.markPop(type, prev);
+    }
+    window.setTimeout(() => this.expire(), FLASH_MS + 50);
   }
 
   /** Apply a delta the live feed has already checked for continuity. */
@@ -235,6 +264,10 @@ export class Store {
     return pool ? this.t.pops.get(pool.pop_id) : undefined;
   }
 
+  /** "Now" for what the picture shows (time left of an ejection or a deadline): the replayed
+   * instant for a picture of the past, else the clock. */
+  now(): number { return this.pictureAt ?? Date.now(); }
+
   adminOf(popId: number): AdminState { return this.t.pops.get(popId)?.admin_state ?? "ready"; }
 
   /** Change the shell (who is signed in, the feed's state, the banner, observations). */
@@ -266,6 +299,15 @@ export class Store {
 }
 
 export const store = new Store();
+
+/** Two rows of the picture hold the same values (nested ones, e.g. an operation's progress, by content). */
+function sameRow(a: object, b: object): boolean {
+  const ra = a as Record<string, unknown>, rb = b as Record<string, unknown>;
+  const keys = Object.keys(ra);
+  if (keys.length !== Object.keys(rb).length) return false;
+  return keys.every((k) => Object.is(ra[k], rb[k]) ||
+    (typeof ra[k] === "object" && JSON.stringify(ra[k]) === JSON.stringify(rb[k])));
+}
 
 /** Values equal when they are the same, or arrays / plain objects whose items are the same. */
 export function shallow<T>(a: T, b: T): boolean {

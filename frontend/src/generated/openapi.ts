@@ -457,6 +457,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/live/deltas/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The live feed's deltas after a version, merged into one (catch-up after a gap) */
+        get: operations["live_deltas_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/me/": {
         parameters: {
             query?: never;
@@ -1181,6 +1198,129 @@ export interface paths {
         patch: operations["vips_partial_update"];
         trace?: never;
     };
+    "/api/v1/webhook-deliveries/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Every delivery, newest first; `?status=dead` lists the dead letters. Operators read and redeliver. */
+        get: operations["webhook_deliveries_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhook-deliveries/{id}/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Every delivery, newest first; `?status=dead` lists the dead letters. Operators read and redeliver. */
+        get: operations["webhook_deliveries_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhook-deliveries/{id}/redeliver/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Send a dead letter (or a failed delivery waiting for its next try) again now. */
+        post: operations["webhook_deliveries_redeliver_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhooks/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Admin only, reads included; the delivery log of one subscription is an operator's read. */
+        get: operations["webhooks_list"];
+        put?: never;
+        /** @description Admin only, reads included; the delivery log of one subscription is an operator's read. */
+        post: operations["webhooks_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhooks/{id}/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Admin only, reads included; the delivery log of one subscription is an operator's read. */
+        get: operations["webhooks_retrieve"];
+        /** @description Admin only, reads included; the delivery log of one subscription is an operator's read. */
+        put: operations["webhooks_update"];
+        post?: never;
+        /** @description Admin only, reads included; the delivery log of one subscription is an operator's read. */
+        delete: operations["webhooks_destroy"];
+        options?: never;
+        head?: never;
+        /** @description Admin only, reads included; the delivery log of one subscription is an operator's read. */
+        patch: operations["webhooks_partial_update"];
+        trace?: never;
+    };
+    "/api/v1/webhooks/{id}/deliveries/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description This subscription's delivery log, newest first (paginated). */
+        get: operations["webhooks_deliveries_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhooks/{id}/test/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Send a `webhook.test` event to this subscription now (whatever its filters); follow it in its deliveries. */
+        post: operations["webhooks_test_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1293,6 +1433,14 @@ export interface components {
         AnycastPrefixRequest: {
             prefix: string;
             description?: string;
+        };
+        AsOf: {
+            /** @description The last change at or before `at`: the picture includes it. */
+            change_id: number;
+            /** Format: date-time */
+            time: string;
+            /** @description The state version that change produced. */
+            version: number;
         };
         /** @description Unknown fields and attempts to write read-only fields are errors, not silently dropped. */
         Backend: {
@@ -1483,6 +1631,36 @@ export interface components {
                 [key: string]: unknown;
             };
         };
+        Delivery: {
+            readonly id: number;
+            readonly subscription: number;
+            readonly subscription_name: string;
+            readonly event_type: string;
+            readonly event_id: string;
+            readonly summary: string;
+            readonly format: components["schemas"]["FormatEnum"];
+            readonly status: components["schemas"]["DeliveryStatusEnum"];
+            readonly attempts: number;
+            /** Format: date-time */
+            readonly next_attempt_at: string | null;
+            /** Format: date-time */
+            readonly last_attempt_at: string | null;
+            readonly last_status_code: number | null;
+            readonly last_error: string;
+            /** Format: date-time */
+            readonly delivered_at: string | null;
+            /** Format: date-time */
+            readonly created_at: string;
+            readonly payload: unknown;
+        };
+        /**
+         * @description * `pending` - pending
+         *     * `succeeded` - succeeded
+         *     * `failed` - failed, retrying
+         *     * `dead` - dead letter
+         * @enum {string}
+         */
+        DeliveryStatusEnum: "pending" | "succeeded" | "failed" | "dead";
         DesiredState: {
             layer: string;
             pop: string | null;
@@ -1555,6 +1733,23 @@ export interface components {
              */
             ttl_factor: number;
         };
+        /**
+         * @description * `health.changed` - backends of a pool went up or down (grouped per pool and window)
+         *     * `operation.started` - an operation started (drain, maintenance, weight, withdraw, fleet apply...)
+         *     * `operation.finished` - an operation ended: succeeded, unconfirmed or aborted
+         *     * `operation.failed` - an operation failed
+         *     * `operation.paused` - an operation paused (a weight ramp whose backend went down)
+         *     * `guard.refused` - the capacity guard or a safety rule refused an action
+         *     * `guard.forced` - an action was forced past the capacity guard or a safety rule
+         *     * `drift.detected` - the live fleet differs from the fleet file applied
+         *     * `drift.resolved` - the live fleet is the fleet file applied again
+         *     * `dataplane.disconnected` - a data plane's agent stopped reporting
+         *     * `dataplane.lagging` - a data plane has not applied the desired version in time, or refused it
+         *     * `dataplane.recovered` - a data plane disconnected or lagging runs the desired version again
+         *     * `webhook.test` - a test delivery sent from the API or the dashboard
+         * @enum {string}
+         */
+        EventsEnum: "health.changed" | "operation.started" | "operation.finished" | "operation.failed" | "operation.paused" | "guard.refused" | "guard.forced" | "drift.detected" | "drift.resolved" | "dataplane.disconnected" | "dataplane.lagging" | "dataplane.recovered" | "webhook.test";
         /** @description Unknown fields and attempts to write read-only fields are errors, not silently dropped. */
         ExtendInputRequest: {
             /** @description Why: goes into the audit log. */
@@ -1637,6 +1832,12 @@ export interface components {
             };
             safe: boolean;
         };
+        /**
+         * @description * `json` - JSON (signed event envelope)
+         *     * `slack` - Slack-compatible ({"text", "blocks"})
+         * @enum {string}
+         */
+        FormatEnum: "json" | "slack";
         Freeze: {
             readonly frozen: boolean;
             readonly reason: string;
@@ -1890,7 +2091,7 @@ export interface components {
         Operation: {
             readonly id: number;
             readonly kind: components["schemas"]["OperationKindEnum"];
-            readonly status: components["schemas"]["StatusEnum"];
+            readonly status: components["schemas"]["OperationStatusEnum"];
             readonly target_type: string;
             readonly target_id: number;
             readonly target_repr: string;
@@ -1933,6 +2134,17 @@ export interface components {
          * @enum {string}
          */
         OperationKindEnum: "drain" | "undrain" | "maintenance" | "weight" | "announce" | "withdraw" | "layered_drain" | "fleet_apply";
+        /**
+         * @description * `scheduled` - scheduled
+         *     * `running` - running
+         *     * `paused` - paused
+         *     * `succeeded` - succeeded
+         *     * `aborted` - aborted
+         *     * `failed` - failed
+         *     * `unconfirmed` - unconfirmed
+         * @enum {string}
+         */
+        OperationStatusEnum: "scheduled" | "running" | "paused" | "succeeded" | "aborted" | "failed" | "unconfirmed";
         PaginatedAnycastPrefixList: {
             /** @example 123 */
             count: number;
@@ -1992,6 +2204,21 @@ export interface components {
              */
             previous?: string | null;
             results: components["schemas"]["ClientNetwork"][];
+        };
+        PaginatedDeliveryList: {
+            /** @example 123 */
+            count: number;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=4
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=2
+             */
+            previous?: string | null;
+            results: components["schemas"]["Delivery"][];
         };
         PaginatedMonitorList: {
             /** @example 123 */
@@ -2127,6 +2354,21 @@ export interface components {
              */
             previous?: string | null;
             results: components["schemas"]["VIP"][];
+        };
+        PaginatedWebhookList: {
+            /** @example 123 */
+            count: number;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=4
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=2
+             */
+            previous?: string | null;
+            results: components["schemas"]["Webhook"][];
         };
         /** @description Unknown fields and attempts to write read-only fields are errors, not silently dropped. */
         PatchedAnycastPrefixRequest: {
@@ -2288,6 +2530,25 @@ export interface components {
              * @description Failover order: lower answers first.
              */
             priority?: number;
+            enabled?: boolean;
+        };
+        /** @description Unknown fields and attempts to write read-only fields are errors, not silently dropped. */
+        PatchedWebhookRequest: {
+            name?: string;
+            /**
+             * Format: uri
+             * @description http:// or https://: where the events are POSTed.
+             */
+            url?: string;
+            /** @description Signs each body (HMAC-SHA256). Write-only; left out on create, one is generated and shown once. */
+            secret?: string;
+            format?: components["schemas"]["FormatEnum"];
+            /** @description Event types to send (empty: all). */
+            events?: components["schemas"]["EventsEnum"][];
+            /** @description Region slugs (empty: all). Events of no region reach every subscription. */
+            regions?: string[];
+            /** @description Service slugs (empty: all). Events of no service reach every subscription. */
+            services?: string[];
             enabled?: boolean;
         };
         /** @description Unknown fields and attempts to write read-only fields are errors, not silently dropped. */
@@ -2679,17 +2940,6 @@ export interface components {
          * @enum {string}
          */
         StateEnum: "never_applied" | "in_sync" | "drifted";
-        /**
-         * @description * `scheduled` - scheduled
-         *     * `running` - running
-         *     * `paused` - paused
-         *     * `succeeded` - succeeded
-         *     * `aborted` - aborted
-         *     * `failed` - failed
-         *     * `unconfirmed` - unconfirmed
-         * @enum {string}
-         */
-        StatusEnum: "scheduled" | "running" | "paused" | "succeeded" | "aborted" | "failed" | "unconfirmed";
         SuggestedGrace: {
             seconds: number;
             basis: components["schemas"]["SuggestedGraceBasisEnum"];
@@ -2748,7 +2998,26 @@ export interface components {
             readonly token: string;
         };
         Topology: {
-            version: number;
+            /** @description Live only: the state version the live feed's deltas continue from. A replayed picture has none. */
+            version?: number;
+            /** Format: date-time */
+            generated_at: string;
+            /** @description Only with ?at=: true, a picture of the past. */
+            replayed?: boolean;
+            /**
+             * Format: date-time
+             * @description Only with ?at=: the instant shown.
+             */
+            at?: string;
+            /**
+             * Format: date-time
+             * @description Only with ?at=: the first recorded change; the furthest back a picture can be rebuilt.
+             */
+            history_starts?: string;
+            /** @description Only with ?at=: the audit position the picture corresponds to (null: before any change). */
+            as_of?: components["schemas"]["AsOf"] | null;
+            /** @description Only with ?at=: how many later changes were undone to rebuild it. */
+            undone?: number;
         };
         /** @description Unknown fields and attempts to write read-only fields are errors, not silently dropped. */
         VIP: {
@@ -2789,6 +3058,75 @@ export interface components {
          * @enum {string}
          */
         VerdictEnum: "safe" | "overload" | "outage";
+        /** @description Unknown fields and attempts to write read-only fields are errors, not silently dropped. */
+        Webhook: {
+            readonly id: number;
+            readonly revision: number;
+            readonly created_by: string;
+            /** Format: date-time */
+            readonly created_at: string;
+            /** Format: date-time */
+            readonly updated_at: string;
+            name: string;
+            /**
+             * Format: uri
+             * @description http:// or https://: where the events are POSTed.
+             */
+            url: string;
+            format?: components["schemas"]["FormatEnum"];
+            /** @description Event types to send (empty: all). */
+            events?: components["schemas"]["EventsEnum"][];
+            /** @description Region slugs (empty: all). Events of no region reach every subscription. */
+            regions?: string[];
+            /** @description Service slugs (empty: all). Events of no service reach every subscription. */
+            services?: string[];
+            enabled?: boolean;
+        };
+        /** @description Unknown fields and attempts to write read-only fields are errors, not silently dropped. */
+        WebhookCreated: {
+            readonly id: number;
+            readonly revision: number;
+            readonly created_by: string;
+            /** Format: date-time */
+            readonly created_at: string;
+            /** Format: date-time */
+            readonly updated_at: string;
+            name: string;
+            /**
+             * Format: uri
+             * @description http:// or https://: where the events are POSTed.
+             */
+            url: string;
+            /** @description The generated secret: shown only now (null when you gave one). */
+            readonly secret: string | null;
+            format?: components["schemas"]["FormatEnum"];
+            /** @description Event types to send (empty: all). */
+            events?: components["schemas"]["EventsEnum"][];
+            /** @description Region slugs (empty: all). Events of no region reach every subscription. */
+            regions?: string[];
+            /** @description Service slugs (empty: all). Events of no service reach every subscription. */
+            services?: string[];
+            enabled?: boolean;
+        };
+        /** @description Unknown fields and attempts to write read-only fields are errors, not silently dropped. */
+        WebhookRequest: {
+            name: string;
+            /**
+             * Format: uri
+             * @description http:// or https://: where the events are POSTed.
+             */
+            url: string;
+            /** @description Signs each body (HMAC-SHA256). Write-only; left out on create, one is generated and shown once. */
+            secret?: string;
+            format?: components["schemas"]["FormatEnum"];
+            /** @description Event types to send (empty: all). */
+            events?: components["schemas"]["EventsEnum"][];
+            /** @description Region slugs (empty: all). Events of no region reach every subscription. */
+            regions?: string[];
+            /** @description Service slugs (empty: all). Events of no service reach every subscription. */
+            services?: string[];
+            enabled?: boolean;
+        };
         /** @description Unknown fields and attempts to write read-only fields are errors, not silently dropped. */
         WeightInputRequest: {
             /** @description Why: goes into the audit log. */
@@ -3495,6 +3833,11 @@ export interface operations {
                  *     * `safetyrule.create` - safety rule added
                  *     * `safetyrule.update` - safety rule changed
                  *     * `safetyrule.delete` - safety rule removed
+                 *     * `webhook.create` - webhook subscription added
+                 *     * `webhook.update` - webhook subscription changed
+                 *     * `webhook.delete` - webhook subscription removed
+                 *     * `webhook.test` - webhook test delivery sent
+                 *     * `webhook.redeliver` - webhook delivery sent again
                  *     * `token.create` - API token issued
                  *     * `token.revoke` - API token revoked
                  *     * `token.delete` - API token deleted
@@ -3519,7 +3862,7 @@ export interface operations {
                  *     * `region.maint` - region.maint
                  *     * `region.ready` - region.ready
                  */
-                action?: "anycastprefix.create" | "anycastprefix.delete" | "anycastprefix.update" | "backend.create" | "backend.delete" | "backend.drain" | "backend.drained" | "backend.eject" | "backend.eject_confirmed" | "backend.eject_end" | "backend.health" | "backend.maintenance" | "backend.undrain" | "backend.update" | "backend.weight" | "changefreeze.off" | "changefreeze.on" | "clientnetwork.create" | "clientnetwork.delete" | "clientnetwork.update" | "dataplane.repair" | "fleet.apply" | "group.create" | "group.delete" | "group.update" | "monitor.create" | "monitor.delete" | "monitor.update" | "operation.abort" | "operation.expire" | "operation.extend" | "operation.pause" | "operation.resume" | "operation.schedule" | "pool.create" | "pool.delete" | "pool.drain" | "pool.drained" | "pool.draining" | "pool.maint" | "pool.maintenance" | "pool.outlier_panic" | "pool.outlier_panic_end" | "pool.panic" | "pool.panic_end" | "pool.ready" | "pool.undrain" | "pool.update" | "pop.announce" | "pop.create" | "pop.delete" | "pop.drain" | "pop.drained" | "pop.draining" | "pop.maint" | "pop.maintenance" | "pop.ready" | "pop.undrain" | "pop.update" | "pop.withdraw" | "region.create" | "region.delete" | "region.drain" | "region.drained" | "region.draining" | "region.maint" | "region.maintenance" | "region.ready" | "region.undrain" | "region.update" | "safetyrule.create" | "safetyrule.delete" | "safetyrule.update" | "service.create" | "service.delete" | "service.update" | "token.create" | "token.delete" | "token.revoke" | "user.create" | "user.deactivate" | "user.delete" | "user.password" | "user.reactivate" | "user.role" | "user.superuser" | "user.update" | "vip.create" | "vip.delete" | "vip.disable" | "vip.enable" | "vip.update";
+                action?: "anycastprefix.create" | "anycastprefix.delete" | "anycastprefix.update" | "backend.create" | "backend.delete" | "backend.drain" | "backend.drained" | "backend.eject" | "backend.eject_confirmed" | "backend.eject_end" | "backend.health" | "backend.maintenance" | "backend.undrain" | "backend.update" | "backend.weight" | "changefreeze.off" | "changefreeze.on" | "clientnetwork.create" | "clientnetwork.delete" | "clientnetwork.update" | "dataplane.repair" | "fleet.apply" | "group.create" | "group.delete" | "group.update" | "monitor.create" | "monitor.delete" | "monitor.update" | "operation.abort" | "operation.expire" | "operation.extend" | "operation.pause" | "operation.resume" | "operation.schedule" | "pool.create" | "pool.delete" | "pool.drain" | "pool.drained" | "pool.draining" | "pool.maint" | "pool.maintenance" | "pool.outlier_panic" | "pool.outlier_panic_end" | "pool.panic" | "pool.panic_end" | "pool.ready" | "pool.undrain" | "pool.update" | "pop.announce" | "pop.create" | "pop.delete" | "pop.drain" | "pop.drained" | "pop.draining" | "pop.maint" | "pop.maintenance" | "pop.ready" | "pop.undrain" | "pop.update" | "pop.withdraw" | "region.create" | "region.delete" | "region.drain" | "region.drained" | "region.draining" | "region.maint" | "region.maintenance" | "region.ready" | "region.undrain" | "region.update" | "safetyrule.create" | "safetyrule.delete" | "safetyrule.update" | "service.create" | "service.delete" | "service.update" | "token.create" | "token.delete" | "token.revoke" | "user.create" | "user.deactivate" | "user.delete" | "user.password" | "user.reactivate" | "user.role" | "user.superuser" | "user.update" | "vip.create" | "vip.delete" | "vip.disable" | "vip.enable" | "vip.update" | "webhook.create" | "webhook.delete" | "webhook.redeliver" | "webhook.test" | "webhook.update";
                 /** @description e.g. 'backend.' for every backend action */
                 action_prefix?: string;
                 actor?: string;
@@ -3995,6 +4338,45 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["Freeze"];
                 };
+            };
+        };
+    };
+    live_deltas_retrieve: {
+        parameters: {
+            query: {
+                /** @description The version of the picture the client holds. */
+                after: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description {type: delta, from_version: after + 1, version, changes}: changes keep the latest of each object, as the feed's own messages do; no changes when nothing is newer */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+            /** @description invalid: `after` missing or not a version */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description gone: not every version after `after` is kept; refetch the topology */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
         };
     };
@@ -6107,7 +6489,10 @@ export interface operations {
     };
     topology_retrieve: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description An instant in the past (ISO 8601, e.g. 2025-03-01T10:42:00Z): the fleet as it was then, rebuilt from the audit log (a postmortem's replay). Without it: the live picture. */
+                at?: string;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -6270,6 +6655,307 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["VIP"];
+                };
+            };
+        };
+    };
+    webhook_deliveries_list: {
+        parameters: {
+            query?: {
+                event_id?: string;
+                /**
+                 * @description * `health.changed` - backends of a pool went up or down (grouped per pool and window)
+                 *     * `operation.started` - an operation started (drain, maintenance, weight, withdraw, fleet apply...)
+                 *     * `operation.finished` - an operation ended: succeeded, unconfirmed or aborted
+                 *     * `operation.failed` - an operation failed
+                 *     * `operation.paused` - an operation paused (a weight ramp whose backend went down)
+                 *     * `guard.refused` - the capacity guard or a safety rule refused an action
+                 *     * `guard.forced` - an action was forced past the capacity guard or a safety rule
+                 *     * `drift.detected` - the live fleet differs from the fleet file applied
+                 *     * `drift.resolved` - the live fleet is the fleet file applied again
+                 *     * `dataplane.disconnected` - a data plane's agent stopped reporting
+                 *     * `dataplane.lagging` - a data plane has not applied the desired version in time, or refused it
+                 *     * `dataplane.recovered` - a data plane disconnected or lagging runs the desired version again
+                 *     * `webhook.test` - a test delivery sent from the API or the dashboard
+                 */
+                event_type?: "dataplane.disconnected" | "dataplane.lagging" | "dataplane.recovered" | "drift.detected" | "drift.resolved" | "guard.forced" | "guard.refused" | "health.changed" | "operation.failed" | "operation.finished" | "operation.paused" | "operation.started" | "webhook.test";
+                /** @description Which field to use when ordering the results. */
+                ordering?: string;
+                /** @description A page number within the paginated result set. */
+                page?: number;
+                /** @description Number of results to return per page. */
+                page_size?: number;
+                /** @description A search term. */
+                search?: string;
+                /**
+                 * @description Repeat for several; ?status=dead is the dead-letter list.
+                 *
+                 *     * `pending` - pending
+                 *     * `succeeded` - succeeded
+                 *     * `failed` - failed, retrying
+                 *     * `dead` - dead letter
+                 */
+                status?: ("dead" | "failed" | "pending" | "succeeded")[];
+                subscription?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedDeliveryList"];
+                };
+            };
+        };
+    };
+    webhook_deliveries_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A unique integer value identifying this webhook delivery. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Delivery"];
+                };
+            };
+        };
+    };
+    webhook_deliveries_redeliver_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A unique integer value identifying this webhook delivery. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Delivery"];
+                };
+            };
+        };
+    };
+    webhooks_list: {
+        parameters: {
+            query?: {
+                enabled?: boolean;
+                /**
+                 * @description * `json` - JSON (signed event envelope)
+                 *     * `slack` - Slack-compatible ({"text", "blocks"})
+                 */
+                format?: "json" | "slack";
+                name?: string;
+                /** @description Which field to use when ordering the results. */
+                ordering?: string;
+                /** @description A page number within the paginated result set. */
+                page?: number;
+                /** @description Number of results to return per page. */
+                page_size?: number;
+                /** @description A search term. */
+                search?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedWebhookList"];
+                };
+            };
+        };
+    };
+    webhooks_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookCreated"];
+                };
+            };
+        };
+    };
+    webhooks_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A unique integer value identifying this webhook subscription. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Webhook"];
+                };
+            };
+        };
+    };
+    webhooks_update: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A unique integer value identifying this webhook subscription. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Webhook"];
+                };
+            };
+        };
+    };
+    webhooks_destroy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A unique integer value identifying this webhook subscription. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No response body */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    webhooks_partial_update: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A unique integer value identifying this webhook subscription. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["PatchedWebhookRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Webhook"];
+                };
+            };
+        };
+    };
+    webhooks_deliveries_list: {
+        parameters: {
+            query?: {
+                /** @description A page number within the paginated result set. */
+                page?: number;
+                /** @description Number of results to return per page. */
+                page_size?: number;
+            };
+            header?: never;
+            path: {
+                /** @description A unique integer value identifying this webhook subscription. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedDeliveryList"];
+                };
+            };
+        };
+    };
+    webhooks_test_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A unique integer value identifying this webhook subscription. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Delivery"];
                 };
             };
         };

@@ -13,9 +13,12 @@ import { FreezeBar, FreezeButton, useFreeze } from "./freeze";
 import { Operations } from "./ops";
 import { Windows } from "./windows";
 import { Drift } from "./drift";
+import { Notifications } from "./notifications";
 import { PopPanel } from "./panel";
 import { Search, type Hit } from "./search";
 import { Timeline } from "./timeline";
+import { ReplayBar, ReplayButton, ReplayTimeline } from "./replay";
+import { useReplay } from "../replay";
 
 const LAYERS: { key: Layer; label: string; title: string }[] = [
   { key: "dns", label: "DNS", title: "Which regions each service answers with, weights, TTL, live answer shares" },
@@ -41,14 +44,22 @@ export function App() {
   const [history, setHistory] = useState<{ q: string; n: number } | null>(null);
   const showHistory = (q: string) => setHistory({ q, n: (history?.n ?? 0) + 1 });
 
-  const dns = usePoll<DnsAnswers>(layers.dns ? "/api/v1/dns/answers/" : null, 2000);
-  const anycast = usePoll<AnycastResponse>(layers.anycast || selPop !== null ? "/api/v1/anycast/" : null, 2000);
+  // While a replay is on, the picture is of the past: what only the present knows (data planes'
+  // figures, DNS answers, observed routes, sessions) is not shown over it, and nobody acts from it.
+  const replaying = useReplay((s) => s.active);
+  const dns = usePoll<DnsAnswers>(layers.dns && !replaying ? "/api/v1/dns/answers/" : null, 2000);
+  const anycast = usePoll<AnycastResponse>((layers.anycast || selPop !== null) && !replaying ? "/api/v1/anycast/" : null, 2000);
   const planes = usePoll<Dataplanes>("/api/v1/dataplanes/", 5000);
-  const stats = usePoll<StatsResponse>(selPop === null ? null : `/api/v1/stats/backends/?pop=${selPop}`, 2000);
+  const stats = usePoll<StatsResponse>(selPop === null || replaying ? null : `/api/v1/stats/backends/?pop=${selPop}`, 2000);
   const observed = useStore((s) => s.shell.observed);
-  const anycastData = mergeObserved(pollData(anycast), observed);
+  const anycastData = replaying ? undefined : mergeObserved(pollData(anycast), observed);
+  const dnsData = replaying ? undefined : pollData(dns);
+  const past = { kind: "error", message: "not kept in history (replay)" } as const;
+  const statsShown: PollState<StatsResponse> = replaying ? past : stats;
+  const applied = replaying ? undefined : pollData(planes)?.applied;
 
-  const role = useStore((s) => s.shell.me?.role ?? null);
+  const liveRole = useStore((s) => s.shell.me?.role ?? null);
+  const role = replaying ? null : liveRole;
   const [freeze, setFreeze] = useFreeze();
   const [freezeAsk, setFreezeAsk] = useState(false);
   const canAct = role === "operator" || role === "admin";
@@ -89,7 +100,7 @@ export function App() {
   // Whether the selected PoP exists (the panel reads the PoP itself).
   const panel = useStore((s) => (selPop !== null && s.t.pops.has(selPop) ? selPop : null));
   // For measurements (browser tests): when the first picture with data is on screen.
-  const loaded = useStore((s) => s.version !== null);
+  const loaded = useStore((s) => s.loaded);
   useEffect(() => { if (loaded) performance.mark("steering:first-render"); }, [loaded]);
 
   return (
@@ -118,38 +129,45 @@ export function App() {
         </form>
       </header>
       <Banner />
+      <ReplayBar />
       <FreezeBar state={freeze} setState={setFreeze} role={role} asking={freezeAsk} setAsking={setFreezeAsk} />
       <main class="layout">
         <div class="left">
-          <div class="map-wrap">
+          <div class={`map-wrap${replaying ? " replaying" : ""}`} data-testid="map-wrap" data-replay={String(replaying)}>
+            <ReplayButton />
             {!loaded ? <p class="muted loading">Loading topology…</p> : (
               <WorldMap layers={layers} selectedPop={selPop} onSelectPop={openPop}
-                dnsService={dnsService ?? firstService} dns={pollData(dns)} anycastPrefix={prefix ?? firstPrefix} anycast={anycastData}
-                applied={pollData(planes)?.applied} />
+                dnsService={dnsService ?? firstService} dns={dnsData} anycastPrefix={prefix ?? firstPrefix} anycast={anycastData}
+                applied={applied} />
             )}
-            <Legend layers={layers} dns={dns} anycast={anycast} anycastData={anycastData}
+            <Legend layers={layers} dns={replaying ? past : dns} anycast={replaying ? past : anycast} anycastData={anycastData}
               dnsService={dnsService ?? firstService} setDnsService={setDnsService} prefix={prefix ?? firstPrefix} setPrefix={setPrefix} />
           </div>
           <div class="bottom">
-            <Operations canAct={canAct} onAction={setDialog} stats={pollData(stats)} />
-            <Windows canAct={canAct} onAction={setDialog} />
-            <Drift />
-            <Timeline history={history} />
+            <Operations canAct={canAct} onAction={setDialog} stats={pollData(statsShown)} />
+            {replaying ? <ReplayTimeline /> : (
+              <>
+                <Windows canAct={canAct} onAction={setDialog} />
+                <Drift />
+            {canAct && <Notifications isAdmin={role === "admin"} />}
+                <Timeline history={history} />
+              </>
+            )}
           </div>
         </div>
         <aside class="right">
           {panel !== null ? (
             <PopPanel key={panel} popId={panel} canAct={canAct} selectedBackend={selBackend} focusPool={focusPool}
               onSelectBackend={setSelBackend} onAction={setDialog} onClose={() => setSelPop(null)} onHistory={showHistory}
-              anycast={anycastData?.pops[String(panel)]} anycastMissing={anycast.kind === "missing"} stats={stats}
-              applied={pollData(planes)?.applied} />
+              anycast={anycastData?.pops[String(panel)]} anycastMissing={!replaying && anycast.kind === "missing"} stats={statsShown}
+              applied={applied} />
           ) : (
             <Overview region={selRegion} onPop={openPop} canAct={canAct} onAction={setDialog} onRegion={setSelRegion}
-              dns={pollData(dns)} dnsOn={layers.dns} dnsService={dnsService ?? firstService} />
+              dns={dnsData} dnsOn={layers.dns} dnsService={dnsService ?? firstService} />
           )}
         </aside>
       </main>
-      {dialog && <ActionDialog req={dialog} onClose={() => setDialog(null)} onDone={setToast} />}
+      {dialog && !replaying && <ActionDialog req={dialog} onClose={() => setDialog(null)} onDone={setToast} />}
       <div class="toast" role="status" aria-live="polite" data-testid="toast" hidden={!toast}>{toast}</div>
     </>
   );
@@ -178,6 +196,11 @@ function mergeObserved(base: AnycastResponse | undefined, pushed: ReadonlyMap<nu
 
 function LiveStatus() {
   const conn = useStore((s) => s.shell.conn);
+  const replaying = useReplay((s) => s.active);
+  if (replaying) {
+    return <span class="conn" data-testid="live-status" data-state="replay" role="status"
+      title="A replay of the past is on: live changes are not shown until you go back to live.">◷ replay</span>;
+  }
   const text = { connecting: "◌ connecting…", live: "● live", offline: "○ offline: reconnecting" }[conn];
   return <span class="conn" data-testid="live-status" data-state={conn} role="status" aria-live="polite"
     title={conn === "offline" ? "The live feed is down: figures may be out of date; the view resyncs when it returns." : undefined}>{text}</span>;

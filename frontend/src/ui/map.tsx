@@ -52,7 +52,7 @@ interface MarkerProps {
 
 /** Backends of a PoP that live traffic took out (outlier ejection), counted from the topology. */
 function ejectedIn(popId: number): number {
-  const now = Date.now();
+  const now = store.now();
   let n = 0;
   for (const b of store.backendsOfPop(popId)) {
     if (b.ejected_at && b.ejected_until && Date.parse(b.ejected_until) > now) n += 1;
@@ -131,7 +131,8 @@ const Donut = memo(function Donut({ popId, x, y }: { popId: number; x: number; y
   const c = 2 * Math.PI * r;
   let offset = 0;
   return (
-    <g class="donut" data-testid="donut" transform={`translate(${x},${y})`}>
+    <g class="donut" data-testid="donut" data-pop-id={popId} transform={`translate(${x},${y})`}
+      data-slices={SLICES.filter((k) => summary.counts[k]).map((k) => `${k}:${summary.counts[k]}`).join(" ")}>
       {SLICES.map((k) => {
         const n = summary.counts[k];
         if (!n) return null;

@@ -49,7 +49,7 @@ function sessionsLeft(op: Operation, stats: StatsResponse | undefined): number |
 }
 
 function secondsLeft(op: Operation): number | null {
-  if (op.deadline && ACTIVE.has(op.status)) return Math.max(0, Math.round((Date.parse(op.deadline) - Date.now()) / 1000));
+  if (op.deadline && ACTIVE.has(op.status)) return Math.max(0, Math.round((Date.parse(op.deadline) - store.now()) / 1000));
   return op.progress?.seconds_left ?? null;
 }
 

@@ -5,6 +5,7 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import type { AnycastPop, Applied, Backend, BackendStats, Pool, PoP, StatsResponse } from "../api";
 import { pollData, type PollState } from "../poll";
+import { useReplay } from "../replay";
 import { samples } from "../samples";
 import { shallow, store, useStore } from "../store";
 import type { ActionRequest } from "./actions";
@@ -18,7 +19,7 @@ const ADMIN_ORDER: Record<string, number> = { maint: 0, draining: 1, drained: 2,
 /** Seconds of ejection left, or null when live traffic has not taken the backend out. */
 export function ejectedFor(b: Backend): number | null {
   if (!b.ejected_at || !b.ejected_until) return null;
-  const left = (Date.parse(b.ejected_until) - Date.now()) / 1000;
+  const left = (Date.parse(b.ejected_until) - store.now()) / 1000;
   return left > 0 ? left : null;
 }
 
@@ -250,6 +251,8 @@ function BackendRow({ b, share, stats, canAct, selected, onSelect, onAction, pat
   const why = `${b.name} gets ${fmt.format(share.share * 100)} % of new connections: effective weight ${b.effective_weight} of ` +
     `${share.total} in the pool${share.backupOnly ? " (backups serve: no primary left)" : ""}${b.backup && !share.backupOnly ? " (backup: only used when no primary serves)" : ""}. ` +
     `Effective weight: ${b.effective_weight_reason}.`;
+  // Probe latencies are of now, not of a replayed instant: not drawn over the past.
+  const replaying = useReplay((s) => s.active);
   const act = (kind: ActionRequest["kind"]) => (e: Event) => {
     e.stopPropagation();
     onAction({ kind, target: { type: "backend", id: b.id, name: path }, weight: b.weight });
@@ -267,7 +270,7 @@ function BackendRow({ b, share, stats, canAct, selected, onSelect, onAction, pat
         {b.backup && <span class="tag">backup</span>}
       </td>
       <td class="health"><span class="cell">{ejection ? <Badge state={b.health} title={`prober: ${b.health}`} /> : <Badge state={b.health} />}
-        {ejection && <Badge state="ejected" title={ejection} />}<Sparkline id={b.id} width={48} /></span></td>
+        {ejection && <Badge state="ejected" title={ejection} />}{!replaying && <Sparkline id={b.id} width={48} />}</span></td>
       <td><Badge state={b.admin_state} /></td>
       <td class="num">{b.weight}</td>
       <td class={`num${b.effective_weight !== b.weight ? " differs" : ""}`} title={b.effective_weight_reason}>{b.effective_weight}</td>

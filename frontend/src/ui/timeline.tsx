@@ -1,7 +1,7 @@
 // The audit timeline: GET /api/v1/changes/ with filters; each entry opens to a small before/after diff.
 
 import { useEffect, useRef, useState } from "preact/hooks";
-import { getJSON, type ChangePage } from "../api";
+import { getJSON, type ChangeEntry, type ChangePage } from "../api";
 import { useStore } from "../store";
 import { clock } from "./common";
 
@@ -80,17 +80,26 @@ export function Timeline({ history }: { history: { q: string; n: number } | null
         {page?.results.map((c) => (
           <li key={c.id} data-testid="timeline-entry" data-change={c.id} class={open.has(c.id) ? "open" : undefined}>
             <button class="entry-line" aria-expanded={open.has(c.id)} onClick={() => toggle(c.id)}>
-              <span class="t">{clock(c.time)}</span>
-              <span class="actor">{c.actor_name}</span>
-              <span class="act">{c.action}</span>
-              <span class="obj">{c.object_repr}{c.related_repr ? <span class="muted"> ({c.related_repr})</span> : null}</span>
-              <span class="why">“{c.reason}”{c.forced ? <b class="err"> forced: {c.force_reason}</b> : null}</span>
+              <ChangeLine c={c} />
             </button>
             {open.has(c.id) && <Diff before={c.before} after={c.after} />}
           </li>
         ))}
       </ol>
     </section>
+  );
+}
+
+/** One change on one line: when, who, what, on what, why (the timeline's and the replay's). */
+export function ChangeLine({ c }: { c: ChangeEntry }) {
+  return (
+    <>
+      <span class="t">{clock(c.time)}</span>
+      <span class="actor">{c.actor_name}</span>
+      <span class="act">{c.action}</span>
+      <span class="obj">{c.object_repr}{c.related_repr ? <span class="muted"> ({c.related_repr})</span> : null}</span>
+      <span class="why">“{c.reason}”{c.forced ? <b class="err"> forced: {c.force_reason}</b> : null}</span>
+    </>
   );
 }
 
