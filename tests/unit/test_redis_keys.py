@@ -18,6 +18,7 @@ PINNED = {
     "CHANNEL_LAYER_PREFIX": "steering:asgi",
     "LIVE_GROUP": "live",
     "LIVE_CONNS": "steering:live:conns:{user_id}",
+    "LIVE_DELTAS": "steering:live:deltas",
     "AGENTS_SEEN": "steering:agents:seen",
     "BACKEND_STATS": "steering:stats:backend:{id}",
     "HAPROXY_STATUS": "steering:haproxy:agent:{pop}",
