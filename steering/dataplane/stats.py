@@ -50,6 +50,25 @@ def write_backend_stats(backend_id: int, stats: BackendStats) -> None:
                        mapping={name: getattr(stats, name) for name in WRITTEN_FIELDS})
 
 
+# Every hash in one reply: a guard check over a 20,000-backend fleet read them as 20,000
+# pipelined HGETALLs, whose packing and parsing in redis-py was most of its time.
+_HGETALL_MANY = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('HGETALL', key) end
+return out
+"""
+_CHUNK = 5000  # keys per script call: Redis runs a script alone, so keep each one short
+
+
+def _hgetall_many(keys: list[str]) -> list[dict[bytes, bytes]]:
+    script = sync_client().register_script(_HGETALL_MANY)
+    rows: list[dict[bytes, bytes]] = []
+    for start in range(0, len(keys), _CHUNK):
+        for flat in script(keys=keys[start:start + _CHUNK]):
+            rows.append(dict(zip(flat[::2], flat[1::2], strict=True)))
+    return rows
+
+
 def _int(row: dict[bytes, bytes], key: bytes) -> int:
     return int(float(row.get(key, 0) or 0))  # a JSON client may send 12.0 for 12
 
@@ -60,10 +79,7 @@ def read_backend_stats(backend_ids: Iterable[int]) -> dict[int, BackendStats]:
     if not ids:
         return {}
     try:
-        pipe = sync_client().pipeline(transaction=False)
-        for backend_id in ids:
-            pipe.hgetall(BACKEND_STATS.format(id=backend_id))
-        rows = pipe.execute()
+        rows = _hgetall_many([BACKEND_STATS.format(id=backend_id) for backend_id in ids])
     except Exception:  # no figures is a normal state (no data plane yet, Redis away)
         return {}
     now = time.time()

@@ -9,11 +9,13 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
+from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from steering.api.permissions import request_role
+from steering.api.renderers import FastJSONRenderer
 from steering.choices import STATE_STYLES
 from steering.models import ApiToken
 from steering.readmodels.replay import ReplayRefused, topology_at
@@ -54,6 +56,8 @@ TOPOLOGY = inline_serializer("Topology", {
 
 
 class TopologyView(APIView):
+    renderer_classes = [FastJSONRenderer, BrowsableAPIRenderer]  # 10 MB of JSON on a big fleet
+
     @extend_schema(parameters=[TopologyQuery], responses={200: TOPOLOGY})
     def get(self, request: Request) -> Response:
         query = TopologyQuery(data=request.query_params)
