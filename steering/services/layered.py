@@ -57,6 +57,7 @@ from steering.services.kernel import (
 )
 from steering.services.operation_lifecycle import (
     SWEEPER,
+    close_released_windows,
     drain_progress,
     finish_operation,
     move_target_state,
@@ -437,13 +438,9 @@ def restore_site(site: Site, undrain_op: Operation, changes: ChangeSet) -> None:
             continue
         restored = rollback_layered(drained, changes)
         result = {**drained.result, "restored_by": undrain_op.pk, "restored": restored}
-        if drained.expires_at is not None and drained.expired_at is None:
-            # Back before its window's end: the window closes now (the calendar shows what is open).
-            now = timezone.now()
-            Operation.objects.filter(pk=drained.pk).update(expired_at=now)
-            changes.record("operation.expire", drained, before={"expired_at": None},
-                           after={"expired_at": now.isoformat(), "ended": "early"},
-                           reason=f"back in service before its end: {changes.reason}")
+        # Back before its window's end: the window closes now (the calendar shows what is open).
+        close_released_windows({drained.pk}, changes, now=timezone.now(),
+                               why=f"back in service before its end: {changes.reason}")
         status = OperationStatus.ABORTED if drained.status == OperationStatus.RUNNING else drained.status
         Operation.objects.filter(pk=drained.pk).update(result=result, status=status, revision=F("revision") + 1,
                                                        finished_at=drained.finished_at or timezone.now())
