@@ -449,6 +449,9 @@ LOGGING = {
         # uvicorn's server lines (not "uvicorn" itself: configuring it would switch on the access
         # log that runstack turns off; steering.request logs requests).
         **({"uvicorn.error": {"handlers": ["console"], "propagate": False}} if LOG_FORMAT == "json" else {}),
+        # billiard's pool logger does not propagate: without a handler of its own, a worker process
+        # exiting at shutdown was printed as plain text by logging's last-resort handler.
+        **({"multiprocessing": {"handlers": ["console"], "propagate": False}} if LOG_FORMAT == "json" else {}),
     },
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"
